@@ -1,0 +1,64 @@
+"""The ``lockgw`` command line (CONTRACT §6).
+
+Each sub-command lives in its own module of this package and exposes
+``register(subparsers)``; the handler it sets is ``async def (args) -> int``.
+``main(argv)`` is awaitable so tests call ``await main([...])``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from protocols.errors import LockgwError
+
+__all__ = ["main", "run"]
+
+#: sub-command modules, in help order
+_MODULES = ("keys", "config_cmd")
+
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lockgw", description="Door-access gateway for home care."
+    )
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _MODULES:
+        module: Any = importlib.import_module(f"gateway.cli.{name}")
+        module.register(subs)
+    return parser
+
+
+async def main(argv: list[str]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    handler: Handler = args.handler
+    try:
+        return await handler(args)
+    except LockgwError as exc:
+        print(f"lockgw {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        import uvloop
+
+        runner: Callable[[Awaitable[int]], int] = uvloop.run  # type: ignore[assignment]
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run  # type: ignore[assignment]
+    try:
+        code = runner(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

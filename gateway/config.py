@@ -1,0 +1,292 @@
+"""The gateway's one TOML config file (CONTRACT §7), validated by pydantic.
+
+Unknown keys are an error. Relative paths are relative to the config file.
+:func:`load_config` returns a :class:`Config` or raises
+:class:`protocols.errors.ConfigError` listing *every* problem in words a
+technician understands (used by ``lockgw check-config``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from protocols.errors import ConfigError
+
+__all__ = [
+    "AccessConfig",
+    "CommandSignerConfig",
+    "Config",
+    "DeviceConfig",
+    "HealthConfig",
+    "IssuerConfig",
+    "JournalConfig",
+    "MqttConfig",
+    "MqttTlsConfig",
+    "PhoneLinkConfig",
+    "SiteConfig",
+    "load_config",
+]
+
+Role = str
+Purpose = Literal["planned", "emergency"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(_Section):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    timezone: str = "Europe/Amsterdam"
+    data_dir: Path = Path("/var/lib/lockgw")
+    #: emergency-purpose tokens open outside their windows only while an alarm is
+    #: raised for the site; set true to let them open outside windows at any time.
+    emergency_outside_window_without_alarm: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name like Europe/Amsterdam)"
+            ) from exc
+        return v
+
+
+class MqttTlsConfig(_Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class MqttConfig(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    protocol: Literal["5", "3.1.1"] = "5"
+    tls: MqttTlsConfig | None = None
+    #: first and last reconnect delay, seconds (capped, jittered backoff)
+    reconnect_min: float = Field(default=0.5, gt=0)
+    reconnect_max: float = Field(default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not (v.startswith("mqtt://") or v.startswith("mqtts://")):
+            raise ValueError("must start with mqtt:// or mqtts://, e.g. mqtt://127.0.0.1:1883")
+        return v
+
+
+class PhoneLinkConfig(_Section):
+    #: host:port of the TCP transport for simulators and tests; empty = off
+    loopback: str | None = "127.0.0.1:47100"
+    #: serve the exchange as a BLE GATT peripheral (needs BlueZ and the [ble] extra)
+    ble: bool = False
+    #: seconds a phone has for each step of the exchange
+    step_timeout: float = Field(default=10.0, gt=0, le=60)
+    #: seconds the phone waits at most for the device to confirm
+    device_timeout: float = Field(default=5.0, gt=0, le=30)
+
+
+class AccessConfig(_Section):
+    #: tolerated clock difference for nbf / exp, seconds
+    skew_seconds: int = Field(default=60, ge=0, le=900)
+    #: failed attempts per door within ``rate_window`` before ``rate_limited``
+    rate_limit: int = Field(default=10, ge=1)
+    rate_window: int = Field(default=60, ge=1)
+    #: denials at a door within ``suspicious_window`` that raise access.suspicious
+    suspicious_after: int = Field(default=5, ge=2)
+    suspicious_window: int = Field(default=300, ge=10)
+    #: what still opens while the clock cannot be trusted: "emergency" (default: care safety
+    #: first, alarm responders still get in), "none" (burglary safety first) or "all"
+    untrusted_clock_allows: Literal["none", "emergency", "all"] = "emergency"
+
+
+class IssuerConfig(_Section):
+    id: str = Field(min_length=1)
+    public_key: Path
+    roles: list[Role] = Field(min_length=1)
+    purposes: list[Purpose] = Field(min_length=1)
+    doors: list[str] = Field(min_length=1)
+    #: refuse this issuer's planned-care tokens once its last revocation list is
+    #: older than this many seconds (None = off)
+    revocation_max_age: int | None = Field(default=None, gt=0)
+
+
+class CommandSignerConfig(_Section):
+    id: str = Field(min_length=1)
+    public_key: Path
+    #: commands this signer may give (default: all)
+    commands: list[Literal["unlock", "unlatch", "lock", "open", "refresh", "alarm"]] | None = None
+
+
+class DeviceConfig(_Section):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    door: str = Field(min_length=1)
+    driver: str = Field(min_length=1)
+    address: str = Field(min_length=1)
+    #: "keep" = stay connected, "on_demand" = connect per command
+    connection: Literal["keep", "on_demand"] = "keep"
+    battery_low: int = Field(default=20, ge=1, le=99)
+    battery_critical: int = Field(default=10, ge=1, le=99)
+    health_interval: float = Field(default=60.0, gt=0)
+    door_left_open_after: int = Field(default=300, ge=5)
+    key_not_returned_after: int = Field(default=30 * 60, ge=10)
+    command_timeout: float = Field(default=5.0, gt=0, le=30)
+    #: driver-specific settings (validated by the driver)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class JournalConfig(_Section):
+    retention_days: int = Field(default=365, ge=1)
+
+
+class HealthConfig(_Section):
+    #: host:port for a Prometheus text endpoint on loopback; empty = off
+    metrics: str | None = None
+
+
+class Config(_Section):
+    site: SiteConfig
+    mqtt: MqttConfig = MqttConfig()
+    phone_link: PhoneLinkConfig = PhoneLinkConfig()
+    access: AccessConfig = AccessConfig()
+    journal: JournalConfig = JournalConfig()
+    health: HealthConfig = HealthConfig()
+    issuers: list[IssuerConfig] = Field(default_factory=list)
+    command_signers: list[CommandSignerConfig] = Field(default_factory=list)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    #: where the file was loaded from (set by load_config, not a TOML key)
+    source: Path | None = Field(default=None, exclude=True)
+
+    def issuer(self, iss: str) -> IssuerConfig | None:
+        return next((i for i in self.issuers if i.id == iss), None)
+
+    def device(self, device_id: str) -> DeviceConfig | None:
+        return next((d for d in self.devices if d.id == device_id), None)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _problems_from(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = _loc(tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key (check the spelling; see config/example.toml)")
+        elif err["type"] == "missing":
+            problems.append(f"{where}: required but missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg}")
+    return problems
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else (base / p)
+
+
+def _semantic_problems(cfg: Config) -> list[str]:
+    """Cross-field checks pydantic cannot express, and the files the config names."""
+    problems: list[str] = []
+    for section, ids in (
+        ("issuers", [i.id for i in cfg.issuers]),
+        ("command_signers", [s.id for s in cfg.command_signers]),
+        ("devices", [d.id for d in cfg.devices]),
+    ):
+        seen: set[str] = set()
+        for n, ident in enumerate(ids):
+            if ident in seen:
+                problems.append(f"{section}[{n}].id: {ident!r} appears twice")
+            seen.add(ident)
+    for n, dev in enumerate(cfg.devices):
+        if dev.battery_critical >= dev.battery_low:
+            problems.append(
+                f"devices[{n}]: battery_critical ({dev.battery_critical}) must be below "
+                f"battery_low ({dev.battery_low})"
+            )
+    key_files = [(f"issuers[{n}].public_key", i.public_key) for n, i in enumerate(cfg.issuers)]
+    key_files += [
+        (f"command_signers[{n}].public_key", s.public_key)
+        for n, s in enumerate(cfg.command_signers)
+    ]
+    from gateway.keys import load_public_key  # local: keys imports config-free helpers only
+
+    for where, path in key_files:
+        try:
+            load_public_key(path)
+        except Exception as exc:  # every problem is reported, never raised
+            problems.append(f"{where}: {exc}")
+    return problems
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, validate and resolve a config file; raise ConfigError with every problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except PermissionError:
+        raise ConfigError(str(path), ["cannot read the file (permission denied)"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), ["not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(str(path), _problems_from(exc)) from None
+    base = path.resolve().parent
+    site = cfg.site.model_copy(update={"data_dir": _resolve(base, cfg.site.data_dir)})
+    issuers = [
+        i.model_copy(update={"public_key": _resolve(base, i.public_key)}) for i in cfg.issuers
+    ]
+    signers = [
+        s.model_copy(update={"public_key": _resolve(base, s.public_key)})
+        for s in cfg.command_signers
+    ]
+    tls = cfg.mqtt.tls
+    if tls is not None:
+        tls = tls.model_copy(
+            update={
+                k: _resolve(base, v)
+                for k in ("ca_file", "cert_file", "key_file")
+                if (v := getattr(tls, k)) is not None
+            }
+        )
+    pw = cfg.mqtt.password_file
+    mqtt = cfg.mqtt.model_copy(
+        update={"tls": tls, "password_file": _resolve(base, pw) if pw is not None else None}
+    )
+    cfg = cfg.model_copy(
+        update={
+            "site": site,
+            "issuers": issuers,
+            "command_signers": signers,
+            "mqtt": mqtt,
+            "source": path.resolve(),
+        }
+    )
+    problems = _semantic_problems(cfg)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return cfg

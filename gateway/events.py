@@ -1,0 +1,21 @@
+"""How every part of the gateway hands an event to the journal.
+
+Producers depend on :class:`EventSink` only; the journal (``gateway.journal``)
+is the one real implementation: it assigns ``id``/``seq``/``ts``, links the hash
+chain and marks the event for publishing in one transaction, then returns the
+:class:`protocols.events.Envelope`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from protocols.events import Envelope, EventBody
+
+__all__ = ["EventSink"]
+
+
+class EventSink(Protocol):
+    async def emit(self, body: EventBody) -> Envelope:
+        """Durably record ``body``; return it as published (with id, seq, ts)."""
+        ...

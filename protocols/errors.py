@@ -1,0 +1,153 @@
+"""Every error lockgw raises on purpose, one tree under :class:`LockgwError`.
+
+::
+
+    LockgwError
+    ├── ProtocolError            bytes that do not decode/verify (field: reason: Reason)
+    │   ├── TokenError           a credential token (CONTRACT §2)
+    │   ├── ControlMessageError  a signed command or revocation list (CONTRACT §5)
+    │   └── FrameError           a phone frame, a GATT link frame, a device frame
+    ├── AccessDenied             the access decision said no (field: reason: Reason)
+    ├── ConfigError              the config file is wrong (field: problems: list[str])
+    ├── KeyFileError             a key file is missing, unreadable or too open (field: path)
+    ├── DeviceError              a lock or key safe (field: device_id)
+    │   ├── DeviceUnavailable    cannot be reached in time (reason device_unavailable)
+    │   ├── DeviceFailed         answered, but the action failed (reason device_failed)
+    │   └── PairingError         pairing refused or broken
+    └── JournalError             the journal cannot write or read (disk full, corrupt)
+
+Errors carry typed fields; code never has to parse a message string.
+Messages meant for a person say what to do.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "AccessDenied",
+    "ConfigError",
+    "ControlMessageError",
+    "DeviceError",
+    "DeviceFailed",
+    "DeviceUnavailable",
+    "FrameError",
+    "JournalError",
+    "KeyFileError",
+    "LockgwError",
+    "PairingError",
+    "ProtocolError",
+    "Reason",
+    "TokenError",
+]
+
+
+class Reason(StrEnum):
+    """The result reasons of CONTRACT §3, exact strings."""
+
+    OK = "ok"
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_ISSUER = "unknown_issuer"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    WRONG_SITE = "wrong_site"
+    WRONG_DOOR = "wrong_door"
+    OUTSIDE_WINDOW = "outside_window"
+    REVOKED = "revoked"
+    BAD_PROOF = "bad_proof"
+    NONCE_REUSED = "nonce_reused"
+    ROLE_NOT_PERMITTED = "role_not_permitted"
+    PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
+    ISSUER_NOT_CONSENTED = "issuer_not_consented"
+    REVOCATION_STALE = "revocation_stale"
+    RATE_LIMITED = "rate_limited"
+    CLOCK_UNTRUSTED = "clock_untrusted"
+    DEVICE_UNAVAILABLE = "device_unavailable"
+    DEVICE_FAILED = "device_failed"
+
+
+class LockgwError(Exception):
+    """Root of every error lockgw raises on purpose."""
+
+
+class ProtocolError(LockgwError):
+    """Bytes that do not decode or verify. ``reason`` says how it maps to CONTRACT §3."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class TokenError(ProtocolError):
+    """A credential token is malformed, wrongly signed or unusable."""
+
+
+class ControlMessageError(ProtocolError):
+    """A signed command or revocation list is malformed or wrongly signed."""
+
+
+class FrameError(ProtocolError):
+    """A frame on a link (phone, loopback GATT, device) is malformed, too big or tampered."""
+
+    def __init__(self, detail: str, reason: Reason = Reason.MALFORMED) -> None:
+        super().__init__(reason, detail)
+
+
+class AccessDenied(LockgwError):
+    """The access decision refused; ``reason`` is the CONTRACT §3 string."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason.value}{': ' + detail if detail else ''}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ConfigError(LockgwError):
+    """The config is invalid; ``problems`` lists every problem in words a technician reads."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        super().__init__(f"{path}: " + "; ".join(problems))
+        self.path = path
+        self.problems = problems
+
+
+class KeyFileError(LockgwError):
+    """A key file is missing, unreadable, malformed or readable by others."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"key file {path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class DeviceError(LockgwError):
+    """Something went wrong with one device."""
+
+    reason: Reason = Reason.DEVICE_FAILED
+
+    def __init__(self, device_id: str, detail: str = "") -> None:
+        super().__init__(f"device {device_id}: {detail or self.reason.value}")
+        self.device_id = device_id
+        self.detail = detail
+
+
+class DeviceUnavailable(DeviceError):
+    """The device could not be reached (in time)."""
+
+    reason = Reason.DEVICE_UNAVAILABLE
+
+
+class DeviceFailed(DeviceError):
+    """The device answered but could not do what was asked (jammed, refused, bad state)."""
+
+    reason = Reason.DEVICE_FAILED
+
+
+class PairingError(DeviceError):
+    """Pairing was refused by the device or its exchange was broken."""
+
+
+class JournalError(LockgwError):
+    """The journal cannot be written or read (disk full, corrupt database, permissions)."""

@@ -1,0 +1,281 @@
+"""The events lockgw publishes (CONTRACT §4): the envelope and one model per type.
+
+Producers (access decision, device supervision, phone link, MQTT inbound) build
+one of the ``*Event`` bodies below and hand it to the journal, which assigns
+``id`` (UUIDv7), ``seq`` and ``ts`` and wraps it in an :class:`Envelope`.
+The AsyncAPI document is generated from these models.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "EVENT_MODELS",
+    "AccessDecisionEvent",
+    "AlarmEvent",
+    "BatteryEvent",
+    "Channel",
+    "ClockUntrustedEvent",
+    "CommandResultEvent",
+    "DeviceOnlineEvent",
+    "DoorLeftOpenEvent",
+    "DoorState",
+    "Envelope",
+    "EventBody",
+    "EventType",
+    "GatewayEvent",
+    "KeyNotReturnedEvent",
+    "KeysafeStateEvent",
+    "LockState",
+    "LockStateEvent",
+    "RevocationAppliedEvent",
+    "SuspiciousEvent",
+    "VisitEvent",
+]
+
+
+class EventType(StrEnum):
+    ACCESS_GRANTED = "access.granted"
+    ACCESS_DENIED = "access.denied"
+    ACCESS_SUSPICIOUS = "access.suspicious"
+    LOCK_STATE = "lock.state"
+    KEYSAFE_STATE = "keysafe.state"
+    KEYSAFE_KEY_NOT_RETURNED = "keysafe.key_not_returned"
+    DOOR_LEFT_OPEN = "door.left_open"
+    BATTERY = "battery"
+    DEVICE_ONLINE = "device.online"
+    DEVICE_OFFLINE = "device.offline"
+    COMMAND_RESULT = "command.result"
+    VISIT_STARTED = "visit.started"
+    VISIT_ENDED = "visit.ended"
+    ALARM_RAISED = "alarm.raised"
+    ALARM_CLEARED = "alarm.cleared"
+    REVOCATION_APPLIED = "revocation.applied"
+    CLOCK_UNTRUSTED = "clock.untrusted"
+    GATEWAY_STARTED = "gateway.started"
+    GATEWAY_STOPPING = "gateway.stopping"
+
+
+class LockState(StrEnum):
+    LOCKED = "locked"
+    UNLOCKED = "unlocked"
+    UNLATCHED = "unlatched"
+    JAMMED = "jammed"
+    UNKNOWN = "unknown"
+
+
+class DoorState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    UNKNOWN = "unknown"
+
+
+class Channel(StrEnum):
+    PHONE = "phone"
+    COMMAND = "command"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AccessDecisionEvent(_Body):
+    """``access.granted`` / ``access.denied``: one access attempt, whatever its outcome."""
+
+    type: Literal["access.granted", "access.denied"]
+    door: str
+    device: str | None = None
+    iss: str | None = None
+    sub: str | None = None
+    role: str | None = None
+    purpose: Literal["planned", "emergency"] | None = None
+    action: str
+    token_id: str | None = Field(default=None, description="hex of the token's cti")
+    channel: Channel
+    reason: str
+    emergency_outside_window: bool = Field(
+        default=False, description="an emergency entry outside the token's windows (flagged)"
+    )
+    actor: str | None = Field(default=None, description="command channel: the signer's actor")
+    request_id: str | None = None
+
+
+class SuspiciousEvent(_Body):
+    type: Literal["access.suspicious"] = "access.suspicious"
+    door: str
+    count: int
+    window: int = Field(description="seconds over which the denials were counted")
+
+
+class LockStateEvent(_Body):
+    type: Literal["lock.state"] = "lock.state"
+    device: str
+    door: str
+    lock: LockState
+    door_state: DoorState = DoorState.UNKNOWN
+
+
+class KeysafeStateEvent(_Body):
+    type: Literal["keysafe.state"] = "keysafe.state"
+    device: str
+    door: str
+    compartment: Literal["open", "closed", "unknown"]
+    key: Literal["present", "absent", "unknown"]
+
+
+class KeyNotReturnedEvent(_Body):
+    type: Literal["keysafe.key_not_returned"] = "keysafe.key_not_returned"
+    device: str
+    door: str
+    opened_at: str
+    minutes: int
+
+
+class DoorLeftOpenEvent(_Body):
+    type: Literal["door.left_open"] = "door.left_open"
+    device: str
+    door: str
+    opened_at: str
+    seconds: int
+
+
+class BatteryEvent(_Body):
+    type: Literal["battery"] = "battery"
+    device: str
+    door: str
+    level: int = Field(ge=0, le=100)
+    low: bool
+    critical: bool
+    days_left: float | None = None
+
+
+class DeviceOnlineEvent(_Body):
+    type: Literal["device.online", "device.offline"]
+    device: str
+    door: str
+    reason: str | None = None
+
+
+class CommandResultEvent(_Body):
+    type: Literal["command.result"] = "command.result"
+    request_id: str | None
+    cmd: str | None
+    ok: bool
+    reason: str
+    actor: str | None = None
+    door: str | None = None
+
+
+class VisitEvent(_Body):
+    type: Literal["visit.started", "visit.ended"]
+    visit: str = Field(description="visit id: the id of the access.granted event that began it")
+    door: str
+    device: str | None = None
+    iss: str | None = None
+    sub: str | None = None
+    role: str | None = None
+    purpose: str | None = None
+    opened: str | None = Field(default=None, description="when access was granted")
+    door_opened: str | None = None
+    door_closed: str | None = None
+    relocked: bool | None = None
+    key_returned: bool | None = None
+    duration_s: float | None = None
+    problems: list[str] = Field(default_factory=list)
+
+
+class AlarmEvent(_Body):
+    type: Literal["alarm.raised", "alarm.cleared"]
+    actor: str
+    request_id: str
+    reason: str | None = None
+
+
+class RevocationAppliedEvent(_Body):
+    type: Literal["revocation.applied"] = "revocation.applied"
+    iss: str
+    seq: int
+    cti_count: int
+    sub_count: int
+
+
+class ClockUntrustedEvent(_Body):
+    type: Literal["clock.untrusted"] = "clock.untrusted"
+    now: str
+    floor: str
+    detail: str
+
+
+class GatewayEvent(_Body):
+    type: Literal["gateway.started", "gateway.stopping"]
+    version: str
+    detail: str | None = None
+
+
+EventBody = Annotated[
+    AccessDecisionEvent
+    | SuspiciousEvent
+    | LockStateEvent
+    | KeysafeStateEvent
+    | KeyNotReturnedEvent
+    | DoorLeftOpenEvent
+    | BatteryEvent
+    | DeviceOnlineEvent
+    | CommandResultEvent
+    | VisitEvent
+    | AlarmEvent
+    | RevocationAppliedEvent
+    | ClockUntrustedEvent
+    | GatewayEvent,
+    Field(discriminator="type"),
+]
+
+EVENT_MODELS: tuple[type[_Body], ...] = (
+    AccessDecisionEvent,
+    SuspiciousEvent,
+    LockStateEvent,
+    KeysafeStateEvent,
+    KeyNotReturnedEvent,
+    DoorLeftOpenEvent,
+    BatteryEvent,
+    DeviceOnlineEvent,
+    CommandResultEvent,
+    VisitEvent,
+    AlarmEvent,
+    RevocationAppliedEvent,
+    ClockUntrustedEvent,
+    GatewayEvent,
+)
+
+
+class Envelope(BaseModel):
+    """What is journaled and published: ``{"v": 1, "id", "seq", "ts", "site", "type", ...fields}``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: Literal[1] = 1
+    id: str
+    seq: int = Field(ge=1)
+    ts: str
+    site: str
+    body: EventBody
+
+    @property
+    def type(self) -> str:
+        return self.body.type
+
+    def to_wire(self) -> dict[str, Any]:
+        """The flat JSON object of CONTRACT §4."""
+        out: dict[str, Any] = {
+            "v": 1,
+            "id": self.id,
+            "seq": self.seq,
+            "ts": self.ts,
+            "site": self.site,
+        }
+        out.update(self.body.model_dump(mode="json"))
+        return out

@@ -1,0 +1,133 @@
+"""A private mosquitto broker on a free loopback port, for ``lockgw demo`` and the tests.
+
+Uses the Debian ``mosquitto`` binary (installed by ``scripts/bootstrap.sh``).
+Config: MQTT 5, loopback only, no queue limits (mosquitto's default
+``max_queued_messages 1000`` silently drops QoS 1 messages for a slow
+subscriber), persistence on so a restart keeps retained messages and
+persistent sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["MosquittoBroker", "find_mosquitto", "free_port"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def find_mosquitto() -> str:
+    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/bin/mosquitto"):
+        if cand and Path(cand).exists():
+            return cand
+    raise FileNotFoundError(
+        "mosquitto not found; install it with: apt-get install mosquitto (scripts/bootstrap.sh does)"
+    )
+
+
+class MosquittoBroker:
+    """``async with MosquittoBroker() as b: b.url`` — stop() / start() to simulate an outage."""
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="lockgw-mosquitto-")
+            workdir = Path(self._tmp.name)
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._proc: asyncio.subprocess.Process | None = None
+        self.log_path = self.workdir / "mosquitto.log"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def _write_conf(self) -> Path:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} {self.host}",
+                    "allow_anonymous true",
+                    "persistence true",
+                    f"persistence_location {self.workdir}/",
+                    "autosave_interval 1",
+                    "max_queued_messages 0",
+                    "max_inflight_messages 0",
+                    "max_queued_bytes 0",
+                    "log_dest stderr",
+                    "log_type error",
+                    "log_type warning",
+                    "",
+                ]
+            )
+        )
+        return conf
+
+    async def start(self, timeout: float = 10.0) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            return
+        conf = self._write_conf()
+        log = self.log_path.open("ab")
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                find_mosquitto(), "-c", str(conf), stdout=log, stderr=log
+            )
+        finally:
+            log.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._proc.returncode is not None:
+                raise RuntimeError(
+                    f"mosquitto exited with {self._proc.returncode}: "
+                    + self.log_path.read_text(errors="replace")[-500:]
+                )
+            try:
+                _, w = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                if loop.time() > deadline:
+                    raise TimeoutError(f"mosquitto did not listen on {self.url}") from None
+                await asyncio.sleep(0.02)
+                continue
+            w.close()
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
+            return
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def __aenter__(self) -> MosquittoBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()

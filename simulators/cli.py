@@ -1,0 +1,51 @@
+"""The ``lockgw-sim`` command line: simulated devices, phones and a platform.
+
+Each simulator module exposes ``register(subparsers)`` with an async handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from protocols.errors import LockgwError
+
+__all__ = ["main", "run"]
+
+_MODULES: tuple[str, ...] = ()
+
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lockgw-sim", description="lockgw simulators.")
+    subs = parser.add_subparsers(dest="command", required=True, metavar="SIMULATOR")
+    for name in _MODULES:
+        module: Any = importlib.import_module(f"simulators.{name}")
+        module.register(subs)
+    return parser
+
+
+async def main(argv: list[str]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    handler: Handler = args.handler
+    try:
+        return await handler(args)
+    except LockgwError as exc:
+        print(f"lockgw-sim {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def run() -> None:
+    try:
+        sys.exit(asyncio.run(main(sys.argv[1:])))
+    except KeyboardInterrupt:
+        sys.exit(130)
