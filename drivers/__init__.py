@@ -1,0 +1,1 @@
+"""Drivers: one module per device family, behind :class:`drivers.base.Driver`."""
