@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from simulators.broker import MosquittoBroker
+
+# CI machines are small and shared: no per-example deadline, no "too slow" health check.
+settings.register_profile(
+    "lockgw", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
+)
+settings.load_profile("lockgw")
 
 
 @pytest.fixture

@@ -1,0 +1,165 @@
+"""The phone side of the door: the CONTRACT §3 exchange over loopback TCP.
+
+One connection is one attempt: ``hello`` → ``challenge`` → ``proof`` → ``result``.
+Every step has a timeout (``phone_link.step_timeout``); each connection runs in its
+own task, so a slow or hostile phone stalls nobody else, and phones at different
+doors proceed in parallel (commands to one device are serialised by its driver).
+
+What happens between proof and result is the :class:`DoorHandler`'s business (the
+gateway's :class:`gateway.door.DoorService`): decide, move the device, journal,
+answer. This module only speaks the frames. The BLE GATT variant of the same
+exchange carries the same frames in chunks (``protocols.phone.chunk``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+from typing import Protocol
+
+import structlog
+
+from protocols.errors import FrameError
+from protocols.phone import (
+    MAX_FRAME,
+    Challenge,
+    Hello,
+    PhoneFrame,
+    Proof,
+    Result,
+    decode_frame,
+    encode_frame,
+    pack,
+)
+
+__all__ = ["DoorHandler", "PhoneLink", "parse_hostport"]
+
+log = structlog.get_logger("lockgw.phone_link")
+
+
+class DoorHandler(Protocol):
+    """What the phone link needs from the gateway."""
+
+    def challenge(self) -> Challenge:
+        """A fresh single-use nonce for this site."""
+        ...
+
+    async def attempt(self, hello: Hello, challenge: Challenge, proof: Proof, peer: str) -> Result:
+        """Decide, act, journal; return the result frame for the phone."""
+        ...
+
+    async def malformed(self, peer: str, door: str | None, detail: str) -> Result:
+        """Journal a malformed attempt; return the result frame."""
+        ...
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _Oversize(FrameError):
+    """A declared length over MAX_FRAME: CONTRACT §3 says close, without an answer."""
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    header = await reader.readexactly(4)
+    n = int.from_bytes(header, "big")
+    if n > MAX_FRAME:
+        raise _Oversize(f"declared frame length {n} exceeds {MAX_FRAME}")
+    return await reader.readexactly(n)
+
+
+class PhoneLink:
+    """``async with PhoneLink(handler, "127.0.0.1:47100"): ...`` serves phones until exit."""
+
+    def __init__(
+        self,
+        handler: DoorHandler,
+        listen: str,
+        *,
+        step_timeout: float = 10.0,
+        max_connections: int = 64,
+    ) -> None:
+        self.handler = handler
+        self.host, self.port = parse_hostport(listen)
+        self.step_timeout = step_timeout
+        self._slots = asyncio.Semaphore(max_connections)
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def __aenter__(self) -> PhoneLink:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        sock = self._server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+        log.info("phone_link.listening", address=self.address)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._conns):
+                task.cancel()
+            for task in list(self._conns):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
+        try:
+            if self._slots.locked():
+                log.warning("phone_link.busy", peer=peer)
+                return
+            async with self._slots:
+                await self._exchange(reader, writer, peer)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            log.info("phone_link.dropped", peer=peer, why=type(exc).__name__)
+        finally:
+            self._conns.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _step(self, reader: asyncio.StreamReader) -> PhoneFrame:
+        async with asyncio.timeout(self.step_timeout):
+            return decode_frame(await _read_frame(reader))
+
+    async def _send(self, writer: asyncio.StreamWriter, frame: PhoneFrame) -> None:
+        writer.write(pack(encode_frame(frame)))
+        async with asyncio.timeout(self.step_timeout):
+            await writer.drain()
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        door: str | None = None
+        try:
+            hello = await self._step(reader)
+            if not isinstance(hello, Hello):
+                raise FrameError(f"expected hello, got {type(hello).__name__.lower()}")
+            door = hello.door
+            challenge = self.handler.challenge()
+            await self._send(writer, challenge)
+            proof = await self._step(reader)
+            if not isinstance(proof, Proof):
+                raise FrameError(f"expected proof, got {type(proof).__name__.lower()}")
+        except FrameError as exc:
+            result = await self.handler.malformed(peer, door, exc.detail)
+            if isinstance(exc, _Oversize):
+                return
+            with contextlib.suppress(Exception):
+                await self._send(writer, result)
+            return
+        result = await self.handler.attempt(hello, challenge, proof, peer)
+        await self._send(writer, result)
