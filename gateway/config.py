@@ -29,6 +29,7 @@ __all__ = [
     "MqttTlsConfig",
     "PhoneLinkConfig",
     "SiteConfig",
+    "VisitsConfig",
     "load_config",
 ]
 
@@ -151,6 +152,17 @@ class JournalConfig(_Section):
     retention_days: int = Field(default=365, ge=1)
 
 
+class VisitsConfig(_Section):
+    """How a granted entry is followed until it ends (``gateway.visits``)."""
+
+    #: end the visit with ``door_not_opened`` when nobody opened the door within this, seconds
+    no_entry_after: int = Field(default=120, ge=5)
+    #: end it with ``left_unlocked`` when the door is shut but not relocked within this
+    relock_after: int = Field(default=300, ge=5)
+    #: end it with ``visit_not_closed`` after this long, whatever happened
+    max_duration: int = Field(default=4 * 3600, ge=60)
+
+
 class HealthConfig(_Section):
     #: host:port for a Prometheus text endpoint on loopback; empty = off
     metrics: str | None = None
@@ -162,6 +174,7 @@ class Config(_Section):
     phone_link: PhoneLinkConfig = PhoneLinkConfig()
     access: AccessConfig = AccessConfig()
     journal: JournalConfig = JournalConfig()
+    visits: VisitsConfig = VisitsConfig()
     health: HealthConfig = HealthConfig()
     issuers: list[IssuerConfig] = Field(default_factory=list)
     command_signers: list[CommandSignerConfig] = Field(default_factory=list)

@@ -73,3 +73,16 @@ async def test_keys_new_writes_private_key_with_mode_0600(tmp_path: Path) -> Non
     assert (tmp_path / "org.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
     # never overwrite a key
     assert await main(["keys", "new", "--out", str(tmp_path), "--name", "org"]) == 1
+
+
+def test_the_shipped_example_config_matches_the_schema() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from gateway.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    data = tomllib.loads((root / "config" / "example.toml").read_text())
+    cfg = Config.model_validate(data)
+    assert cfg.site.id == "site-3f9c2a7d"
+    assert [d.driver for d in cfg.devices] == ["carelock-lock", "carelock-keysafe"]
