@@ -1,0 +1,26 @@
+"""``lockgw health --config F [--json]``: exit 0 healthy, 1 with a summary of every problem."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from gateway.config import load_config
+from gateway.health import as_json, evaluate, read_snapshot, summary
+
+__all__ = ["register"]
+
+
+async def _health(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    snap = read_snapshot(cfg.site.data_dir)
+    problems = evaluate(cfg.site.data_dir, snap)
+    print(as_json(problems, snap) if args.json else summary(problems, snap))
+    return 0 if not problems else 1
+
+
+def register(subs: Any) -> None:
+    p = subs.add_parser("health", help="health summary for monitoring; exit 0 healthy, 1 not")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_health)

@@ -1,0 +1,229 @@
+"""Health: what the daemon knows about itself, for monitoring and for ``lockgw health``.
+
+The daemon writes a :class:`Snapshot` to ``<data_dir>/health.json`` every few seconds
+(atomically) and, when ``[health] metrics`` is set, serves the same figures as
+Prometheus text on a loopback address. ``lockgw health`` reads the snapshot and adds
+what it can check itself (disk space, the snapshot's age — a daemon that stopped
+writing is a daemon in trouble), prints a summary and exits 0 (healthy) or 1.
+
+Checks and their limits:
+
+=================  ===========================================================
+clock              trusted: not behind the persisted time floor
+disk               at least 100 MB and 5 % free on the data directory
+daemon             the snapshot is younger than 3 × its write interval
+broker             connected to the MQTT broker
+journal            writable, and the unpublished backlog below 10,000 events
+devices            every device contacted within 3 × its health interval
+=================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["DeviceHealth", "HealthServer", "Snapshot", "evaluate", "read_snapshot"]
+
+log = structlog.get_logger("lockgw.health")
+
+SNAPSHOT_NAME = "health.json"
+MIN_FREE_BYTES = 100 * 1024 * 1024
+MIN_FREE_FRACTION = 0.05
+MAX_BACKLOG = 10_000
+
+
+class DeviceHealth(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    door: str
+    online: bool
+    last_contact: float | None
+    battery: int | None
+    health_interval: float
+
+
+class Snapshot(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    written_at: float
+    interval: float
+    pid: int
+    version: str
+    started_at: float
+    clock_trusted: bool
+    time_floor: float | None
+    broker_connected: bool
+    journal_ok: bool
+    journal_failures: int
+    last_seq: int
+    backlog: int
+    devices: list[DeviceHealth]
+    phones_served: int = 0
+
+
+def read_snapshot(data_dir: Path) -> Snapshot | None:
+    try:
+        return Snapshot.model_validate_json((data_dir / SNAPSHOT_NAME).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def evaluate(data_dir: Path, snap: Snapshot | None, now: float | None = None) -> list[str]:
+    """Every problem, in words for a monitoring page; empty = healthy."""
+    now = time.time() if now is None else now
+    problems: list[str] = []
+    try:
+        du = shutil.disk_usage(data_dir)
+        if du.free < MIN_FREE_BYTES or du.free < MIN_FREE_FRACTION * du.total:
+            problems.append(
+                f"disk: only {du.free // (1024 * 1024)} MB free on {data_dir}; free space "
+                "or the journal cannot record entries"
+            )
+    except OSError as exc:
+        problems.append(f"disk: cannot read {data_dir}: {exc.strerror}")
+    if snap is None:
+        problems.append(f"daemon: no health snapshot in {data_dir}; is lockgw running?")
+        return problems
+    age = now - snap.written_at
+    if age > 3 * snap.interval:
+        problems.append(f"daemon: last health snapshot {age:.0f} s old; the gateway seems stuck or stopped")
+    if not snap.clock_trusted:
+        problems.append("clock: behind the time floor; planned-care access is restricted until it is fixed")
+    if snap.time_floor is not None and now + 60 < snap.time_floor:
+        problems.append("clock: this machine's clock is behind the gateway's time floor")
+    if not snap.broker_connected:
+        problems.append("broker: not connected; events are kept and sent when it is back")
+    if not snap.journal_ok:
+        problems.append(f"journal: cannot write ({snap.journal_failures} entries unjournaled); doors still open")
+    if snap.backlog > MAX_BACKLOG:
+        problems.append(f"journal: {snap.backlog} events not yet published")
+    for d in snap.devices:
+        if not d.online:
+            problems.append(f"device {d.id} ({d.door}): offline")
+        elif d.last_contact is None or now - d.last_contact > 3 * d.health_interval:
+            problems.append(f"device {d.id} ({d.door}): no contact for a while")
+        if d.battery is not None and d.battery <= 10:
+            problems.append(f"device {d.id} ({d.door}): battery critical ({d.battery} %)")
+    return problems
+
+
+def _metrics(snap: Snapshot) -> str:
+    lines = [
+        "# TYPE lockgw_up gauge",
+        "lockgw_up 1",
+        f"lockgw_clock_trusted {int(snap.clock_trusted)}",
+        f"lockgw_broker_connected {int(snap.broker_connected)}",
+        f"lockgw_journal_ok {int(snap.journal_ok)}",
+        f"lockgw_journal_last_seq {snap.last_seq}",
+        f"lockgw_journal_backlog {snap.backlog}",
+        f"lockgw_journal_failures_total {snap.journal_failures}",
+        f"lockgw_phones_served_total {snap.phones_served}",
+        f"lockgw_started_at_seconds {snap.started_at:.0f}",
+    ]
+    for d in snap.devices:
+        labels = f'device="{d.id}",door="{d.door}"'
+        lines.append(f"lockgw_device_online{{{labels}}} {int(d.online)}")
+        if d.battery is not None:
+            lines.append(f"lockgw_device_battery_percent{{{labels}}} {d.battery}")
+        if d.last_contact is not None:
+            lines.append(f"lockgw_device_last_contact_seconds{{{labels}}} {d.last_contact:.0f}")
+    return "\n".join(lines) + "\n"
+
+
+class HealthServer:
+    """In the daemon: writes the snapshot every ``interval`` s; serves ``/metrics`` if asked."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        collect: Callable[[], Snapshot],
+        *,
+        interval: float = 5.0,
+        metrics: str | None = None,
+    ) -> None:
+        self.path = data_dir / SNAPSHOT_NAME
+        self.collect = collect
+        self.interval = interval
+        self.metrics = metrics
+        self._server: asyncio.Server | None = None
+
+    def write_now(self) -> Snapshot:
+        snap = self.collect()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(snap.model_dump_json())
+        os.replace(tmp, self.path)
+        return snap
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.write_now()
+            except OSError as exc:  # a full disk must not stop the gateway
+                log.error("health.write_failed", error=str(exc))
+            await asyncio.sleep(self.interval)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+            if request.split(b" ")[1:2] == [b"/metrics"]:
+                body, status = _metrics(self.collect()).encode(), b"200 OK"
+            else:
+                body, status = b"see /metrics\n", b"404 Not Found"
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError, IndexError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def __aenter__(self) -> HealthServer:
+        if self.metrics:
+            host, _, port = self.metrics.rpartition(":")
+            self._server = await asyncio.start_server(self._serve, host or "127.0.0.1", int(port))
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def summary(problems: list[str], snap: Snapshot | None) -> str:
+    head = "healthy" if not problems else f"{len(problems)} problem(s)"
+    lines = [f"lockgw: {head}"]
+    if snap is not None:
+        lines.append(
+            f"  journal seq {snap.last_seq}, backlog {snap.backlog}; broker "
+            f"{'connected' if snap.broker_connected else 'not connected'}; "
+            f"{sum(d.online for d in snap.devices)}/{len(snap.devices)} devices online"
+        )
+    lines += [f"  - {p}" for p in problems]
+    return "\n".join(lines)
+
+
+def as_json(problems: list[str], snap: Snapshot | None) -> str:
+    return json.dumps(
+        {"ok": not problems, "problems": problems, "snapshot": snap.model_dump() if snap else None}
+    )

@@ -1,0 +1,67 @@
+"""Health evaluation: every check says what is wrong in words; the metrics endpoint serves text."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+from gateway.health import DeviceHealth, HealthServer, Snapshot, evaluate, read_snapshot
+
+
+def snap(**kw: object) -> Snapshot:
+    now = time.time()
+    base: dict[str, object] = dict(
+        written_at=now, interval=5.0, pid=1, version="t", started_at=now - 60,
+        clock_trusted=True, time_floor=now - 10, broker_connected=True, journal_ok=True,
+        journal_failures=0, last_seq=10, backlog=0,
+        devices=[DeviceHealth(id="front-lock", door="front", online=True, last_contact=now,
+                              battery=80, health_interval=60)],
+    )
+    base.update(kw)
+    return Snapshot.model_validate(base)
+
+
+def test_a_healthy_gateway_has_no_problems(tmp_path: Path) -> None:
+    assert evaluate(tmp_path, snap()) == []
+
+
+def test_no_snapshot_means_the_daemon_is_not_running(tmp_path: Path) -> None:
+    (problem,) = evaluate(tmp_path, None)
+    assert "is lockgw running" in problem
+
+
+def test_every_check_reports_in_words(tmp_path: Path) -> None:
+    now = time.time()
+    bad = snap(
+        written_at=now - 60, clock_trusted=False, broker_connected=False, journal_ok=False,
+        journal_failures=3, backlog=20_000,
+        devices=[DeviceHealth(id="front-lock", door="front", online=False, last_contact=None,
+                              battery=5, health_interval=60)],
+    )
+    text = "\n".join(evaluate(tmp_path, bad, now))
+    for word in ("stuck", "time floor", "broker", "cannot write", "not yet published",
+                 "offline", "battery critical"):
+        assert word in text
+
+
+async def test_the_daemon_writes_a_snapshot_and_serves_metrics(tmp_path: Path) -> None:
+    from simulators.broker import free_port
+
+    port = free_port()
+    server = HealthServer(tmp_path, snap, interval=0.05, metrics=f"127.0.0.1:{port}")
+    async with server:
+        task = asyncio.create_task(server.run())
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        body = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert b"200 OK" in body and b'lockgw_device_battery_percent{device="front-lock",door="front"} 80' in body
+    got = read_snapshot(tmp_path)
+    assert got is not None and got.last_seq == 10
