@@ -16,7 +16,7 @@ from protocols.errors import LockgwError
 
 __all__ = ["main", "run"]
 
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = ("platform",)
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 

@@ -1,0 +1,216 @@
+"""A simulated care platform: subscribes to a site's stream, reports gaps and duplicates,
+and sends what a platform sends (signed commands, revocation lists, held tokens).
+
+``lockgw-sim platform watch --broker mqtt://127.0.0.1:P --site S`` prints every event
+as it arrives and, on exit (Ctrl-C or ``--count N`` / ``--idle T``), a summary: events
+received, duplicates removed by ``id``, gaps in ``seq``. Exit 0 when the stream was
+gap-free, 1 otherwise. Imports ``protocols/`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import aiomqtt
+
+__all__ = ["Platform", "StreamChecker", "register"]
+
+
+@dataclass
+class StreamChecker:
+    """De-duplicates by ``id`` and checks ``seq`` is 1, 2, 3, … without gaps (CONTRACT §4)."""
+
+    first_expected: int = 1
+    events: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: int = 0
+    out_of_order: int = 0
+    _ids: set[str] = field(default_factory=set)
+    _seqs: set[int] = field(default_factory=set)
+    _max_seq: int = 0
+
+    def add(self, event: dict[str, Any]) -> bool:
+        """Record one event; False when it is a duplicate."""
+        eid, seq = event.get("id"), event.get("seq")
+        if not isinstance(eid, str) or not isinstance(seq, int):
+            raise ValueError("an event without id/seq")
+        if eid in self._ids:
+            self.duplicates += 1
+            return False
+        if seq < self._max_seq:
+            self.out_of_order += 1
+        self._ids.add(eid)
+        self._seqs.add(seq)
+        self._max_seq = max(self._max_seq, seq)
+        self.events.append(event)
+        return True
+
+    @property
+    def last_seq(self) -> int:
+        return self._max_seq
+
+    def gaps(self) -> list[tuple[int, int]]:
+        """Missing ranges ``(first, last)`` between ``first_expected`` and the highest seq."""
+        out: list[tuple[int, int]] = []
+        start: int | None = None
+        for s in range(self.first_expected, self._max_seq + 1):
+            if s not in self._seqs:
+                start = s if start is None else start
+            elif start is not None:
+                out.append((start, s - 1))
+                start = None
+        if start is not None:
+            out.append((start, self._max_seq))
+        return out
+
+    def summary(self) -> str:
+        gaps = self.gaps()
+        return (
+            f"{len(self.events)} events (seq {self.first_expected}..{self._max_seq}), "
+            f"{self.duplicates} duplicate(s) removed, {self.out_of_order} out of order, "
+            + (f"GAPS: {gaps}" if gaps else "no gaps")
+        )
+
+
+def _broker(url: str) -> tuple[str, int]:
+    u = urlparse(url)
+    return u.hostname or "127.0.0.1", u.port or 1883
+
+
+class Platform:
+    """A platform's MQTT client for one site. ``async with Platform(url, site) as p:``."""
+
+    def __init__(self, url: str, site: str, *, client_id: str | None = None) -> None:
+        self.host, self.port = _broker(url)
+        self.site = site
+        self.client_id = client_id or f"platform-{uuid.uuid4().hex[:8]}"
+        self.checker = StreamChecker()
+        self.states: dict[str, dict[str, Any]] = {}
+        self.inventory: list[dict[str, Any]] | None = None
+        self.status: dict[str, Any] | None = None
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._new = asyncio.Condition()
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def root(self) -> str:
+        return f"lockgw/v1/{self.site}"
+
+    async def __aenter__(self) -> Platform:
+        # a persistent session: events published while we are away are queued for us
+        self._client = aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=_session_props(),
+            max_queued_incoming_messages=0,
+        )
+        await self._client.__aenter__()
+        await self._client.subscribe(f"{self.root}/#", qos=1)
+        self._task = asyncio.create_task(self._receive())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._task
+        if self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.__aexit__(None, None, None)
+
+    async def _receive(self) -> None:
+        assert self._client is not None
+        async for msg in self._client.messages:
+            topic = str(msg.topic)
+            payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                continue
+            if topic == f"{self.root}/events":
+                if self.checker.add(data) and self.on_event is not None:
+                    self.on_event(data)
+            elif topic == f"{self.root}/status":
+                self.status = data
+            elif topic == f"{self.root}/inventory":
+                self.inventory = data
+            elif topic.startswith(f"{self.root}/devices/") and topic.endswith("/state"):
+                self.states[topic.split("/")[-2]] = data
+            async with self._new:
+                self._new.notify_all()
+
+    async def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, *, after_seq: int = 0
+    ) -> dict[str, Any]:
+        """The first event (with seq > after_seq) matching ``pred``."""
+        async with asyncio.timeout(timeout), self._new:
+            while True:
+                for ev in self.checker.events:
+                    if ev["seq"] > after_seq and pred(ev):
+                        return ev
+                await self._new.wait()
+
+    async def wait_seq(self, seq: int, timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout), self._new:
+            await self._new.wait_for(lambda: self.checker.last_seq >= seq and not self.checker.gaps())
+
+    async def send(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        assert self._client is not None
+        await self._client.publish(topic, payload, qos=1, retain=retain)
+
+    async def send_command(self, raw: bytes) -> None:
+        await self.send(f"{self.root}/commands", raw)
+
+    async def send_credential(self, raw: bytes) -> None:
+        await self.send(f"{self.root}/credentials", raw)
+
+    async def send_revocation(self, issuer: str, raw: bytes) -> None:
+        await self.send(f"lockgw/v1/org/{issuer}/revocations", raw, retain=True)
+
+
+def _session_props() -> Any:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    return props
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    def show(ev: dict[str, Any]) -> None:
+        print(json.dumps(ev), flush=True)
+
+    async with Platform(args.broker, args.site, client_id=args.client_id) as p:
+        p.on_event = show
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError, KeyboardInterrupt):
+            async with asyncio.timeout(args.idle), p._new:
+                await p._new.wait_for(
+                    lambda: args.count is not None and len(p.checker.events) >= args.count
+                )
+        print(p.checker.summary(), file=sys.stderr)
+        return 0 if not p.checker.gaps() else 1
+
+
+def register(subs: Any) -> None:
+    p = subs.add_parser("platform", help="a simulated care platform")
+    sub = p.add_subparsers(dest="platform_cmd", required=True, metavar="ACTION")
+    w = sub.add_parser("watch", help="subscribe to a site's events; report gaps and duplicates")
+    w.add_argument("--broker", required=True, help="mqtt://127.0.0.1:P")
+    w.add_argument("--site", required=True)
+    w.add_argument("--client-id", default=None, help="reuse to resume a persistent session")
+    w.add_argument("--count", type=int, default=None, help="stop after N distinct events")
+    w.add_argument("--idle", type=float, default=None, help="stop after T seconds")
+    w.set_defaults(handler=_watch)
