@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol
 
@@ -33,7 +34,7 @@ from protocols.phone import (
     pack,
 )
 
-__all__ = ["DoorHandler", "PhoneLink", "parse_hostport"]
+__all__ = ["DoorHandler", "PhoneLink", "parse_hostport", "run_exchange"]
 
 log = structlog.get_logger("lockgw.phone_link")
 
@@ -131,35 +132,58 @@ class PhoneLink:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _step(self, reader: asyncio.StreamReader) -> PhoneFrame:
-        async with asyncio.timeout(self.step_timeout):
-            return decode_frame(await _read_frame(reader))
-
-    async def _send(self, writer: asyncio.StreamWriter, frame: PhoneFrame) -> None:
-        writer.write(pack(encode_frame(frame)))
-        async with asyncio.timeout(self.step_timeout):
-            await writer.drain()
-
     async def _exchange(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
     ) -> None:
-        door: str | None = None
-        try:
-            hello = await self._step(reader)
-            if not isinstance(hello, Hello):
-                raise FrameError(f"expected hello, got {type(hello).__name__.lower()}")
-            door = hello.door
-            challenge = self.handler.challenge()
-            await self._send(writer, challenge)
-            proof = await self._step(reader)
-            if not isinstance(proof, Proof):
-                raise FrameError(f"expected proof, got {type(proof).__name__.lower()}")
-        except FrameError as exc:
-            result = await self.handler.malformed(peer, door, exc.detail)
-            if isinstance(exc, _Oversize):
-                return
-            with contextlib.suppress(Exception):
-                await self._send(writer, result)
+        async def recv() -> bytes:
+            return await _read_frame(reader)
+
+        async def send(data: bytes) -> None:
+            writer.write(pack(data))
+            await writer.drain()
+
+        await run_exchange(self.handler, recv, send, peer, self.step_timeout)
+
+
+async def run_exchange(
+    handler: DoorHandler,
+    recv: Callable[[], Awaitable[bytes]],
+    send: Callable[[bytes], Awaitable[None]],
+    peer: str,
+    step_timeout: float,
+) -> None:
+    """One CONTRACT §3 exchange over any transport that moves whole CBOR frames.
+
+    Used by the loopback TCP link and by the BLE GATT peripheral (``gateway.phone_ble``).
+    Every step is bounded by ``step_timeout``; a malformed frame is answered with a
+    ``malformed`` result (journaled by the handler), an oversize one closes silently.
+    """
+
+    async def step() -> PhoneFrame:
+        async with asyncio.timeout(step_timeout):
+            return decode_frame(await recv())
+
+    async def reply(frame: PhoneFrame) -> None:
+        async with asyncio.timeout(step_timeout):
+            await send(encode_frame(frame))
+
+    door: str | None = None
+    try:
+        hello = await step()
+        if not isinstance(hello, Hello):
+            raise FrameError(f"expected hello, got {type(hello).__name__.lower()}")
+        door = hello.door
+        challenge = handler.challenge()
+        await reply(challenge)
+        proof = await step()
+        if not isinstance(proof, Proof):
+            raise FrameError(f"expected proof, got {type(proof).__name__.lower()}")
+    except FrameError as exc:
+        result = await handler.malformed(peer, door, exc.detail)
+        if isinstance(exc, _Oversize):
             return
-        result = await self.handler.attempt(hello, challenge, proof, peer)
-        await self._send(writer, result)
+        with contextlib.suppress(Exception):
+            await reply(result)
+        return
+    result = await handler.attempt(hello, challenge, proof, peer)
+    await reply(result)
