@@ -7,8 +7,7 @@ change goes as a sealed EVENT to the *other* open sessions (the commanding one h
 RESPONSE), every battery change as a Battery Level notification.
 
 Run-time switches (``--control``; ``lockgw-sim switch --control H:Q NAME [VALUE]``): the
-device's own (:data:`~simulators.carelock_device.SWITCHES`, plus ``tamper``: the device's
-sealed frames fail authentication), the link's (``delay_ms``, ``reply_delay_ms``,
+device's own (:data:`~simulators.carelock_device.SWITCHES`), the link's (``delay_ms``, ``reply_delay_ms``,
 ``corrupt``, ``refuse``, ``drop``, ``clear``, ``faults``) and ``state``.
 """
 
@@ -53,8 +52,6 @@ __all__ = ["CarelockSimulator", "register"]
 log = structlog.get_logger("lockgw.sim.carelock")
 
 _SESSION = "carelock.session"
-#: device switches handled here, not in the model
-_SIM_SWITCHES = {"tamper": "on|off: every sealed frame the device sends fails authentication"}
 
 
 class CarelockSimulator:
@@ -74,7 +71,6 @@ class CarelockSimulator:
         self.kind = kind
         self.clock = clock
         self.device = CarelockDevice(kind, state_file=state_file, pairing=pairing, now=clock())
-        self.tamper = False
         #: called with the six-digit code after every successful pairing
         self.on_paired: Callable[[str], None] | None = None
         name = "carelock-lock" if kind is Kind.LOCK else "carelock-keysafe"
@@ -140,7 +136,7 @@ class CarelockSimulator:
     # -- the control point ------------------------------------------------------------------
     async def _send(self, conn: Connection, frame: bytes) -> None:
         if (
-            self.tamper
+            self.device.faults.tamper
             and frame[0] in (FrameType.RESPONSE, FrameType.EVENT, FrameType.SESSION_ACCEPT)
             and len(frame) > 2
         ):
@@ -240,7 +236,7 @@ class CarelockSimulator:
             "drain": f.drain,
             "refuse_pairing": f.refuse_pairing,
             "slow_ms": f.slow_ms,
-            "tamper": self.tamper,
+            "tamper": f.tamper,
         } | self.faults.snapshot()
         return out
 
@@ -251,17 +247,10 @@ class CarelockSimulator:
         elif value is False:
             text = "off"
         elif value is None:
-            raise ValueError(
-                f"{name} needs a value: {SWITCHES.get(name) or _SIM_SWITCHES.get(name)}"
-            )
+            raise ValueError(f"{name} needs a value: {SWITCHES.get(name, 'see help')}")
         else:
             text = str(value)
-        if name == "tamper":
-            self.tamper = text.lower() in ("on", "1", "true")
-            if text.lower() not in ("on", "off", "1", "0", "true", "false"):
-                raise ValueError("tamper is on or off")
-        else:
-            self.device.switch(name, text, self.clock())
+        self.device.switch(name, text, self.clock())
         return self.snapshot()
 
     def register_controls(self, control: ControlServer) -> None:
@@ -270,7 +259,7 @@ class CarelockSimulator:
         def handler(name: str) -> Callable[[Any], dict[str, Any]]:
             return lambda value: self.switch(name, value)
 
-        for name, help in (SWITCHES | _SIM_SWITCHES).items():
+        for name, help in SWITCHES.items():
             control.register(name, handler(name), help)
         control.register("state", lambda _v: self.snapshot(), "the device's state and faults")
 

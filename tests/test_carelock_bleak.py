@@ -17,7 +17,7 @@ from protocols.carelock.frames import ErrorFrame
 from protocols.device import Action, CompartmentState, DeviceState, DoorState, KeyState, LockState
 from protocols.errors import DeviceFailed, DeviceUnavailable, PairingError
 from simulators.carelock import CarelockSimulator
-from simulators.control import ControlServer, send_control
+from simulators.control import ControlError, ControlServer, send_control
 
 
 class MemorySecrets:
@@ -357,6 +357,10 @@ async def test_switches_through_the_control_channel(
         await next_state(lock, lambda s: s.door is DoorState.OPEN)
         assert (await send_control(control.address, "delay_ms", 5))["delay_ms"] == 5
         assert (await send_control(control.address, "state"))["faults"]["delay_ms"] == 5
+        assert (await send_control(control.address, "corrupt", 0))["corrupt"] == 0  # the link's
+        assert (await send_control(control.address, "tamper", "on"))["faults"]["tamper"] is True
+        with pytest.raises(ControlError, match="unknown switch|unknown control"):
+            await send_control(control.address, "explode", "on")
 
 
 # -- the device refuses tampered, replayed and truncated commands over the real link ---------------
