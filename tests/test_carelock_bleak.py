@@ -299,6 +299,9 @@ async def test_tampered_answers_are_refused_by_the_driver(
     lock_sim.switch("tamper", "on")
     with pytest.raises(DeviceFailed, match="answer refused"):
         await lock.execute(Action.UNLOCK)
+    await lock.disconnect()
+    with pytest.raises(DeviceFailed, match="failed authentication"):
+        await lock.connect()  # the sealed session accept is tampered too
     lock_sim.switch("tamper", "off")
     assert (await lock.execute(Action.LOCK)).lock is LockState.LOCKED
 
@@ -419,3 +422,14 @@ async def test_command_without_session_is_refused(lock_sim: CarelockSimulator) -
             assert decode_frame(await answers.get()) == ErrorFrame(Status.NO_SESSION)
     finally:
         await client.disconnect()
+
+
+def test_the_registry_names_the_carelock_drivers() -> None:
+    from drivers.registry import get_driver
+
+    assert get_driver("carelock-lock") is CarelockLockDriver
+    assert get_driver("carelock-keysafe") is CarelockKeysafeDriver
+    assert (
+        CarelockLockDriver.name == "carelock-lock"
+        and CarelockKeysafeDriver.name == "carelock-keysafe"
+    )
