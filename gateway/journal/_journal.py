@@ -98,6 +98,7 @@ class Journal:
         self._error: str | None = None
         self._failures = 0
         self._new = asyncio.Event()
+        self._marked = asyncio.Event()
         self._retention_task: asyncio.Task[None] | None = None
         self._open = False
         self._broken: JournalError | None = None
@@ -159,6 +160,7 @@ class Journal:
             self._writer = None
         await self._close_reader()
         self._new.set()
+        self._marked.set()
 
     async def _close_reader(self) -> None:
         if self._reader is None:
@@ -253,6 +255,9 @@ class Journal:
             else:
                 fut.set_result(value)
         self._backlog += c.backlog_delta
+        if c.backlog_delta < 0:
+            self._marked.set()
+            self._marked = asyncio.Event()
         if c.error is not None:
             self._failures += c.failed_appends
             if c.error != self._error:
@@ -271,6 +276,11 @@ class Journal:
         """Return once an event with ``seq > after`` has been committed (or the journal closes)."""
         while self._last_seq <= after and self._open:
             await self._new.wait()
+
+    async def wait_drained(self) -> None:
+        """Return once every committed event is marked published (backlog 0)."""
+        while self._backlog > 0 and self._open:
+            await self._marked.wait()
 
     # -- reading -------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
