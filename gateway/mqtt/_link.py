@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiomqtt
+import paho.mqtt.client as paho_mqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -246,7 +247,7 @@ class MqttLink:
             protocol=self._protocol,
             will=aiomqtt.Will(Topics.status(self.site), status, qos=1, retain=True),
             clean_session=None if v5 else False,
-            clean_start=False,
+            clean_start=False if v5 else paho_mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=props,
             keepalive=self.config.keepalive,
             timeout=30,
@@ -290,6 +291,9 @@ class MqttLink:
                     self._protocol = aiomqtt.ProtocolVersion.V311
                     continue
                 log.warning("mqtt.disconnected", error=str(exc), attempt=attempt)
+            except (OSError, ValueError, RuntimeError) as exc:  # TLS files, paho state: retry
+                self.last_error = repr(exc)
+                log.error("mqtt.failed", error=repr(exc), attempt=attempt)
             finally:
                 self._client = None
                 self._connected.clear()

@@ -25,8 +25,11 @@ from protocols.events import BatteryEvent
 __all__ = ["main"]
 
 
-async def run_load(journal: Journal, count: int, concurrency: int, *, progress: bool) -> dict[str, float]:
-    """Emit ``count`` events from ``concurrency`` producers; return once all are published."""
+async def run_load(
+    journal: Journal, count: int, concurrency: int, *, progress: bool, rate: float | None = None
+) -> dict[str, float]:
+    """Emit ``count`` events from ``concurrency`` producers (at most ``rate`` per second);
+    return once all are published."""
     start = time.perf_counter()
     remaining = count
 
@@ -35,6 +38,9 @@ async def run_load(journal: Journal, count: int, concurrency: int, *, progress: 
         while remaining > 0:
             remaining -= 1
             level = remaining % 101
+            if rate:
+                due = start + (count - remaining) / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
             await journal.emit(
                 BatteryEvent(device="loadgen", door="front", level=level, low=False, critical=False)
             )
@@ -59,6 +65,7 @@ async def main(argv: list[str]) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--count", type=int, required=True, help="events to emit (0: only drain)")
     p.add_argument("--concurrency", type=int, default=100, help="concurrent producers")
+    p.add_argument("--rate", type=float, default=None, help="at most R events per second")
     p.add_argument("--timeout", type=float, default=300.0, help="give up after T seconds")
     args = p.parse_args(argv)
     try:
@@ -73,7 +80,9 @@ async def main(argv: list[str]) -> int:
         ):
             await link.wait_connected(args.timeout)
             async with asyncio.timeout(args.timeout):
-                figures = await run_load(journal, args.count, args.concurrency, progress=True)
+                figures = await run_load(
+                    journal, args.count, args.concurrency, progress=True, rate=args.rate
+                )
     except (LockgwError, TimeoutError) as exc:
         print(f"loadgen: {exc or 'timed out'}", file=sys.stderr)
         return 1
