@@ -269,7 +269,9 @@ async def test_a_read_only_journal_refuses_to_write(tmp_path: Path) -> None:
 def test_envelope_round_trips_through_the_wire() -> None:
     from gateway.journal._chain import uuid7, wire_payload
 
-    payload = wire_payload(uuid7(), 3, "2026-01-01T00:00:00.000Z", json.dumps(SITE), granted().model_dump_json())
+    payload = wire_payload(
+        uuid7(), 3, "2026-01-01T00:00:00.000Z", json.dumps(SITE), granted().model_dump_json()
+    )
     env = envelope_from_wire(payload)
     assert env.seq == 3 and env.body == granted()
     assert json.loads(payload) == env.to_wire()

@@ -29,7 +29,9 @@ def battery(level: int = 50) -> BatteryEvent:
     return BatteryEvent(device="front-lock", door="front", level=level, low=False, critical=False)
 
 
-async def publish(broker: MosquittoBroker, topic: str, payload: bytes, *, retain: bool = False) -> None:
+async def publish(
+    broker: MosquittoBroker, topic: str, payload: bytes, *, retain: bool = False
+) -> None:
     async with aiomqtt.Client(broker.host, broker.port) as c:
         await c.publish(topic, payload, qos=1, retain=retain)
 
@@ -163,7 +165,10 @@ async def test_inbound_messages_reach_the_callbacks_raw_and_a_failing_callback_i
     ):
         await link.wait_connected(10)
         await until(lambda: len(got["revocation"]) == 2)
-        assert sorted(got["revocation"]) == [("org-a", b"\xd2\x84rev-a"), ("org-b", b"\xd2\x84rev-b")]
+        assert sorted(got["revocation"]) == [
+            ("org-a", b"\xd2\x84rev-a"),
+            ("org-b", b"\xd2\x84rev-b"),
+        ]
         await publish(broker, Topics.commands(SITE), b"\x00boom")
         await publish(broker, Topics.commands(SITE), b"\xd2\x84cmd")
         await publish(broker, Topics.credentials(SITE), b"\xd8\x3dtoken")
@@ -191,9 +196,7 @@ async def test_mqtt_311_is_spoken_when_configured(broker: MosquittoBroker, tmp_p
     sub.assert_complete(20)
 
 
-async def _v311_only_proxy(
-    target: tuple[str, int], seen: list[int]
-) -> tuple[asyncio.Server, int]:
+async def _v311_only_proxy(target: tuple[str, int], seen: list[int]) -> tuple[asyncio.Server, int]:
     """A broker front that refuses MQTT 5 like a 3.1.1-only broker, and relays 3.1.1."""
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -236,7 +239,9 @@ async def _v311_only_proxy(
     return server, port
 
 
-async def test_a_broker_refusing_mqtt5_gets_mqtt_311(broker: MosquittoBroker, tmp_path: Path) -> None:
+async def test_a_broker_refusing_mqtt5_gets_mqtt_311(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
     seen: list[int] = []
     server, port = await _v311_only_proxy((broker.host, broker.port), seen)
     async with (

@@ -63,8 +63,10 @@ async def test_kill_9_mid_stream_then_restart_every_seq_exactly_once_no_gap(
         assert proc.returncode == -signal.SIGKILL
         # the broker publishes the Last Will for the dead connection
         await status.wait(
-            lambda: json.loads(status.retained.get(Topics.status(SITE), b"{}")).get("state")
-            == "offline",
+            lambda: (
+                json.loads(status.retained.get(Topics.status(SITE), b"{}")).get("state")
+                == "offline"
+            ),
             timeout=30,
         )
         async with Journal(

@@ -39,6 +39,7 @@ from ._store import (
     _Append,
     _Mark,
     _Retain,
+    blob,
     connect,
     latest_checkpoint,
     map_error,
@@ -140,7 +141,10 @@ class Journal:
             await self._close_reader()
             raise
         self._open = True
-        log.info("journal.open", path=str(self.path), last_seq=self._last_seq, backlog=self._backlog)
+        if not self.read_only:  # the audit CLI's output stays clean
+            log.info(
+                "journal.open", path=str(self.path), last_seq=self._last_seq, backlog=self._backlog
+            )
         return self
 
     async def __aexit__(
@@ -202,8 +206,7 @@ class Journal:
             raise type(self._broken)(str(self._broken))
         if self._writer is None or not self._open:
             raise JournalError(
-                f"journal {self.path} is "
-                + ("read-only" if self.read_only else "not open")
+                f"journal {self.path} is " + ("read-only" if self.read_only else "not open")
             )
         return self._writer
 
@@ -218,7 +221,9 @@ class Journal:
         writer.submit(_Append(body, body.model_dump_json(), fut))
         return await fut
 
-    async def mark_published(self, up_to_seq: int | None = None, *, seqs: Iterable[int] = ()) -> int:
+    async def mark_published(
+        self, up_to_seq: int | None = None, *, seqs: Iterable[int] = ()
+    ) -> int:
         """The broker acknowledged these events: take them off the outbox. Returns how many."""
         writer = self._require_writer()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -325,7 +330,7 @@ class Journal:
                 "WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
                 (after, limit),
             ).fetchall()
-            return [(int(s), bytes(p)) for s, p in rows]
+            return [(int(s), blob(p)) for s, p in rows]
 
         return await self._read(q)
 
@@ -369,7 +374,7 @@ class Journal:
             args.append(limit)
 
         def q(conn: sqlite3.Connection) -> list[bytes]:
-            return [bytes(r[0]) for r in conn.execute(sql, args)]
+            return [blob(r[0]) for r in conn.execute(sql, args)]
 
         out = []
         for payload in await self._read(q):
@@ -409,4 +414,6 @@ class Journal:
         }
 
     def __repr__(self) -> str:
-        return f"Journal({json.dumps(str(self.path))}, site={self.site!r}, last_seq={self._last_seq})"
+        return (
+            f"Journal({json.dumps(str(self.path))}, site={self.site!r}, last_seq={self._last_seq})"
+        )

@@ -23,7 +23,7 @@ from protocols.events import Envelope, EventBody
 
 from ._chain import GENESIS, link, utc_ms, uuid7, wire_payload
 
-__all__ = ["BrokenLink", "Checkpoint", "Committed", "Writer", "connect", "map_error"]
+__all__ = ["BrokenLink", "Checkpoint", "Committed", "Writer", "blob", "connect", "map_error"]
 
 SCHEMA_VERSION = "1"
 
@@ -199,7 +199,9 @@ class Writer(threading.Thread):
         row = conn.execute("SELECT value FROM meta WHERE key = 'site'").fetchone()
         if row is None:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO meta VALUES ('site', ?), ('schema', ?)", (self.site, SCHEMA_VERSION))
+            conn.execute(
+                "INSERT INTO meta VALUES ('site', ?), ('schema', ?)", (self.site, SCHEMA_VERSION)
+            )
             conn.execute("COMMIT")
         elif row[0] != self.site:
             raise JournalError(
@@ -208,7 +210,9 @@ class Writer(threading.Thread):
             )
         last = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         if last is None:
-            cp = conn.execute("SELECT seq, hash FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+            cp = conn.execute(
+                "SELECT seq, hash FROM checkpoints ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
             last = cp if cp is not None else (0, GENESIS)
         self.state.seq, self.state.head = int(last[0]), bytes(last[1])
         self.state.backlog = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
@@ -217,7 +221,9 @@ class Writer(threading.Thread):
         try:
             self._open()
         except (sqlite3.Error, JournalError, OSError) as exc:
-            err = exc if isinstance(exc, JournalError) else _map_any(exc, self.path, self._max_bytes)
+            err = (
+                exc if isinstance(exc, JournalError) else _map_any(exc, self.path, self._max_bytes)
+            )
             self._loop.call_soon_threadsafe(_set_exc, self.ready, err)
             return
         self._loop.call_soon_threadsafe(_set_result, self.ready, None)
@@ -370,6 +376,15 @@ def _set_exc(fut: asyncio.Future[None], exc: BaseException) -> None:
 # -- read side (runs on the reader thread) -----------------------------------------
 
 
+def blob(value: object) -> bytes:
+    """A BLOB column as bytes (an edited row may come back as TEXT)."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
 def latest_checkpoint(conn: sqlite3.Connection) -> Checkpoint | None:
     row = conn.execute("SELECT seq, hash, ts FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
     return None if row is None else Checkpoint(int(row[0]), bytes(row[1]), str(row[2]))
@@ -379,25 +394,26 @@ def verify_chain(conn: sqlite3.Connection) -> BrokenLink | None:
     """Walk the chain from the genesis or the latest checkpoint; the first broken link."""
     cp = latest_checkpoint(conn)
     expected, prev = (cp.seq + 1, cp.hash) if cp is not None else (1, GENESIS)
-    below = conn.execute(
-        "SELECT min(seq) FROM events WHERE seq < ?", (expected,)
-    ).fetchone()[0]
+    below = conn.execute("SELECT min(seq) FROM events WHERE seq < ?", (expected,)).fetchone()[0]
     if below is not None:
         return BrokenLink(int(below), f"row below the retention checkpoint at seq {expected - 1}")
     cur = conn.execute("SELECT seq, id, ts, type, payload, hash FROM events ORDER BY seq")
-    for seq, eid, ts, typ, payload, h in _rows(cur):
+    for seq, eid, ts, typ, raw, h in _rows(cur):
         if seq != expected:
             gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
             return BrokenLink(expected, f"missing row(s) {gap} (deleted?)")
-        if link(prev, bytes(payload)) != bytes(h):
-            return BrokenLink(seq, "its hash does not match its content and the previous link (altered)")
+        payload = blob(raw)
+        if not isinstance(h, bytes) or link(prev, payload) != h:
+            return BrokenLink(
+                seq, "its hash does not match its content and the previous link (altered)"
+            )
         try:
             obj = json.loads(payload)
         except ValueError:
             return BrokenLink(seq, "its payload is not JSON (altered)")
         if (obj.get("seq"), obj.get("id"), obj.get("ts"), obj.get("type")) != (seq, eid, ts, typ):
             return BrokenLink(seq, "its columns differ from its payload (altered)")
-        prev = bytes(h)
+        prev = h
         expected += 1
     return None
 

@@ -233,7 +233,9 @@ class MqttLink:
     # -- connection loop ------------------------------------------------------------------
     def _make_client(self) -> aiomqtt.Client:
         v5 = self._protocol == aiomqtt.ProtocolVersion.V5
-        status = _dumps({"state": "offline", "version": self.version, "started_at": self.started_at})
+        status = _dumps(
+            {"state": "offline", "version": self.version, "started_at": self.started_at}
+        )
         props = None
         if v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -307,7 +309,9 @@ class MqttLink:
         status = {"state": "online", "version": self.version, "started_at": self.started_at}
         await client.publish(Topics.status(self.site), _dumps(status), qos=1, retain=True)
         for device, payload in list(self._states.items()):
-            await client.publish(Topics.device_state(self.site, device), payload, qos=1, retain=True)
+            await client.publish(
+                Topics.device_state(self.site, device), payload, qos=1, retain=True
+            )
         if self._inventory is not None:
             await client.publish(Topics.inventory(self.site), self._inventory, qos=1, retain=True)
         subs = [
