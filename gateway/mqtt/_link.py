@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import aiomqtt
@@ -37,6 +37,7 @@ from paho.mqtt.properties import Properties
 from gateway.config import MqttConfig
 from gateway.journal import Journal
 from protocols.errors import JournalError
+from protocols.mqtt import GatewayStatus
 
 __all__ = ["MqttLink", "Topics"]
 
@@ -199,6 +200,11 @@ class MqttLink:
             pw = self.config.password_file.read_text(encoding="utf-8").strip()
         return _tls_context(self.config), pw
 
+    def _status(self, state: Literal["online", "offline"]) -> bytes:
+        return GatewayStatus(
+            state=state, version=self.version, started_at=self.started_at
+        ).model_dump_json().encode()
+
     # -- state --------------------------------------------------------------------------
     @property
     def connected(self) -> bool:
@@ -233,9 +239,7 @@ class MqttLink:
     # -- connection loop ------------------------------------------------------------------
     def _make_client(self) -> aiomqtt.Client:
         v5 = self._protocol == aiomqtt.ProtocolVersion.V5
-        status = _dumps(
-            {"state": "offline", "version": self.version, "started_at": self.started_at}
-        )
+        status = self._status("offline")
         props = None
         if v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -306,8 +310,7 @@ class MqttLink:
                     await self._stop.wait()
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        status = {"state": "online", "version": self.version, "started_at": self.started_at}
-        await client.publish(Topics.status(self.site), _dumps(status), qos=1, retain=True)
+        await client.publish(Topics.status(self.site), self._status("online"), qos=1, retain=True)
         for device, payload in list(self._states.items()):
             await client.publish(
                 Topics.device_state(self.site, device), payload, qos=1, retain=True
@@ -342,10 +345,9 @@ class MqttLink:
                 await asyncio.wait_for(feeder, 3)
             self._connected.clear()
             await stream.drain(timeout=3)
-            offline = {"state": "offline", "version": self.version, "started_at": self.started_at}
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(
-                    Topics.status(self.site), _dumps(offline), qos=1, retain=True, timeout=3
+                    Topics.status(self.site), self._status("offline"), qos=1, retain=True, timeout=3
                 )
         finally:
             stream.abort()
