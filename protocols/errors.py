@@ -15,6 +15,8 @@
     │   ├── DeviceFailed         answered, but the action failed (reason device_failed)
     │   └── PairingError         pairing refused or broken
     └── JournalError             the journal cannot write or read (disk full, corrupt)
+        ├── JournalFull          the disk (or the journal's size limit) is full
+        └── JournalCorrupt       the database file is damaged or not a journal
 
 Errors carry typed fields; code never has to parse a message string.
 Messages meant for a person say what to do.
@@ -32,7 +34,9 @@ __all__ = [
     "DeviceFailed",
     "DeviceUnavailable",
     "FrameError",
+    "JournalCorrupt",
     "JournalError",
+    "JournalFull",
     "KeyFileError",
     "LockgwError",
     "PairingError",
@@ -151,3 +155,11 @@ class PairingError(DeviceError):
 
 class JournalError(LockgwError):
     """The journal cannot be written or read (disk full, corrupt database, permissions)."""
+
+
+class JournalFull(JournalError):
+    """The journal cannot grow: the disk or its configured size limit is full."""
+
+
+class JournalCorrupt(JournalError):
+    """The journal's database file is damaged, or is not a lockgw journal."""

@@ -198,7 +198,8 @@ class AlarmEvent(_Body):
 class RevocationAppliedEvent(_Body):
     type: Literal["revocation.applied"] = "revocation.applied"
     iss: str
-    seq: int
+    #: the applied list's own ``seq`` (CONTRACT §5); named apart from the envelope's ``seq``
+    list_seq: int
     cti_count: int
     sub_count: int
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pwd
 import shutil
 import socket
 import tempfile
@@ -70,6 +72,10 @@ class MosquittoBroker:
                     "log_dest stderr",
                     "log_type error",
                     "log_type warning",
+                    # started as root, mosquitto drops to the "mosquitto" user, which cannot
+                    # write the persistence file in our private work directory: sessions
+                    # and queued messages would then be lost on restart
+                    *([f"user {pwd.getpwuid(os.geteuid()).pw_name}"] if os.geteuid() == 0 else []),
                     "",
                 ]
             )

@@ -1,0 +1,419 @@
+"""The journal: one append-only SQLite (WAL) table for every event, with its outbox.
+
+``async with Journal(path, site, retention_days=365) as j: env = await j.emit(body)``.
+
+One transaction per batch of events assigns each its gap-free ``seq`` (surviving
+restarts), links it into a SHA-256 hash chain and marks it unpublished (the
+outbox). ``emit`` returns only once that transaction is committed with
+``synchronous=FULL``; many concurrent emits share one commit (group commit).
+SQLite runs on two threads of the journal's own — a writer and a reader — never
+on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import structlog
+
+from protocols.errors import JournalCorrupt, JournalError, JournalFull
+from protocols.events import Envelope, EventBody
+
+from ._chain import envelope_from_wire, utc_ms
+from ._store import (
+    BrokenLink,
+    Checkpoint,
+    Committed,
+    Writer,
+    _Append,
+    _Mark,
+    _Retain,
+    blob,
+    connect,
+    latest_checkpoint,
+    map_error,
+    verify_chain,
+)
+
+__all__ = ["Journal", "journal_path"]
+
+log = structlog.get_logger("lockgw.journal")
+
+T = TypeVar("T")
+
+#: how often retention runs while the journal is open, seconds
+RETENTION_INTERVAL = 3600.0
+
+
+def journal_path(data_dir: Path | str) -> Path:
+    """Where a site's journal lives inside its ``data_dir``."""
+    return Path(data_dir) / "journal.sqlite3"
+
+
+def _ts(value: datetime | str) -> str:
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        raise ValueError("give a time zone aware datetime")
+    return utc_ms(int(value.timestamp() * 1_000_000_000))
+
+
+class Journal:
+    """The site's journal and outbox; see the module docstring."""
+
+    def __init__(
+        self,
+        path: Path,
+        site: str,
+        *,
+        retention_days: int,
+        max_bytes: int | None = None,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if retention_days < 1:
+            raise ValueError("retention_days must be at least 1")
+        self.path = Path(path)
+        self.site = site
+        self.retention_days = retention_days
+        self.max_bytes = max_bytes
+        self.read_only = read_only
+        self._clock = clock
+        self._writer: Writer | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._last_seq = 0
+        self._backlog = 0
+        self._error: str | None = None
+        self._failures = 0
+        self._new = asyncio.Event()
+        self._marked = asyncio.Event()
+        self._retention_task: asyncio.Task[None] | None = None
+        self._open = False
+        self._broken: JournalError | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def __aenter__(self) -> Journal:
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="journal-read")
+        try:
+            if self.read_only:
+                self._last_seq, self._backlog = await self._read(self._counts)
+            else:
+                loop = asyncio.get_running_loop()
+                writer = Writer(
+                    self.path,
+                    self.site,
+                    loop,
+                    self._delivered,
+                    max_bytes=self.max_bytes,
+                    clock_ns=lambda: int(self._clock() * 1_000_000_000),
+                )
+                writer.start()
+                try:
+                    await writer.ready
+                except (JournalCorrupt, JournalFull) as exc:
+                    # care first: the daemon keeps running (doors keep opening) and
+                    # reports that it cannot journal; every emit raises this error
+                    await asyncio.to_thread(writer.join)
+                    self._broken = exc
+                    self._error = str(exc)
+                    log.error("journal.cannot_open", error=self._error)
+                except BaseException:
+                    await asyncio.to_thread(writer.join)
+                    raise
+                else:
+                    self._writer = writer
+                    self._last_seq, self._backlog = writer.state.seq, writer.state.backlog
+                    self._retention_task = asyncio.create_task(self._retention_loop())
+        except BaseException:
+            await self._close_reader()
+            raise
+        self._open = True
+        if not self.read_only:  # the audit CLI's output stays clean
+            log.info(
+                "journal.open", path=str(self.path), last_seq=self._last_seq, backlog=self._backlog
+            )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._open = False
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+        if self._writer is not None:
+            self._writer.stop()
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        await self._close_reader()
+        self._new.set()
+        self._marked.set()
+
+    async def _close_reader(self) -> None:
+        if self._reader is None:
+            return
+
+        def close_all() -> None:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+        await asyncio.get_running_loop().run_in_executor(self._reader, close_all)
+        self._reader.shutdown(wait=True)
+        self._reader = None
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def last_seq(self) -> int:
+        """The highest ``seq`` committed (0 for an empty journal)."""
+        return self._last_seq
+
+    @property
+    def error(self) -> str | None:
+        """Why the journal cannot record events right now (None when it can)."""
+        return self._error
+
+    @property
+    def failures(self) -> int:
+        """How many events could not be journaled since the journal was opened."""
+        return self._failures
+
+    def backlog(self) -> int:
+        """Events committed but not yet acknowledged by the broker."""
+        return self._backlog
+
+    # -- writing -----------------------------------------------------------------------
+    def _require_writer(self) -> Writer:
+        if self._broken is not None and self._open:
+            self._failures += 1
+            raise type(self._broken)(str(self._broken))
+        if self._writer is None or not self._open:
+            raise JournalError(
+                f"journal {self.path} is " + ("read-only" if self.read_only else "not open")
+            )
+        return self._writer
+
+    async def emit(self, body: EventBody) -> Envelope:
+        """Durably record ``body``; return it with its ``id``, ``seq`` and ``ts``.
+
+        Raises :class:`JournalFull` / :class:`JournalCorrupt` / :class:`JournalError`
+        when it cannot; nothing acknowledged before is lost then.
+        """
+        writer = self._require_writer()
+        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        writer.submit(_Append(body, body.model_dump_json(), fut))
+        return await fut
+
+    async def mark_published(
+        self, up_to_seq: int | None = None, *, seqs: Iterable[int] = ()
+    ) -> int:
+        """The broker acknowledged these events: take them off the outbox. Returns how many."""
+        writer = self._require_writer()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        writer.submit(_Mark(up_to_seq, tuple(seqs), fut))
+        return await fut
+
+    async def apply_retention(self, now: datetime | None = None) -> int:
+        """Delete published events older than ``retention_days``; return how many."""
+        writer = self._require_writer()
+        now = now or datetime.fromtimestamp(self._clock(), UTC)
+        cutoff = _ts(now - timedelta(days=self.retention_days))
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        writer.submit(_Retain(cutoff, _ts(now), fut))
+        n = await fut
+        if n:
+            log.info("journal.retention", deleted=n, before=cutoff)
+        return n
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.apply_retention()
+            except JournalError as exc:
+                log.warning("journal.retention_failed", error=str(exc))
+            await asyncio.sleep(RETENTION_INTERVAL)
+
+    def _delivered(self, c: Committed) -> None:
+        """On the loop: results of one writer round."""
+        for fut, value, exc in c.results:
+            if fut.done():
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+        self._backlog += c.backlog_delta
+        if c.backlog_delta < 0:
+            self._marked.set()
+            self._marked = asyncio.Event()
+        if c.error is not None:
+            self._failures += c.failed_appends
+            if c.error != self._error:
+                log.error("journal.cannot_write", error=c.error)
+            self._error = c.error
+        elif c.appended:
+            if self._error is not None:
+                log.info("journal.recovered")
+            self._error = None
+        if c.last_seq != self._last_seq:
+            self._last_seq = c.last_seq
+            self._new.set()
+            self._new = asyncio.Event()
+
+    async def wait_unpublished(self, after: int = 0) -> None:
+        """Return once an event with ``seq > after`` has been committed (or the journal closes)."""
+        while self._last_seq <= after and self._open:
+            await self._new.wait()
+
+    async def wait_drained(self) -> None:
+        """Return once every committed event is marked published (backlog 0)."""
+        while self._backlog > 0 and self._open:
+            await self._marked.wait()
+
+    # -- reading -------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, read_only=True)
+            self._local.conn = conn
+            self._conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:
+            raise JournalError(f"journal {self.path} is not open")
+
+        def run() -> T:
+            try:
+                return fn(self._conn())
+            except sqlite3.Error as exc:
+                raise map_error(exc, self.path, self.max_bytes) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+
+    def _counts(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        try:
+            last = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+            backlog = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise JournalError(f"{self.path} is not a lockgw journal") from exc
+            raise
+        if last is None:
+            cp = latest_checkpoint(conn)
+            last = cp.seq if cp is not None else 0
+        return int(last), int(backlog)
+
+    async def outbox(self, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
+        """Unpublished events with ``seq > after``, oldest first, as ``(seq, wire JSON)``."""
+
+        def q(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            rows = conn.execute(
+                "SELECT e.seq, e.payload FROM outbox o JOIN events e ON e.seq = o.seq "
+                "WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [(int(s), blob(p)) for s, p in rows]
+
+        return await self._read(q)
+
+    async def unpublished(self, limit: int = 100, *, after: int = 0) -> list[Envelope]:
+        """Unpublished events, oldest first."""
+        return [envelope_from_wire(p) for _, p in await self.outbox(after, limit)]
+
+    async def read(
+        self,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        door: str | None = None,
+        types: Collection[str] | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Envelope]:
+        """Events for the views (resident, auditor, export), filtered in SQL."""
+        where: list[str] = ["seq > ?"]
+        args: list[int | str] = [after_seq]
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(_ts(since))
+        if until is not None:
+            where.append("ts < ?")
+            args.append(_ts(until))
+        if door is not None:
+            where.append("door = ?")
+            args.append(door)
+        if types is not None:
+            types = list(types)
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        sql = (
+            f"SELECT payload FROM events WHERE {' AND '.join(where)} "
+            f"ORDER BY seq {'DESC' if newest_first else 'ASC'}"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+
+        def q(conn: sqlite3.Connection) -> list[bytes]:
+            return [blob(r[0]) for r in conn.execute(sql, args)]
+
+        out = []
+        for payload in await self._read(q):
+            try:
+                out.append(envelope_from_wire(payload))
+            except ValueError as exc:
+                raise JournalError(
+                    f"journal {self.path}: a row does not parse ({exc}); run lockgw audit verify"
+                ) from exc
+        return out
+
+    async def verify(self) -> BrokenLink | None:
+        """Check the hash chain; the first broken link, or None when intact."""
+        return await self._read(verify_chain)
+
+    async def checkpoint(self) -> Checkpoint | None:
+        """The latest retention checkpoint (where the verified chain starts)."""
+        return await self._read(latest_checkpoint)
+
+    async def head(self) -> tuple[int, str] | None:
+        """The newest ``(seq, link hash hex)``: note it down to detect a rewritten tail later."""
+
+        def q(conn: sqlite3.Connection) -> tuple[int, str] | None:
+            row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            return None if row is None else (int(row[0]), bytes(row[1]).hex())
+
+        return await self._read(q)
+
+    def stats(self) -> dict[str, Any]:
+        """A small snapshot for health reports."""
+        return {
+            "path": str(self.path),
+            "last_seq": self._last_seq,
+            "backlog": self._backlog,
+            "error": self._error,
+            "failures": self._failures,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Journal({json.dumps(str(self.path))}, site={self.site!r}, last_seq={self._last_seq})"
+        )

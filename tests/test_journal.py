@@ -1,0 +1,277 @@
+"""The journal: gap-free seq across restarts, hash chain, outbox, retention, disk full."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.journal import (
+    Journal,
+    JournalCorrupt,
+    JournalError,
+    JournalFull,
+    envelope_from_wire,
+    journal_path,
+)
+from protocols.events import (
+    EVENT_MODELS,
+    AccessDecisionEvent,
+    BatteryEvent,
+    Channel,
+    Envelope,
+    GatewayEvent,
+)
+
+SITE = "site-test"
+
+
+def battery(level: int = 50) -> BatteryEvent:
+    return BatteryEvent(device="front-lock", door="front", level=level, low=False, critical=False)
+
+
+def granted(door: str = "front") -> AccessDecisionEvent:
+    return AccessDecisionEvent(
+        type="access.granted",
+        door=door,
+        device=f"{door}-lock",
+        iss="org-a",
+        sub="carer-1",
+        role="verzorgende",
+        purpose="planned",
+        action="unlock",
+        channel=Channel.PHONE,
+        reason="ok",
+    )
+
+
+def jpath(tmp_path: Path) -> Path:
+    return journal_path(tmp_path)
+
+
+async def test_seq_is_gap_free_and_survives_a_restart(tmp_path: Path) -> None:
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        envs = await asyncio.gather(*(j.emit(battery(i)) for i in range(50)))
+        assert [e.seq for e in envs] == list(range(1, 51))
+        assert j.last_seq == 50
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        env = await j.emit(battery())
+        assert env.seq == 51
+        assert await j.verify() is None
+        assert j.backlog() == 51
+
+
+async def test_emit_returns_the_envelope_that_is_stored(tmp_path: Path) -> None:
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        env = await j.emit(granted())
+        [stored] = await j.read()
+    assert stored == env
+    wire = env.to_wire()
+    assert wire["v"] == 1 and wire["seq"] == 1 and wire["site"] == SITE
+    assert wire["type"] == "access.granted"
+    assert wire["ts"].endswith("Z") and len(wire["ts"]) == len("2026-01-01T00:00:00.000Z")
+    assert wire["id"][14] == "7"  # UUIDv7
+
+
+async def test_no_event_body_field_shadows_an_envelope_field() -> None:
+    for model in EVENT_MODELS:
+        assert not set(model.model_fields) & {"v", "id", "seq", "ts", "site"}, model
+
+
+async def test_outbox_drains_only_what_is_marked(tmp_path: Path) -> None:
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        for i in range(10):
+            await j.emit(battery(i))
+        assert [s for s, _ in await j.outbox(limit=3)] == [1, 2, 3]
+        assert await j.mark_published(4) == 4
+        assert await j.mark_published(seqs=[6, 7]) == 2
+        assert [e.seq for e in await j.unpublished(100)] == [5, 8, 9, 10]
+        assert j.backlog() == 4
+        assert [s for s, _ in await j.outbox(after=8)] == [9, 10]
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        assert j.backlog() == 4
+        assert [e.seq for e in await j.unpublished(100)] == [5, 8, 9, 10]
+
+
+async def test_wait_unpublished_wakes_on_a_new_event(tmp_path: Path) -> None:
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        waiter = asyncio.create_task(j.wait_unpublished(after=0))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        await j.emit(battery())
+        await asyncio.wait_for(waiter, 5)
+
+
+async def test_a_tampered_row_is_the_first_broken_link(tmp_path: Path) -> None:
+    path = jpath(tmp_path)
+    async with Journal(path, SITE, retention_days=30) as j:
+        for _ in range(20):
+            await j.emit(granted())
+    with sqlite3.connect(path) as db:
+        payload = db.execute("SELECT payload FROM events WHERE seq = 7").fetchone()[0]
+        db.execute(
+            "UPDATE events SET payload = ? WHERE seq = 7",
+            (payload.replace(b"carer-1", b"carer-2"),),
+        )
+    async with Journal(path, SITE, retention_days=30, read_only=True) as j:
+        broken = await j.verify()
+    assert broken is not None and broken.seq == 7 and "altered" in broken.problem
+
+
+async def test_a_rehashed_row_breaks_the_next_link(tmp_path: Path) -> None:
+    import hashlib
+
+    path = jpath(tmp_path)
+    async with Journal(path, SITE, retention_days=30) as j:
+        for _ in range(5):
+            await j.emit(granted())
+    with sqlite3.connect(path) as db:
+        prev = db.execute("SELECT hash FROM events WHERE seq = 2").fetchone()[0]
+        payload = db.execute("SELECT payload FROM events WHERE seq = 3").fetchone()[0]
+        forged = payload.replace(b"carer-1", b"carer-9")
+        db.execute(
+            "UPDATE events SET payload = ?, hash = ? WHERE seq = 3",
+            (forged, hashlib.sha256(prev + forged).digest()),
+        )
+    async with Journal(path, SITE, retention_days=30, read_only=True) as j:
+        broken = await j.verify()
+    assert broken is not None and broken.seq == 4
+
+
+async def test_a_deleted_row_is_a_missing_link(tmp_path: Path) -> None:
+    path = jpath(tmp_path)
+    async with Journal(path, SITE, retention_days=30) as j:
+        for _ in range(5):
+            await j.emit(granted())
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM events WHERE seq = 3")
+    async with Journal(path, SITE, retention_days=30, read_only=True) as j:
+        broken = await j.verify()
+    assert broken is not None and broken.seq == 3 and "missing" in broken.problem
+
+
+async def test_retention_deletes_old_published_rows_and_keeps_the_chain_verifiable(
+    tmp_path: Path,
+) -> None:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    clock_at = [(now - timedelta(days=40)).timestamp()]
+    async with Journal(jpath(tmp_path), SITE, retention_days=30, clock=lambda: clock_at[0]) as j:
+        for _ in range(10):
+            await j.emit(battery())
+        clock_at[0] = (now - timedelta(days=1)).timestamp()
+        for _ in range(5):
+            await j.emit(battery())
+        # nothing published yet: retention never deletes what the platform has not had
+        assert await j.apply_retention(now) == 0
+        await j.mark_published(12)
+        assert await j.apply_retention(now) == 10
+        cp = await j.checkpoint()
+        assert cp is not None and cp.seq == 10
+        assert [e.seq for e in await j.read()] == list(range(11, 16))
+        assert await j.verify() is None
+        env = await j.emit(battery())
+        assert env.seq == 16
+        assert await j.verify() is None
+    path = jpath(tmp_path)
+    with sqlite3.connect(path) as db:  # a forged checkpoint does not fit the chain
+        db.execute("UPDATE checkpoints SET hash = zeroblob(32)")
+    async with Journal(path, SITE, retention_days=30, read_only=True) as j:
+        broken = await j.verify()
+    assert broken is not None and broken.seq == 11
+
+
+async def test_retention_of_every_row_keeps_seq_counting(tmp_path: Path) -> None:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    old = (now - timedelta(days=400)).timestamp()
+    path = jpath(tmp_path)
+    async with Journal(path, SITE, retention_days=30, clock=lambda: old) as j:
+        for _ in range(3):
+            await j.emit(battery())
+        await j.mark_published(3)
+        assert await j.apply_retention(now) == 3
+    async with Journal(path, SITE, retention_days=30) as j:
+        assert j.last_seq == 3
+        assert (await j.emit(battery())).seq == 4
+        assert await j.verify() is None
+
+
+async def test_disk_full_raises_journal_full_and_loses_nothing_acknowledged(
+    tmp_path: Path,
+) -> None:
+    path = jpath(tmp_path)
+    acked: list[Envelope] = []
+    async with Journal(path, SITE, retention_days=30, max_bytes=64 * 1024) as j:
+        with pytest.raises(JournalFull) as info:
+            for _ in range(10_000):
+                acked.append(await j.emit(granted()))
+        assert "full" in str(info.value) and "doors still open" in str(info.value)
+        assert j.error is not None and "full" in j.error
+        assert j.failures == 1
+        # the outbox still drains while full, and draining does not lose anything
+        await j.mark_published(5)
+        stored = await j.read()
+        assert stored == acked
+        assert await j.verify() is None
+    async with Journal(path, SITE, retention_days=30) as j:  # no limit: it records again
+        env = await j.emit(battery())
+        assert env.seq == len(acked) + 1
+        assert j.error is None
+        assert await j.verify() is None
+
+
+async def test_a_corrupt_file_is_reported_and_emit_refuses(tmp_path: Path) -> None:
+    path = jpath(tmp_path)
+    path.write_bytes(b"this is not a database" * 100)
+    async with Journal(path, SITE, retention_days=30) as j:
+        assert j.error is not None and "damaged" in j.error
+        with pytest.raises(JournalCorrupt):
+            await j.emit(battery())
+        assert j.failures == 1
+    with pytest.raises(JournalCorrupt):
+        async with Journal(path, SITE, retention_days=30, read_only=True):
+            pass
+
+
+async def test_another_sites_journal_is_refused(tmp_path: Path) -> None:
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        await j.emit(battery())
+    with pytest.raises(JournalError, match="belongs to site"):
+        async with Journal(jpath(tmp_path), "other-site", retention_days=30):
+            pass
+
+
+async def test_read_filters_for_the_views(tmp_path: Path) -> None:
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        await j.emit(granted("front"))
+        await j.emit(granted("back"))
+        await j.emit(GatewayEvent(type="gateway.started", version="1"))
+        await j.emit(granted("front"))
+        assert [e.seq for e in await j.read(door="front")] == [1, 4]
+        assert [e.seq for e in await j.read(types=["gateway.started"])] == [3]
+        assert [e.seq for e in await j.read(limit=2, newest_first=True)] == [4, 3]
+        future = datetime.now(UTC) + timedelta(days=1)
+        assert await j.read(since=future) == []
+
+
+async def test_a_read_only_journal_refuses_to_write(tmp_path: Path) -> None:
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        await j.emit(battery())
+    async with Journal(jpath(tmp_path), SITE, retention_days=30, read_only=True) as j:
+        assert j.last_seq == 1 and j.backlog() == 1
+        with pytest.raises(JournalError, match="read-only"):
+            await j.emit(battery())
+
+
+def test_envelope_round_trips_through_the_wire() -> None:
+    from gateway.journal._chain import uuid7, wire_payload
+
+    payload = wire_payload(
+        uuid7(), 3, "2026-01-01T00:00:00.000Z", json.dumps(SITE), granted().model_dump_json()
+    )
+    env = envelope_from_wire(payload)
+    assert env.seq == 3 and env.body == granted()
+    assert json.loads(payload) == env.to_wire()
