@@ -9,6 +9,7 @@ technician understands (used by ``lockgw check-config``).
 from __future__ import annotations
 
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -111,6 +112,12 @@ class AccessConfig(_Section):
     #: what still opens while the clock cannot be trusted: "emergency" (default: care safety
     #: first, alarm responders still get in), "none" (burglary safety first) or "all"
     untrusted_clock_allows: Literal["none", "emergency", "all"] = "emergency"
+    #: seconds a raised alarm stays raised when nobody clears it
+    alarm_expiry: int = Field(default=2 * 3600, ge=60, le=7 * 24 * 3600)
+    #: seconds a challenge nonce stays valid (CONTRACT §3: at most 30)
+    nonce_ttl: int = Field(default=30, ge=1, le=30)
+    #: tokens the gateway holds for presentation by cti (CONTRACT §4 credentials)
+    max_held_tokens: int = Field(default=1000, ge=1, le=100_000)
 
 
 class IssuerConfig(_Section):
@@ -122,6 +129,21 @@ class IssuerConfig(_Section):
     #: refuse this issuer's planned-care tokens once its last revocation list is
     #: older than this many seconds (None = off)
     revocation_max_age: int | None = Field(default=None, gt=0)
+    #: the resident's consent: first and last day (site's zone, inclusive); None = open
+    consent_from: date | None = None
+    consent_until: date | None = None
+    #: the function-access matrix: role → purposes that role may use here. When set, a
+    #: role missing from it is not permitted; when absent, every role in ``roles`` may
+    #: use every purpose in ``purposes``.
+    matrix: dict[Role, list[Purpose]] | None = None
+
+    def purposes_for(self, role: str) -> frozenset[str]:
+        """The purposes ``role`` may use with this issuer (empty: role not permitted)."""
+        if role not in self.roles:
+            return frozenset()
+        if self.matrix is None:
+            return frozenset(self.purposes)
+        return frozenset(self.matrix.get(role, ())) & frozenset(self.purposes)
 
 
 class CommandSignerConfig(_Section):
@@ -230,6 +252,24 @@ def _semantic_problems(cfg: Config) -> list[str]:
             if ident in seen:
                 problems.append(f"{section}[{n}].id: {ident!r} appears twice")
             seen.add(ident)
+    for n, iss in enumerate(cfg.issuers):
+        if iss.consent_from and iss.consent_until and iss.consent_until < iss.consent_from:
+            problems.append(
+                f"issuers[{n}] ({iss.id}): consent_until ({iss.consent_until}) is before "
+                f"consent_from ({iss.consent_from})"
+            )
+        for role, purposes in (iss.matrix or {}).items():
+            if role not in iss.roles:
+                problems.append(
+                    f"issuers[{n}].matrix: role {role!r} is not in this issuer's roles "
+                    f"{iss.roles}; add it there or remove it from the matrix"
+                )
+            for p in purposes:
+                if p not in iss.purposes:
+                    problems.append(
+                        f"issuers[{n}].matrix.{role}: purpose {p!r} is not in this issuer's "
+                        f"purposes {iss.purposes}"
+                    )
     for n, dev in enumerate(cfg.devices):
         if dev.battery_critical >= dev.battery_low:
             problems.append(

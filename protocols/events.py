@@ -92,7 +92,9 @@ class AccessDecisionEvent(_Body):
     iss: str | None = None
     sub: str | None = None
     role: str | None = None
-    purpose: Literal["planned", "emergency"] | None = None
+    purpose: Literal["planned", "emergency", "remote"] | None = Field(
+        default=None, description="remote = a signed command that was not for an alarm"
+    )
     action: str
     token_id: str | None = Field(default=None, description="hex of the token's cti")
     channel: Channel

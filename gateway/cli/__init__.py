@@ -19,7 +19,7 @@ from protocols.errors import LockgwError
 __all__ = ["main", "run"]
 
 #: sub-command modules, in help order
-_MODULES = ("keys", "config_cmd", "health", "audit")
+_MODULES = ("keys", "config_cmd", "token", "control_cmd", "audit", "health")
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 

@@ -1,0 +1,97 @@
+"""The time floor: a clock set back cannot revive an expired token.
+
+A hub without a clock battery boots with a wrong time until NTP answers, and anyone
+with a shell can set the clock. The gateway therefore keeps a *floor*: the latest
+wall-clock time it knows has passed. It rises with every trusted reading, moves on
+with the monotonic clock while the gateway runs (time passes even when the wall clock
+is set back), is written to disk at most every :data:`PERSIST_EVERY` seconds and on
+:meth:`flush` (shutdown), and never starts below :data:`BUILD_FLOOR`.
+
+The clock is *trusted* while it reads no earlier than the floor minus the tolerance
+(``access.skew_seconds``). When it is not, decisions use the floor as "now" and
+``access.untrusted_clock_allows`` says what still opens (see ``docs/credentials.md``).
+A clock set far *ahead* and then corrected leaves the floor ahead: the gateway reports
+the clock untrusted until real time passes the floor; a technician who knows the clock
+is right removes ``time_floor.json`` while lockgw is stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.access.state import StateDir
+
+__all__ = ["BUILD_FLOOR", "PERSIST_EVERY", "ClockStatus", "TimeFloor"]
+
+#: 2026-01-01T00:00:00Z: no clock reading before this is believed
+BUILD_FLOOR: Final = 1_767_225_600.0
+PERSIST_EVERY: Final = 300.0
+_FILE: Final = "time_floor.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ClockStatus:
+    trusted: bool
+    now: float
+    floor: float
+    detail: str
+
+
+class TimeFloor:
+    def __init__(
+        self,
+        state: StateDir,
+        *,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+        tolerance: float,
+    ) -> None:
+        self._state = state
+        self._clock = clock
+        self._monotonic = monotonic
+        self.tolerance = tolerance
+        stored = state.load(_FILE)
+        floor = BUILD_FLOOR
+        if isinstance(stored, dict) and isinstance(stored.get("floor"), int | float):
+            floor = max(floor, float(stored["floor"]))
+        self._base = floor
+        self._mono = monotonic()
+        self._written = floor
+        self.check()  # a reading at start raises the floor when the clock is ahead of it
+
+    def floor(self) -> float:
+        """The latest time known to have passed (stored floor + monotonic time since)."""
+        return self._base + (self._monotonic() - self._mono)
+
+    def check(self) -> tuple[bool, float, float]:
+        """(trusted, wall-clock now, floor); a trusted reading raises the floor."""
+        now = self._clock()
+        mono = self._monotonic()
+        floor = self._base + (mono - self._mono)
+        if now >= floor:
+            self._base, self._mono = now, mono
+            if now - self._written >= PERSIST_EVERY:
+                self._persist(now)
+            return True, now, now
+        return now >= floor - self.tolerance, now, floor
+
+    def status(self) -> ClockStatus:
+        trusted, now, floor = self.check()
+        if trusted:
+            detail = "clock at or after the time floor"
+        else:
+            detail = (
+                f"clock is {floor - now:.0f} s behind the time floor: it was set back or lost "
+                "its time (no NTP yet?)"
+            )
+        return ClockStatus(trusted=trusted, now=now, floor=floor, detail=detail)
+
+    def _persist(self, value: float) -> None:
+        if self._state.save(_FILE, {"floor": value}):
+            self._written = value
+
+    def flush(self) -> None:
+        self.check()
+        self._persist(self.floor())

@@ -1,0 +1,498 @@
+"""The access decision: may this phone, with this token, open this door now?
+
+:meth:`AccessController.decide` checks, in this order, and the first failure is the
+answer (CONTRACT §3 reasons):
+
+1. the phone is not over the rate limit (``rate_limited``);
+2. the nonce is one this gateway issued, unused and not older than ``nonce_ttl``
+   (``nonce_reused``; it is spent whatever the outcome);
+3. the token decodes strictly (``malformed``), names a configured issuer
+   (``unknown_issuer``) and carries that issuer's signature (``bad_signature``);
+4. the phone proves possession of the token's ``cnf`` key over nonce, site, door and
+   action (``bad_proof``) — a forwarded token stops here;
+5. ``aud`` is this site (``wrong_site``); neither ``cti`` nor ``sub`` is revoked (``revoked``);
+6. the clock: behind the time floor it is untrusted, "now" becomes the floor and
+   ``access.untrusted_clock_allows`` decides (``clock_untrusted``);
+7. the resident's consent for the issuer covers today (``issuer_not_consented``);
+8. ``nbf`` / ``exp`` with ``skew_seconds`` (``not_yet_valid`` / ``expired``);
+9. the door is in the token and in the issuer's consented doors (``wrong_door``);
+10. the role is in the issuer's function-access matrix (``role_not_permitted``) and one
+    of the token's purposes is allowed for that role (``purpose_not_permitted``);
+11. the time windows, in the site's zone: inside → planned care; outside → only an
+    emergency purpose, only while an alarm is raised unless
+    ``site.emergency_outside_window_without_alarm`` (``outside_window``; flagged);
+12. planned care needs a fresh revocation list when the issuer has
+    ``revocation_max_age`` (``revocation_stale``); emergency access keeps working.
+
+Every denial is counted for rate limiting and the ``suspicious`` flag
+(:mod:`gateway.access.ratelimit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from gateway.access.clock import ClockStatus, TimeFloor
+from gateway.access.models import (
+    AccessRequest,
+    Decision,
+    RevocationOutcome,
+    RevocationStatus,
+)
+from gateway.access.ratelimit import RateLimiter
+from gateway.access.revocations import RevocationStore
+from gateway.access.state import StateDir
+from gateway.config import Config, IssuerConfig
+from gateway.keys import load_public_key
+from protocols.control import Command, RevocationList
+from protocols.cose import KeyRing
+from protocols.errors import ControlMessageError, ProtocolError, Reason, TokenError
+from protocols.proof import verify_proof
+from protocols.token import MAX_TOKEN, TokenClaims, verify_token
+from protocols.windows import in_windows
+
+__all__ = ["AccessController"]
+
+log = structlog.get_logger("lockgw.access")
+
+_MAX_NONCES: Final = 4096
+_MAX_COMMANDS: Final = 100_000
+_COMMANDS_FILE: Final = "commands.json"
+_ALARM_FILE: Final = "alarm.json"
+
+
+class _Issuer:
+    """One consented issuer, precomputed for the hot path."""
+
+    __slots__ = ("cfg", "consent_from", "consent_until", "doors", "max_age", "purposes_for")
+
+    def __init__(self, cfg: IssuerConfig) -> None:
+        self.cfg = cfg
+        self.doors = frozenset(cfg.doors)
+        self.purposes_for = {role: cfg.purposes_for(role) for role in cfg.roles}
+        self.max_age = cfg.revocation_max_age
+        self.consent_from = cfg.consent_from
+        self.consent_until = cfg.consent_until
+
+
+class _Deny(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+class AccessController:
+    """The gateway's access decision and the state it keeps (see the module docstring).
+
+    Not thread-safe; the daemon calls it from its event loop only. All methods are
+    synchronous and fast (no network, small atomic file writes).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._monotonic = monotonic
+        self._state = StateDir(Path(config.site.data_dir) / "access")
+        self._nonces: dict[bytes, float] = {}
+        self._apply_config(config)
+        self._floor = TimeFloor(
+            self._state, clock=clock, monotonic=monotonic, tolerance=config.access.skew_seconds
+        )
+        self._revocations = RevocationStore(self._state)
+        used = self._state.load(_COMMANDS_FILE)
+        self._used_commands: dict[str, int] = (
+            {str(k): int(v) for k, v in used.items() if isinstance(v, int)}
+            if isinstance(used, dict)
+            else {}
+        )
+        alarm = self._state.load(_ALARM_FILE)
+        self._alarm_until: float | None = None
+        if isinstance(alarm, dict) and alarm.get("raised") is True:
+            until = alarm.get("until")
+            self._alarm_until = float(until) if isinstance(until, int | float) else None
+        self._held: dict[bytes, int] = {}
+        for path in self._state.held_dir.glob("*.cwt"):
+            try:
+                self._held[bytes.fromhex(path.stem)] = int(path.stat().st_mtime)
+            except (ValueError, OSError):
+                continue
+
+    # -- configuration ------------------------------------------------------------------
+    def _apply_config(self, config: Config) -> None:
+        self.config = config
+        self.site = config.site.id
+        self._tz = ZoneInfo(config.site.timezone)
+        acc = config.access
+        self._skew = acc.skew_seconds
+        self._nonce_ttl = float(acc.nonce_ttl)
+        self._untrusted_allows = acc.untrusted_clock_allows
+        self._emergency_anytime = config.site.emergency_outside_window_without_alarm
+        self._issuers = {i.id: _Issuer(i) for i in config.issuers}
+        self._issuer_ring = KeyRing({i.id: load_public_key(i.public_key) for i in config.issuers})
+        self._signer_ring = KeyRing(
+            {s.id: load_public_key(s.public_key) for s in config.command_signers}
+        )
+        self._signer_commands = {s.id: s.commands for s in config.command_signers}
+        self._limiter = RateLimiter(
+            limit=acc.rate_limit,
+            window=acc.rate_window,
+            suspicious_after=acc.suspicious_after,
+            suspicious_window=acc.suspicious_window,
+            monotonic=self._monotonic,
+        )
+
+    def reload(self, config: Config) -> None:
+        """New config (SIGHUP); revocations, floor, alarm, held tokens and nonces stay.
+        Raises KeyFileError when a key named in ``config`` cannot be loaded (the old
+        config then stays in force)."""
+        old_limiter = self._limiter
+        self._apply_config(config)
+        if (old_limiter.limit, old_limiter.suspicious_after) == (
+            self._limiter.limit,
+            self._limiter.suspicious_after,
+        ):
+            self._limiter = old_limiter
+        self._floor.tolerance = config.access.skew_seconds
+
+    # -- challenges -----------------------------------------------------------------------
+    def new_challenge(self) -> bytes:
+        """A fresh 16-byte nonce, valid once, for ``access.nonce_ttl`` seconds."""
+        now = self._monotonic()
+        nonces = self._nonces
+        while nonces:
+            first = next(iter(nonces))
+            if nonces[first] > now and len(nonces) < _MAX_NONCES:
+                break
+            del nonces[first]
+        nonce = os.urandom(16)
+        nonces[nonce] = now + self._nonce_ttl
+        return nonce
+
+    def _take_nonce(self, nonce: bytes) -> bool:
+        expires = self._nonces.pop(nonce, None)
+        return expires is not None and expires >= self._monotonic()
+
+    # -- time -----------------------------------------------------------------------------
+    def clock_status(self) -> ClockStatus:
+        return self._floor.status()
+
+    def _now(self) -> tuple[bool, float]:
+        """(trusted, the time decisions use: the clock, or the floor when it is behind)."""
+        trusted, now, floor = self._floor.check()
+        return trusted, (now if now >= floor else floor)
+
+    def flush(self) -> None:
+        """Persist the time floor (the daemon calls this on shutdown)."""
+        self._floor.flush()
+
+    # -- alarm ----------------------------------------------------------------------------
+    def set_alarm(self, raised: bool, *, until: float | None = None) -> None:
+        """Raise (until ``until``, default now + ``access.alarm_expiry``) or clear."""
+        if raised:
+            _, t = self._now()
+            self._alarm_until = until if until is not None else t + self.config.access.alarm_expiry
+        else:
+            self._alarm_until = None
+        self._state.save(_ALARM_FILE, {"raised": raised, "until": self._alarm_until})
+
+    def _alarm_at(self, t: float) -> bool:
+        return self._alarm_until is not None and t < self._alarm_until
+
+    @property
+    def alarm_raised(self) -> bool:
+        return self._alarm_at(self._now()[1])
+
+    # -- the decision ---------------------------------------------------------------------
+    def decide(self, req: AccessRequest) -> Decision:
+        limiter = self._limiter
+        if limiter.peer_limited(req.peer):
+            self._take_nonce(req.nonce)
+            denials, suspicious = limiter.record_denial(req.peer, req.door, count_peer=False)
+            return Decision(
+                granted=False,
+                reason=Reason.RATE_LIMITED,
+                suspicious=suspicious,
+                denials=denials,
+                detail=f"too many denials for {req.peer}",
+            )
+        claims: TokenClaims | None = None
+        try:
+            claims = self._token(req)
+            self._proof(req, claims)
+            return self._grant_or_deny(req, claims)
+        except _Deny as deny:
+            reason, detail = deny.reason, deny.detail
+        except ProtocolError as exc:
+            reason, detail = exc.reason, exc.detail
+        return self._denied(req, claims, reason, detail)
+
+    def _denied(
+        self, req: AccessRequest, claims: TokenClaims | None, reason: Reason, detail: str
+    ) -> Decision:
+        limiter = self._limiter
+        door_limited = limiter.door_limited(req.door)
+        denials, suspicious = limiter.record_denial(req.peer, req.door)
+        if door_limited:
+            detail = f"{reason.value} ({detail}); door under attack, answered rate_limited"
+            reason = Reason.RATE_LIMITED
+        trusted = self._floor.check()[0]
+        return Decision(
+            granted=False,
+            reason=reason,
+            iss=claims.iss if claims else None,
+            sub=claims.sub if claims else None,
+            role=claims.role if claims else None,
+            token_id=claims.cti.hex() if claims else None,
+            suspicious=suspicious,
+            clock_trusted=trusted,
+            detail=detail,
+            denials=denials,
+        )
+
+    def _token(self, req: AccessRequest) -> TokenClaims:
+        """Nonce and token: what the attempt claims."""
+        if not self._take_nonce(req.nonce):
+            raise _Deny(Reason.NONCE_REUSED, "nonce unknown, used or expired")
+        raw = req.token
+        if raw is None:
+            if req.token_ref is None:
+                raise _Deny(Reason.MALFORMED, "neither token nor token_ref")
+            raw = self.held_token(req.token_ref)
+            if raw is None:
+                raise _Deny(Reason.MALFORMED, f"no held token {req.token_ref.hex()[:8]}…")
+        return verify_token(raw, self._issuer_ring)
+
+    def _proof(self, req: AccessRequest, claims: TokenClaims) -> None:
+        try:
+            verify_proof(
+                claims.holder_key,
+                req.proof,
+                nonce=req.nonce,
+                site=self.site,
+                door=req.door,
+                action=req.action,
+            )
+        except ProtocolError as exc:
+            raise _Deny(exc.reason, exc.detail) from None
+
+    def _grant_or_deny(self, req: AccessRequest, c: TokenClaims) -> Decision:
+        def deny(reason: Reason, detail: str) -> Decision:
+            return self._denied(req, c, reason, detail)
+
+        if c.aud != self.site:
+            return deny(Reason.WRONG_SITE, f"token for site {c.aud!r}")
+        if self._revocations.is_revoked(c.iss, c.cti, c.sub):
+            return deny(Reason.REVOKED, f"revoked by {c.iss}")
+        trusted, t = self._now()
+        mode = self._untrusted_allows
+        if not trusted and mode == "none":
+            return deny(Reason.CLOCK_UNTRUSTED, "clock behind the time floor; nothing opens")
+        issuer = self._issuers[c.iss]  # verify_token found its key, so it is configured
+        if issuer.consent_from is not None or issuer.consent_until is not None:
+            today = datetime.fromtimestamp(t, self._tz).date()
+            if (issuer.consent_from is not None and today < issuer.consent_from) or (
+                issuer.consent_until is not None and today > issuer.consent_until
+            ):
+                return deny(
+                    Reason.ISSUER_NOT_CONSENTED,
+                    f"the resident's consent for {c.iss} does not cover {today}",
+                )
+        skew = self._skew
+        if c.nbf is not None and t + skew < c.nbf:
+            return deny(Reason.NOT_YET_VALID, f"valid from {c.nbf}")
+        if t - skew > c.exp:
+            return deny(Reason.EXPIRED, f"expired at {c.exp}")
+        if req.door not in c.doors or req.door not in issuer.doors:
+            return deny(Reason.WRONG_DOOR, f"door {req.door!r} not in token or consent")
+        allowed = issuer.purposes_for.get(c.role)
+        if not allowed:
+            return deny(Reason.ROLE_NOT_PERMITTED, f"role {c.role!r} not permitted for {c.iss}")
+        usable = [p for p in c.purposes if p in allowed]
+        if not usable:
+            return deny(
+                Reason.PURPOSE_NOT_PERMITTED,
+                f"purposes {list(c.purposes)} not permitted for role {c.role!r}",
+            )
+        emergency = "emergency" in usable
+        windows_known = trusted or mode == "all"
+        inside = in_windows(c.windows, t, self._tz) if windows_known else not c.windows
+        outside_flag = False
+        alarm = False
+        if inside:
+            purpose = "planned" if "planned" in usable else "emergency"
+        elif emergency and (self._emergency_anytime or (alarm := self._alarm_at(t))):
+            purpose, outside_flag = "emergency", True
+        elif not windows_known:
+            return deny(Reason.CLOCK_UNTRUSTED, "clock untrusted: windows cannot be checked")
+        else:
+            return deny(Reason.OUTSIDE_WINDOW, "outside the token's time windows")
+        if purpose == "planned":
+            stale = self._stale_detail(c.iss, issuer.max_age, t)
+            untrusted = not trusted and mode == "emergency"
+            if stale or untrusted:
+                if emergency and (alarm or self._alarm_at(t)):
+                    purpose = "emergency"
+                elif untrusted:
+                    return deny(Reason.CLOCK_UNTRUSTED, "clock untrusted: planned care waits")
+                else:
+                    return deny(Reason.REVOCATION_STALE, stale)
+        return Decision(
+            granted=True,
+            reason=Reason.OK,
+            iss=c.iss,
+            sub=c.sub,
+            role=c.role,
+            purpose=purpose,
+            token_id=c.cti.hex(),
+            emergency_outside_window=outside_flag,
+            clock_trusted=trusted,
+        )
+
+    # -- revocations ----------------------------------------------------------------------
+    def _stale_detail(self, iss: str, max_age: int | None, t: float) -> str:
+        if max_age is None:
+            return ""
+        held = self._revocations.get(iss)
+        if held is None:
+            return f"no revocation list from {iss} yet (required within {max_age} s)"
+        age = held.age(t)
+        if age > max_age:
+            return f"revocation list of {iss} is {age:.0f} s old (maximum {max_age} s)"
+        return ""
+
+    def apply_revocation(self, raw: bytes) -> RevocationOutcome:
+        """Verify a signed revocation list and, when its seq is higher, replace the held one."""
+        try:
+            rl = RevocationList.verify(raw, self._issuer_ring)
+        except ControlMessageError as exc:
+            issuer = seq = None
+            try:  # name the sender in the report when the bytes at least decode
+                unverified = RevocationList.decode(raw)
+                issuer, seq = unverified.iss, unverified.seq
+            except ControlMessageError:
+                pass
+            return RevocationOutcome("refused", issuer, seq, reason=exc.reason, detail=exc.detail)
+        held = self._revocations.get(rl.iss)
+        held_seq = held.seq if held is not None else None
+        nc, ns = len(rl.cti), len(rl.sub)
+        if self._revocations.apply(rl, received_at=self._now()[1]) is None:
+            return RevocationOutcome(
+                "ignored",
+                rl.iss,
+                rl.seq,
+                held_seq,
+                nc,
+                ns,
+                detail=f"seq {rl.seq} is not above the held seq {held_seq}",
+            )
+        return RevocationOutcome("applied", rl.iss, rl.seq, held_seq, nc, ns)
+
+    def revocation_status(self) -> list[RevocationStatus]:
+        """Per configured issuer: the held list and whether it is stale."""
+        _, t = self._now()
+        out = []
+        for iss, issuer in self._issuers.items():
+            held = self._revocations.get(iss)
+            out.append(
+                RevocationStatus(
+                    iss=iss,
+                    seq=held.seq if held else None,
+                    iat=held.iat if held else None,
+                    received_at=held.received_at if held else None,
+                    age=held.age(t) if held else None,
+                    max_age=issuer.max_age,
+                    stale=bool(self._stale_detail(iss, issuer.max_age, t)),
+                    cti_count=len(held.cti) if held else 0,
+                    sub_count=len(held.sub) if held else 0,
+                )
+            )
+        return out
+
+    # -- signed commands ------------------------------------------------------------------
+    def verify_command(self, raw: bytes) -> Command:
+        """Verify a signed command and spend its ``request_id``. Raises ControlMessageError:
+        ``malformed``, ``unknown_issuer`` (unknown signer), ``bad_signature``, ``wrong_site``,
+        ``expired``, ``role_not_permitted`` (the signer may not give that command),
+        ``nonce_reused`` (the request id was seen before)."""
+        _, t = self._now()
+        cmd = Command.verify(raw, self._signer_ring, site=self.site, now=t, skew=self._skew)
+        allowed = self._signer_commands.get(cmd.signer or "")
+        if allowed is not None and cmd.cmd not in allowed:
+            raise ControlMessageError(
+                Reason.ROLE_NOT_PERMITTED, f"signer {cmd.signer} may not send {cmd.cmd!r}"
+            )
+        used = self._used_commands
+        if cmd.request_id in used:
+            raise ControlMessageError(
+                Reason.NONCE_REUSED, f"request_id {cmd.request_id!r} was used before"
+            )
+        horizon = t - self._skew
+        for rid in [r for r, exp in used.items() if exp < horizon]:
+            del used[rid]
+        if len(used) >= _MAX_COMMANDS:
+            raise ControlMessageError(Reason.RATE_LIMITED, "too many live commands")
+        used[cmd.request_id] = cmd.exp
+        self._state.save(_COMMANDS_FILE, used)
+        return cmd
+
+    # -- held tokens ----------------------------------------------------------------------
+    def hold_token(self, raw: bytes) -> TokenClaims:
+        """Verify a token from the platform and keep it for presentation by ``cti``.
+        Raises TokenError (malformed, unknown_issuer, bad_signature, wrong_site, expired,
+        revoked)."""
+        claims = verify_token(raw, self._issuer_ring)
+        if claims.aud != self.site:
+            raise TokenError(Reason.WRONG_SITE, f"token for site {claims.aud!r}")
+        _, t = self._now()
+        if t - self._skew > claims.exp:
+            raise TokenError(Reason.EXPIRED, f"expired at {claims.exp}")
+        if self._revocations.is_revoked(claims.iss, claims.cti, claims.sub):
+            raise TokenError(Reason.REVOKED, f"revoked by {claims.iss}")
+        for cti in [k for k, exp in self._held.items() if exp < t - self._skew]:
+            self._drop_held(cti)
+        limit = self.config.access.max_held_tokens
+        while len(self._held) >= limit and claims.cti not in self._held:
+            self._drop_held(min(self._held, key=self._held.__getitem__))
+        path = self._state.held_dir / f"{claims.cti.hex()}.cwt"
+        if self._state.write_bytes(path, raw):
+            os.utime(path, (claims.exp, claims.exp))  # mtime = exp: pruned after restarts too
+        self._held[claims.cti] = claims.exp
+        return claims
+
+    def _drop_held(self, cti: bytes) -> None:
+        self._held.pop(cti, None)
+        with contextlib.suppress(OSError):
+            (self._state.held_dir / f"{cti.hex()}.cwt").unlink()
+
+    def held_token(self, cti: bytes) -> bytes | None:
+        if cti not in self._held:
+            return None
+        try:
+            raw = (self._state.held_dir / f"{cti.hex()}.cwt").read_bytes()
+        except OSError:
+            return None
+        return raw if len(raw) <= MAX_TOKEN else None
+
+    # -- health ---------------------------------------------------------------------------
+    @property
+    def state_problems(self) -> list[str]:
+        """State files that could not be read at start (and were set aside)."""
+        return list(self._state.problems)
+
+    @property
+    def state_write_failures(self) -> int:
+        return self._state.write_failures

@@ -1,0 +1,148 @@
+"""Time windows of a credential token (CONTRACT §2 claim ``"win"``), in the site's zone.
+
+A window is ``[days, start, end]``: ``days`` a bitmask Mon=1, Tue=2 … Sun=64; ``start``
+and ``end`` the **wall-clock** time of day as minutes (07:30 = 450), ``0 ≤ start < end ≤
+1440``. The token names no zone: the gateway evaluates windows in its site's zone.
+
+Daylight saving: a window keeps its wall-clock times. "07:00-10:00" opens at 07:00 local
+time on the day the clocks go forward (a 23-hour day) and on the day they go back (a
+25-hour day) alike. On the spring-forward day local times 02:00–02:59 do not exist, so
+a window inside that hour never opens that day; on the fall-back day 02:00–02:59 happens
+twice and a window covering it is open both times. A window cannot cross midnight; the
+text form ``"mon-fri 22:00-06:00"`` is split into two windows (the second on the next days).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+__all__ = [
+    "DAY_NAMES",
+    "Window",
+    "WindowSpecError",
+    "format_window",
+    "in_windows",
+    "local_day_minute",
+    "parse_window",
+    "windows_from_specs",
+]
+
+DAY_NAMES: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_ALL_DAYS: Final = 0x7F
+_SPEC = re.compile(r"^\s*([a-z,\-]+)\s+(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+class WindowSpecError(ValueError):
+    """A text window (CLI) that cannot be understood; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    days: int
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.days <= _ALL_DAYS:
+            raise ValueError(f"days bitmask {self.days} is not in 1..127")
+        if not 0 <= self.start < self.end <= 1440:
+            raise ValueError(f"window {self.start}..{self.end} is not 0 ≤ start < end ≤ 1440")
+
+    @classmethod
+    def from_cbor(cls, item: Any) -> Window:
+        """From ``[days, start, end]``; ValueError when the shape or a value is wrong."""
+        if type(item) is not list or len(item) != 3 or any(type(x) is not int for x in item):
+            raise ValueError("a window is an array of 3 integers [days, start, end]")
+        return cls(item[0], item[1], item[2])
+
+    def to_cbor(self) -> list[int]:
+        return [self.days, self.start, self.end]
+
+    def contains(self, day_bit: int, minute: int) -> bool:
+        return bool(self.days & day_bit) and self.start <= minute < self.end
+
+
+def local_day_minute(instant: float, tz: ZoneInfo) -> tuple[int, int]:
+    """(day bit Mon=1…Sun=64, wall-clock minute of the day) of a UTC instant in ``tz``."""
+    local = datetime.fromtimestamp(instant, tz)
+    return 1 << local.weekday(), local.hour * 60 + local.minute
+
+
+def in_windows(windows: Sequence[Window], instant: float, tz: ZoneInfo) -> bool:
+    """True when ``instant`` falls in one of ``windows`` (no windows = no limit)."""
+    if not windows:
+        return True
+    day_bit, minute = local_day_minute(instant, tz)
+    return any(w.contains(day_bit, minute) for w in windows)
+
+
+def _days(text: str) -> int:
+    mask = 0
+    for part in text.split(","):
+        if not part:
+            raise WindowSpecError("empty day in the day list")
+        if part in ("daily", "all"):
+            mask |= _ALL_DAYS
+            continue
+        first, _, last = part.partition("-")
+        for name in (first, last or first):
+            if name not in DAY_NAMES:
+                raise WindowSpecError(f"unknown day {name!r}; use mon tue wed thu fri sat sun")
+        a, b = DAY_NAMES.index(first), DAY_NAMES.index(last or first)
+        i = a
+        while True:  # ranges may wrap: sat-mon = sat, sun, mon
+            mask |= 1 << i
+            if i == b:
+                break
+            i = (i + 1) % 7
+    return mask
+
+
+def _rotate(mask: int) -> int:
+    """The same days shifted one day later (Sun → Mon)."""
+    return ((mask << 1) | (mask >> 6)) & _ALL_DAYS
+
+
+def parse_window(spec: str) -> list[Window]:
+    """``"mon-fri 07:00-10:00"``, ``"sat,sun 09:00-12:30"``, ``"daily 22:00-06:00"``.
+
+    A window that ends at or before it starts crosses midnight and becomes two windows.
+    ``24:00`` is allowed as an end.
+    """
+    m = _SPEC.match(spec.lower())
+    if m is None:
+        raise WindowSpecError(
+            f'window {spec!r} is not like "mon-fri 07:00-10:00" (days, then HH:MM-HH:MM)'
+        )
+    days = _days(m.group(1))
+    sh, sm, eh, em = (int(g) for g in m.group(2, 3, 4, 5))
+    for h, mi in ((sh, sm), (eh, em)):
+        if mi > 59 or h > 24 or (h == 24 and mi != 0):
+            raise WindowSpecError(f"{h:02d}:{mi:02d} is not a time of day")
+    start, end = sh * 60 + sm, eh * 60 + em
+    if start == 1440:
+        raise WindowSpecError("a window cannot start at 24:00")
+    if start < end:
+        return [Window(days, start, end)]
+    out = [Window(days, start, 1440)]
+    if end > 0:
+        out.append(Window(_rotate(days), 0, end))
+    return out
+
+
+def format_window(w: Window) -> str:
+    """The text form of one window, e.g. ``"mon,tue,wed,thu,fri 07:00-10:00"``."""
+    days = ",".join(n for i, n in enumerate(DAY_NAMES) if w.days & (1 << i))
+    return f"{days} {w.start // 60:02d}:{w.start % 60:02d}-{w.end // 60:02d}:{w.end % 60:02d}"
+
+
+def windows_from_specs(specs: Iterable[str]) -> list[Window]:
+    out: list[Window] = []
+    for s in specs:
+        out.extend(parse_window(s))
+    return out

@@ -1,0 +1,185 @@
+"""Hostile bytes into every credential decoder: a typed error, never a grant, never a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from cred_kit import SITE, FakeClock, Site, make_site
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.access import AccessController, AccessRequest
+from protocols.control import Command, RevocationList
+from protocols.cose import sig_structure, strict_loads
+from protocols.errors import ControlMessageError, ProtocolError, Reason, TokenError
+from protocols.keys import kid_of
+from protocols.proof import sign_proof
+from protocols.token import decode_token, issue_token, verify_token
+
+KEY = Ed25519PrivateKey.generate()
+PHONE = Ed25519PrivateKey.generate()
+KEYS = {"org": KEY.public_key()}
+GOOD = issue_token(
+    KEY, iss="org", sub="s", aud=SITE, holder_key=PHONE.public_key(), doors=["front"],
+    role="verzorgende", purposes=["planned", "emergency"], exp=2_000_000_000, iat=1_700_000_000,
+)  # fmt: skip
+GOOD_CMD = Command.new("unlock", site=SITE, actor="a", door="front", now=1_800_000_000).sign(KEY)
+GOOD_RL = RevocationList.new("org", 1, cti=[b"\x01" * 16], sub=["x"], iat=1).sign(KEY)
+
+# plain CBOR values, nested a little, with the odd tag and float mixed in
+cbor_leaves = (
+    st.integers(-(2**64), 2**64) | st.binary(max_size=40) | st.text(max_size=20)
+    | st.booleans() | st.none() | st.floats(allow_nan=False)
+)  # fmt: skip
+cbor_values = st.recursive(
+    cbor_leaves,
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.integers(-10, 10) | st.text(max_size=8), inner, max_size=5)
+        | st.builds(cbor2.CBORTag, st.sampled_from([0, 1, 2, 18, 61, 258, 28, 29]), inner)
+    ),
+    max_leaves=20,
+)
+
+
+def _encodes(v: Any) -> bytes:
+    try:
+        return cbor2.dumps(v)
+    except Exception:
+        return b"\xa0"
+
+
+hostile = (
+    st.binary(max_size=1500)
+    | cbor_values.map(_encodes)
+    | st.builds(lambda v: _encodes(cbor2.CBORTag(18, v)), cbor_values)
+    | st.builds(  # a real COSE_Sign1 shell around hostile protected header / payload
+        lambda p, pl: cbor2.dumps(
+            cbor2.CBORTag(
+                18,
+                [_encodes(p), {}, _encodes(pl), KEY.sign(sig_structure(_encodes(p), _encodes(pl)))],
+            )
+        ),
+        cbor_values,
+        cbor_values,
+    )
+)
+
+
+def _mutations(base: bytes) -> st.SearchStrategy[bytes]:
+    def flip(data: bytes, i: int, b: int) -> bytes:
+        i %= len(data)
+        return data[:i] + bytes([b]) + data[i + 1 :]
+
+    return (
+        st.tuples(st.integers(0, 10_000), st.integers(0, 255)).map(lambda t: flip(base, *t))
+        | st.integers(0, len(base)).map(lambda n: base[:n])
+        | st.binary(min_size=1, max_size=20).map(lambda extra: base + extra)
+    )
+
+
+def _typed(fn: Callable[[bytes], Any], data: bytes, error: type[ProtocolError]) -> Any:
+    try:
+        return fn(data)
+    except error as exc:
+        assert isinstance(exc.reason, Reason)
+        return None
+
+
+@given(hostile)
+def test_token_decoders_raise_typed_errors(data: bytes) -> None:
+    _typed(decode_token, data, TokenError)
+    assert _typed(lambda d: verify_token(d, KEYS), data, TokenError) is None or data == GOOD
+
+
+@given(_mutations(GOOD))
+def test_mutated_token_never_verifies_unless_unchanged(data: bytes) -> None:
+    result = _typed(lambda d: verify_token(d, KEYS), data, TokenError)
+    if result is not None:
+        assert cbor2.loads(data) == cbor2.loads(GOOD)
+
+
+@given(hostile | _mutations(GOOD_CMD))
+def test_command_decoders_raise_typed_errors(data: bytes) -> None:
+    _typed(Command.decode, data, ControlMessageError)
+    ok = _typed(
+        lambda d: Command.verify(d, {"s": KEY.public_key()}, site=SITE, now=1_800_000_000),
+        data,
+        ControlMessageError,
+    )
+    if ok is not None:
+        assert ok == Command.decode(GOOD_CMD)
+
+
+@given(hostile | _mutations(GOOD_RL))
+def test_revocation_decoders_raise_typed_errors(data: bytes) -> None:
+    _typed(RevocationList.decode, data, ControlMessageError)
+    ok = _typed(lambda d: RevocationList.verify(d, KEYS), data, ControlMessageError)
+    if ok is not None:
+        assert ok == RevocationList.decode(GOOD_RL)
+
+
+@given(cbor_values.map(_encodes) | st.binary(max_size=200))
+def test_strict_loads_is_total(data: bytes) -> None:
+    _typed(lambda d: strict_loads(d, TokenError), data, TokenError)
+
+
+@pytest.fixture(scope="module")
+def fuzz_site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    site = make_site(tmp_path_factory.mktemp("fuzz"))
+    site.clock = FakeClock()
+    site.write_config(extra_access="rate_limit = 1000000\nsuspicious_after = 1000000")
+    return site
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=hostile | _mutations(GOOD), proof=st.binary(max_size=80), door=st.text(max_size=10))
+def test_hostile_attempts_are_never_granted(
+    fuzz_site: Site, token: bytes, proof: bytes, door: str
+) -> None:
+    ctl: AccessController = fuzz_site.controller()
+    nonce = ctl.new_challenge()
+    d = ctl.decide(AccessRequest(door or "front", "unlock", nonce, proof, token=token, peer="fuzz"))
+    assert not d.granted and isinstance(d.reason, Reason)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=100)
+@given(
+    kind=st.sampled_from(["flip", "cut", "extend", "none"]),
+    i=st.integers(0, 2000),
+    b=st.integers(0, 255),
+    extra=st.binary(min_size=1, max_size=20),
+)
+def test_mutated_valid_tokens_with_valid_proofs_never_grant_unless_unchanged(
+    fuzz_site: Site, kind: str, i: int, b: int, extra: bytes
+) -> None:
+    ctl = fuzz_site.controller()
+    good = fuzz_site.token()
+    i %= len(good)
+    token = {
+        "flip": good[:i] + bytes([b]) + good[i + 1 :],
+        "cut": good[:i],
+        "extend": good + extra,
+        "none": good,
+    }[kind]
+    nonce = ctl.new_challenge()
+    proof = sign_proof(fuzz_site.keys["phone"], nonce, SITE, "front", "unlock")
+    d = ctl.decide(AccessRequest("front", "unlock", nonce, proof, token=token, peer="fuzz"))
+    assert d.granted is (token == good)
+
+
+def test_kid_helper_is_contract() -> None:
+    import hashlib
+
+    from protocols.keys import raw_public
+
+    assert kid_of(KEY) == hashlib.sha256(raw_public(KEY)).digest()[:8]
+
+
+def test_fuzz_site_path_exists(fuzz_site: Site) -> None:
+    assert isinstance(fuzz_site.root, Path)
