@@ -393,6 +393,10 @@ async def test_device_refuses_replayed_tampered_and_truncated_commands(
         tampered[8] ^= 0x40
         assert decode_frame(await exchange(bytes(tampered))) == ErrorFrame(Status.AUTH_FAILED)
         assert decode_frame(await exchange(unlock[:-3])) == ErrorFrame(Status.MALFORMED)
+        for i in range(len(unlock)):  # every single-bit forgery of every byte is refused
+            forged = bytearray(unlock)
+            forged[i] ^= 0x01
+            assert isinstance(decode_frame(await exchange(bytes(forged))), ErrorFrame)
         assert lock_sim.device.status().lock is LockState.LOCKED  # nothing moved
         session.receive(await exchange(unlock))
         assert lock_sim.device.status().lock is LockState.UNLOCKED
