@@ -38,7 +38,7 @@ async def loadgen(cfg: Path, count: int) -> asyncio.subprocess.Process:
         "--count",
         str(count),
         "--rate",
-        "3000",
+        "2000",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -55,10 +55,15 @@ async def test_kill_9_mid_stream_then_restart_every_seq_exactly_once_no_gap(
         Collector(broker.host, broker.port, Topics.status(SITE)) as status,
     ):
         proc = await loadgen(cfg, 10_000)
+        assert proc.stdout is not None
         try:
-            await sub.wait_seq(2_000, timeout=60)  # well inside the stream
+            async with asyncio.timeout(60):  # kill it once 3,000 of 10,000 are journaled
+                while b'"journaled_seq": 3000' not in await proc.stdout.readline():
+                    assert proc.returncode is None, "loadgen ended before it was killed"
+            await sub.wait_seq(1, timeout=30)  # and the stream is flowing
         finally:
-            proc.send_signal(signal.SIGKILL)
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGKILL)
             await proc.wait()
         assert proc.returncode == -signal.SIGKILL
         # the broker publishes the Last Will for the dead connection

@@ -41,9 +41,11 @@ async def run_load(
             if rate:
                 due = start + (count - remaining) / rate
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            await journal.emit(
+            env = await journal.emit(
                 BatteryEvent(device="loadgen", door="front", level=level, low=False, critical=False)
             )
+            if progress and env.seq % 1000 == 0:
+                print(json.dumps({"journaled_seq": env.seq}), flush=True)
 
     await asyncio.gather(*(producer() for _ in range(max(1, min(concurrency, count)))))
     emitted = time.perf_counter()
