@@ -467,3 +467,43 @@ def test_secrets_are_private_files_written_atomically(tmp_path: Path) -> None:
     assert store.delete("front-lock")
     with pytest.raises(ValueError):
         store.path("../x")
+
+
+# -- the installer commands with the in-memory driver --------------------------------------
+def write_config(tmp_path: Path) -> Path:
+    path = tmp_path / "lockgw.toml"
+    path.write_text(
+        '[site]\nid = "s1"\ndata_dir = "data"\n\n'
+        '[[devices]]\nid = "front-lock"\ndoor = "front"\ndriver = "fake"\naddress = "L1"\n'
+        "command_timeout = 0.5\n"
+    )
+    return path
+
+
+async def test_pair_stores_keys_and_devices_shows_the_probe(
+    tmp_path: Path, devs: dict[str, Device], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import gateway.cli.devices as cli_devices
+    from gateway.cli import main
+
+    monkeypatch.setattr(cli_devices, "DRIVERS", lookup)
+    cfg = write_config(tmp_path)
+    assert await main(["devices", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "front-lock" in out and "not paired" in out
+    assert await main(["pair", "--config", str(cfg), "front-lock"]) == 0
+    out = capsys.readouterr().out
+    assert "serial L1" in out and "locked, door closed" in out
+    assert (tmp_path / "data" / "devices" / "keys" / "front-lock.json").exists()
+    # pairing again needs --yes (stdin is not a terminal here)
+    assert await main(["pair", "--config", str(cfg), "front-lock"]) == 1
+    assert "--yes" in capsys.readouterr().err
+    assert await main(["devices", "--config", str(cfg), "--probe", "--json"]) == 0
+    [item] = json.loads(capsys.readouterr().out)
+    assert item["serial"] == "L1" and item["online"] is True and item["battery"] == 90
+    devs["L1"].reachable = False
+    assert await main(["devices", "--config", str(cfg), "--probe"]) == 0
+    assert "OFFLINE" in capsys.readouterr().out
+    assert await main(["pair", "--config", str(cfg), "nope"]) == 1
+    assert "front-lock" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from protocols.errors import LockgwError
 __all__ = ["main", "run"]
 
 #: sub-command modules, in help order
-_MODULES = ("keys", "config_cmd", "health")
+_MODULES = ("keys", "config_cmd", "health", "devices")
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 

@@ -90,6 +90,10 @@ class FileSecretStore:
             "saved_at": now,
             "secrets": secrets,
         }
+        self._write(device_id, doc)
+
+    def _write(self, device_id: str, doc: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = json.dumps(doc, indent=1, sort_keys=True).encode()
         target = self.path(device_id)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -110,6 +114,13 @@ class FileSecretStore:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+    def mark_paired(self, device_id: str) -> None:
+        """Record that the keys now on file come from a pairing made just now."""
+        doc = self._read(device_id)
+        if doc is None:
+            raise KeyFileError(str(self.path(device_id)), "no keys on file to mark as paired")
+        self._write(device_id, {**doc, "paired_at": _now_iso()})
 
     def delete(self, device_id: str) -> bool:
         """Forget a device's keys (before pairing it again). True if there were any."""
