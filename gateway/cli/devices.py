@@ -99,8 +99,12 @@ async def _verify(driver: Driver, timeout: float) -> DeviceRecord:
 
 
 async def _pair(args: argparse.Namespace) -> int:
+    device_id = args.device or args.device_opt
+    if not device_id:
+        print("lockgw pair: name the device: lockgw pair --config F DEVICE_ID", file=sys.stderr)
+        return 2
     cfg = load_config(args.config)
-    dev = _device(cfg, args.device)
+    dev = _device(cfg, device_id)
     store = FileSecretStore(cfg.site.data_dir)
     if store.load(dev.id) is not None and not args.yes:
         when = store.paired_at(dev.id) or "earlier"
@@ -145,6 +149,20 @@ async def _pair(args: argparse.Namespace) -> int:
         + (f", battery {rec.battery} %" if rec.battery is not None else "")
     )
     print(f"Keys stored in {store.path(dev.id)} (mode 0600).")
+    # the installed base knows the device at once, before the gateway first runs
+    state_file = StateFile(cfg.site.data_dir)
+    _, snap = state_file.read()
+    snap[dev.id] = _with_battery(
+        rec.model_copy(
+            update={"door": dev.door, "driver": dev.driver, "paired_at": store.paired_at(dev.id),
+                    "online": None}
+        ),
+        dev,
+    )
+    try:
+        state_file.write([snap[d.id] for d in cfg.devices if d.id in snap])
+    except OSError as exc:
+        print(f"(could not update {state_file.path}: {exc.strerror})", file=sys.stderr)
     return 0
 
 
@@ -292,7 +310,8 @@ async def _devices(args: argparse.Namespace) -> int:
 def register(subs: Any) -> None:
     p = subs.add_parser("pair", help="pair a configured lock or key safe and store its keys")
     p.add_argument("--config", required=True, help="the TOML config file")
-    p.add_argument("device", metavar="DEVICE_ID", help="the id of a [[devices]] entry")
+    p.add_argument("device", metavar="DEVICE_ID", nargs="?", help="the id of a [[devices]] entry")
+    p.add_argument("--device", dest="device_opt", metavar="DEVICE_ID", help="the same, as an option")
     p.add_argument("--yes", action="store_true", help="pair again without asking")
     p.set_defaults(handler=_pair)
 
