@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import sys
 import time
 from typing import Any
 
 from drivers.base import Driver
+from drivers.registry import available
 from gateway.config import Config, DeviceConfig, load_config
 from gateway.devices.battery import classify
 from gateway.devices.manager import DriverLookup, make_driver
@@ -268,8 +268,7 @@ def _warnings(records: list[DeviceRecord]) -> list[str]:
 
 async def _devices(args: argparse.Namespace) -> int:
     if args.drivers:
-        registry: Any = importlib.import_module("drivers.registry")
-        for name in registry.available():
+        for name in available():
             print(name)
         return 0
     cfg = load_config(args.config)

@@ -17,7 +17,6 @@ Leaving cancels them, disconnects every device (bounded) and writes the snapshot
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -27,6 +26,7 @@ from typing import Any
 import structlog
 
 from drivers.base import Driver, SecretStore
+from drivers.registry import get_driver
 from gateway.config import Config, DeviceConfig
 from gateway.devices.record import DeviceRecord, StateFile
 from gateway.devices.secrets import FileSecretStore
@@ -47,9 +47,7 @@ SNAPSHOT_INTERVAL = 0.5
 
 
 def _default_lookup(name: str) -> type[Driver]:
-    registry: Any = importlib.import_module("drivers.registry")  # until the registry lands
-    cls: type[Driver] = registry.get_driver(name)
-    return cls
+    return get_driver(name)
 
 
 def make_driver(
