@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drivers.base import Driver, SecretStore
 from gateway.config import Config, DeviceConfig, SiteConfig
@@ -507,3 +509,40 @@ async def test_pair_stores_keys_and_devices_shows_the_probe(
     assert "OFFLINE" in capsys.readouterr().out
     assert await main(["pair", "--config", str(cfg), "nope"]) == 1
     assert "front-lock" in capsys.readouterr().err
+
+
+@given(st.lists(st.tuples(st.floats(0, 1e7), st.integers(0, 100)), max_size=100))
+def test_days_left_is_never_negative_and_absent_without_a_fall(
+    readings: list[tuple[float, int]]
+) -> None:
+    trend = BatteryTrend()
+    for t, level in sorted(readings):
+        trend.add(t, level)
+        left = trend.days_left(level)
+        assert left is None or left >= 0
+        slope = trend.slope_per_day()
+        if slope is None or slope >= 0:
+            assert left is None
+    assert len(trend.samples) <= 64
+
+
+def test_a_broken_key_file_says_to_pair_again(tmp_path: Path) -> None:
+    store = FileSecretStore(tmp_path)
+    store.save("front-lock", {"k": 1})
+    store.path("front-lock").write_text("{not json")
+    with pytest.raises(KeyFileError, match="lockgw pair"):
+        store.load("front-lock")
+
+
+def test_reconnect_min_above_max_is_a_config_problem(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from protocols.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[site]\nid = "s"\n[[devices]]\nid = "d"\ndoor = "f"\ndriver = "x"\naddress = "a"\n'
+        "reconnect_min = 10\nreconnect_max = 1\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert any("reconnect_min" in p for p in info.value.problems)
