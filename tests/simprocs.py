@@ -55,7 +55,7 @@ class SimProcess:
         return f"127.0.0.1:{self.control_port}"
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "simulators.cli", self.kind,
+        argv = [sys.executable, "-c", "from simulators.cli import run; run()", self.kind,
                 "--listen", f"127.0.0.1:{self.port}", "--control", self.control_address]
         if self.pairing:
             argv.append("--pairing")

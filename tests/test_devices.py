@@ -59,10 +59,13 @@ class ListSink:
     def of(self, type_: str) -> list[Any]:
         return [b for b in self.bodies if b.type == type_]
 
-    async def wait_for(self, pred: Callable[[EventBody], bool], timeout: float = 10) -> Any:
+    async def wait_for(
+        self, pred: Callable[[EventBody], bool], timeout: float = 10, *, after: int = 0
+    ) -> Any:
+        """The first body from index ``after`` on that matches (waiting for it)."""
         async with asyncio.timeout(timeout), self.arrived:
             while True:
-                for b in self.bodies:
+                for b in self.bodies[after:]:
                     if pred(b):
                         return b
                 await self.arrived.wait()

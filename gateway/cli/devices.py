@@ -17,9 +17,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
+
+import structlog
 
 from drivers.base import Driver
 from drivers.registry import available
@@ -50,6 +54,27 @@ UNREACHABLE_HELP = """\
 Cannot reach {device} at {address}: {detail}
 Check that it has power (battery), is within range of the gateway, and that the
 address in the config is right; then run this command again."""
+
+
+@contextlib.contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    """Installer commands print for people (or JSON for scripts) on stdout; the drivers'
+    log lines go to stderr, warnings and worse only."""
+    old = structlog.get_config()
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**old)
 
 
 def _device(cfg: Config, device_id: str) -> DeviceConfig:
@@ -99,6 +124,11 @@ async def _verify(driver: Driver, timeout: float) -> DeviceRecord:
 
 
 async def _pair(args: argparse.Namespace) -> int:
+    with _logs_to_stderr():
+        return await _pair_quiet(args)
+
+
+async def _pair_quiet(args: argparse.Namespace) -> int:
     device_id = args.device or args.device_opt
     if not device_id:
         print("lockgw pair: name the device: lockgw pair --config F DEVICE_ID", file=sys.stderr)
@@ -117,6 +147,20 @@ async def _pair(args: argparse.Namespace) -> int:
             return 1
     driver = make_driver(dev, store, DRIVERS)
     print(f"Pairing {dev.id} ({dev.driver} at {dev.address}, door {dev.door}) ...")
+    try:
+        return await _pair_with(args, cfg, dev, store, driver)
+    finally:
+        with contextlib.suppress(DeviceError):
+            await driver.disconnect()
+
+
+async def _pair_with(
+    args: argparse.Namespace,
+    cfg: Config,
+    dev: DeviceConfig,
+    store: FileSecretStore,
+    driver: Driver,
+) -> int:
     try:
         await driver.pair()
     except PairingError as exc:
@@ -327,4 +371,5 @@ async def _devices_checked(args: argparse.Namespace) -> int:
     if not args.drivers and not args.config:
         print("lockgw devices: --config is required (or --drivers)", file=sys.stderr)
         return 2
-    return await _devices(args)
+    with _logs_to_stderr():
+        return await _devices(args)
