@@ -158,14 +158,22 @@ class DeviceConfig(_Section):
     door: str = Field(min_length=1)
     driver: str = Field(min_length=1)
     address: str = Field(min_length=1)
-    #: "keep" = stay connected, "on_demand" = connect per command
+    #: "keep" = stay connected (default: see docs/devices.md for the measurement),
+    #: "on_demand" = connect per command and per health poll
     connection: Literal["keep", "on_demand"] = "keep"
     battery_low: int = Field(default=20, ge=1, le=99)
     battery_critical: int = Field(default=10, ge=1, le=99)
+    #: seconds between health polls (a refresh of the device's state)
     health_interval: float = Field(default=60.0, gt=0)
-    door_left_open_after: int = Field(default=300, ge=5)
-    key_not_returned_after: int = Field(default=30 * 60, ge=10)
+    #: seconds the door may stand open before door.left_open
+    door_left_open_after: float = Field(default=300.0, gt=0)
+    #: seconds after a compartment opening before keysafe.key_not_returned
+    key_not_returned_after: float = Field(default=30 * 60.0, gt=0)
+    #: seconds every device wait may take (connect, command, refresh) before device_unavailable
     command_timeout: float = Field(default=5.0, gt=0, le=30)
+    #: first and last reconnect delay, seconds (capped, jittered backoff)
+    reconnect_min: float = Field(default=1.0, gt=0)
+    reconnect_max: float = Field(default=60.0, gt=0)
     #: driver-specific settings (validated by the driver)
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -275,6 +283,11 @@ def _semantic_problems(cfg: Config) -> list[str]:
             problems.append(
                 f"devices[{n}]: battery_critical ({dev.battery_critical}) must be below "
                 f"battery_low ({dev.battery_low})"
+            )
+        if dev.reconnect_min > dev.reconnect_max:
+            problems.append(
+                f"devices[{n}]: reconnect_min ({dev.reconnect_min:g}) must not exceed "
+                f"reconnect_max ({dev.reconnect_max:g})"
             )
     key_files = [(f"issuers[{n}].public_key", i.public_key) for n, i in enumerate(cfg.issuers)]
     key_files += [

@@ -19,7 +19,15 @@ from protocols.errors import LockgwError
 __all__ = ["main", "run"]
 
 #: sub-command modules, in help order
-_MODULES = ("keys", "config_cmd", "token", "control_cmd", "audit", "health")
+_MODULES = (
+    "keys",
+    "config_cmd",
+    "token",
+    "control_cmd",
+    "devices",
+    "audit",
+    "health",
+)
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 

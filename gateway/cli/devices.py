@@ -1,0 +1,375 @@
+"""Installer commands: ``lockgw pair`` and ``lockgw devices`` (CONTRACT §6).
+
+``lockgw pair --config F DEVICE_ID [--yes]`` puts one configured device through
+pairing and stores its keys (``<data_dir>/devices/keys/<id>.json``, mode 0600); then it
+connects with the new keys and prints what the device says it is.
+
+``lockgw devices --config F [--json] [--probe] [--drivers]`` prints the installed base:
+driver, model, serial, firmware, door, state, battery, last seen. Without ``--probe``
+it reads the gateway's snapshot (``<data_dir>/devices/state.json``, written by the
+running daemon) and touches no device; with ``--probe`` it connects to each device
+itself (stop the daemon first: a BLE device takes one connection at a time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+
+from drivers.base import Driver
+from drivers.registry import available
+from gateway.config import Config, DeviceConfig, load_config
+from gateway.devices.battery import classify
+from gateway.devices.manager import DriverLookup, make_driver
+from gateway.devices.record import DeviceRecord, StateFile, describe_state, iso
+from gateway.devices.secrets import FileSecretStore
+from protocols.errors import ConfigError, DeviceError, DeviceUnavailable, LockgwError, PairingError
+
+__all__ = ["register"]
+
+#: tests replace the registry lookup (None = the driver registry)
+DRIVERS: DriverLookup | None = None
+
+PAIRING_HELP = """\
+The device did not accept pairing: {detail}
+
+Put it in pairing mode and run this command again within a few minutes:
+  - a carelock lock or key safe: press and hold the pairing button for 5 seconds,
+    until the light blinks blue (pairing mode ends after 5 minutes or one pairing);
+  - a simulated device: lockgw-sim switch --control HOST:PORT pairing on
+    (or start it with --pairing).
+If it still refuses, the device may have refused pairing on purpose (too many
+pairings, a service lock): reset it as its manual says."""
+
+UNREACHABLE_HELP = """\
+Cannot reach {device} at {address}: {detail}
+Check that it has power (battery), is within range of the gateway, and that the
+address in the config is right; then run this command again."""
+
+
+@contextlib.contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    """Installer commands print for people (or JSON for scripts) on stdout; the drivers'
+    log lines go to stderr, warnings and worse only."""
+    old = structlog.get_config()
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**old)
+
+
+def _device(cfg: Config, device_id: str) -> DeviceConfig:
+    dev = cfg.device(device_id)
+    if dev is None:
+        known = ", ".join(d.id for d in cfg.devices) or "none"
+        raise ConfigError(
+            str(cfg.source), [f"no device {device_id!r} in [[devices]] (configured: {known})"]
+        )
+    return dev
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes", "j", "ja")
+    except EOFError:
+        return False
+
+
+async def _verify(driver: Driver, timeout: float) -> DeviceRecord:
+    """Connect with the stored keys; read identity and state; disconnect."""
+    try:
+        await driver.connect()
+        async with asyncio.timeout(timeout):
+            info = await driver.device_info()
+        state = await driver.refresh()
+    except TimeoutError as exc:
+        raise DeviceUnavailable(driver.device_id, f"no answer in {timeout:g} s") from exc
+    finally:
+        with contextlib.suppress(DeviceError):
+            await driver.disconnect()
+    return DeviceRecord(
+        id=driver.device_id,
+        door="",
+        driver=driver.name,
+        address=driver.address,
+        kind=driver.kind,
+        info=info,
+        online=True,
+        connected=False,
+        last_contact=time.time(),
+        state=state,
+        battery=state.battery,
+    )
+
+
+async def _pair(args: argparse.Namespace) -> int:
+    with _logs_to_stderr():
+        return await _pair_quiet(args)
+
+
+async def _pair_quiet(args: argparse.Namespace) -> int:
+    device_id = args.device or args.device_opt
+    if not device_id:
+        print("lockgw pair: name the device: lockgw pair --config F DEVICE_ID", file=sys.stderr)
+        return 2
+    cfg = load_config(args.config)
+    dev = _device(cfg, device_id)
+    store = FileSecretStore(cfg.site.data_dir)
+    if store.load(dev.id) is not None and not args.yes:
+        when = store.paired_at(dev.id) or "earlier"
+        if not _confirm(f"{dev.id} was paired at {when}. Pair it again?"):
+            print(
+                f"{dev.id} is already paired (at {when}); nothing changed. "
+                "To pair it again (new keys), add --yes.",
+                file=sys.stderr,
+            )
+            return 1
+    driver = make_driver(dev, store, DRIVERS)
+    print(f"Pairing {dev.id} ({dev.driver} at {dev.address}, door {dev.door}) ...")
+    try:
+        return await _pair_with(args, cfg, dev, store, driver)
+    finally:
+        with contextlib.suppress(DeviceError):
+            await driver.disconnect()
+
+
+async def _pair_with(
+    args: argparse.Namespace,
+    cfg: Config,
+    dev: DeviceConfig,
+    store: FileSecretStore,
+    driver: Driver,
+) -> int:
+    try:
+        await driver.pair()
+    except PairingError as exc:
+        print(PAIRING_HELP.format(detail=exc.detail or "refused"), file=sys.stderr)
+        return 1
+    except DeviceUnavailable as exc:
+        print(
+            UNREACHABLE_HELP.format(device=dev.id, address=dev.address, detail=exc.detail),
+            file=sys.stderr,
+        )
+        return 1
+    store.mark_paired(dev.id)
+    code = getattr(driver, "pairing_code", None)
+    if code:
+        print(f"Pairing code: {code} — check that the device shows the same code.")
+    try:
+        rec = await _verify(driver, dev.command_timeout)
+    except DeviceError as exc:
+        print(
+            f"Paired, but the check with the new keys failed: {exc}\n"
+            f"Run: lockgw devices --config {args.config} --probe",
+            file=sys.stderr,
+        )
+        return 1
+    info = rec.info
+    assert info is not None
+    print(
+        f"Paired {dev.id}: {info.manufacturer} {info.model}, serial {info.serial}, "
+        f"firmware {info.firmware}; {describe_state(rec.state)}"
+        + (f", battery {rec.battery} %" if rec.battery is not None else "")
+    )
+    print(f"Keys stored in {store.path(dev.id)} (mode 0600).")
+    # the installed base knows the device at once, before the gateway first runs
+    state_file = StateFile(cfg.site.data_dir)
+    _, snap = state_file.read()
+    snap[dev.id] = _with_battery(
+        rec.model_copy(
+            update={"door": dev.door, "driver": dev.driver, "paired_at": store.paired_at(dev.id),
+                    "online": None}
+        ),
+        dev,
+    )
+    try:
+        state_file.write([snap[d.id] for d in cfg.devices if d.id in snap])
+    except OSError as exc:
+        print(f"(could not update {state_file.path}: {exc.strerror})", file=sys.stderr)
+    return 0
+
+
+def _base_record(dev: DeviceConfig, store: FileSecretStore) -> DeviceRecord:
+    return DeviceRecord(
+        id=dev.id,
+        door=dev.door,
+        driver=dev.driver,
+        address=dev.address,
+        paired_at=store.paired_at(dev.id),
+    )
+
+
+def _with_battery(rec: DeviceRecord, dev: DeviceConfig) -> DeviceRecord:
+    if rec.battery is None or rec.state is None:
+        return rec
+    status = classify(
+        rec.battery,
+        low=dev.battery_low,
+        critical=dev.battery_critical,
+        device_flag=rec.state.battery_critical,
+    )
+    return rec.model_copy(update={"battery_status": status.value})
+
+
+async def _probe_one(dev: DeviceConfig, store: FileSecretStore) -> DeviceRecord:
+    base = _base_record(dev, store)
+    if store.load(dev.id) is None:
+        return base.model_copy(
+            update={"online": False, "error": f"not paired; run: lockgw pair {dev.id}"}
+        )
+    try:
+        driver = make_driver(dev, store, DRIVERS)
+        rec = await _verify(driver, dev.command_timeout)
+    except DeviceError as exc:
+        return base.model_copy(update={"online": False, "error": exc.detail or str(exc)})
+    except LockgwError as exc:  # an unknown driver name, a broken key file
+        return base.model_copy(update={"online": False, "error": str(exc)})
+    rec = rec.model_copy(
+        update={"door": dev.door, "driver": dev.driver, "paired_at": base.paired_at}
+    )
+    return _with_battery(rec, dev)
+
+
+def _age(t: float | None, now: float) -> str:
+    if t is None:
+        return "never"
+    s = max(0.0, now - t)
+    if s < 90:
+        return f"{s:.0f} s ago"
+    if s < 5400:
+        return f"{s / 60:.0f} min ago"
+    if s < 2 * 86400:
+        return f"{s / 3600:.0f} h ago"
+    return iso(t) or "?"
+
+
+def _table(records: list[DeviceRecord], now: float) -> str:
+    head = ("DEVICE", "DOOR", "DRIVER", "MODEL", "SERIAL", "FIRMWARE", "STATE", "BATTERY",
+            "LAST SEEN")
+    rows = [head]
+    for r in records:
+        info = r.info
+        battery = "?" if r.battery is None else f"{r.battery} %"
+        if r.battery_status in ("low", "critical"):
+            battery += f" {r.battery_status.upper()}"
+        state = describe_state(r.state)
+        if r.online is False:
+            state = f"OFFLINE ({state})" if r.state else "OFFLINE"
+        rows.append((
+            r.id,
+            r.door,
+            r.driver,
+            info.model if info else "?",
+            info.serial if info else "?",
+            info.firmware if info else "?",
+            state,
+            battery,
+            _age(r.last_contact, now),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    return "\n".join(lines)
+
+
+def _warnings(records: list[DeviceRecord]) -> list[str]:
+    out = []
+    for r in records:
+        if r.paired_at is None:
+            out.append(f"{r.id}: not paired — run: lockgw pair --config F {r.id}")
+        elif r.online is False:
+            out.append(f"{r.id}: offline — {r.error or 'no answer'}")
+        elif r.error:
+            out.append(f"{r.id}: {r.error}")
+        if r.battery_status == "critical":
+            out.append(f"{r.id}: battery critical ({r.battery} %) — replace the batteries today")
+        elif r.battery_status == "low":
+            left = f", about {r.days_left:.0f} days left" if r.days_left is not None else ""
+            out.append(f"{r.id}: battery low ({r.battery} %{left}) — plan a battery change")
+    return out
+
+
+async def _devices(args: argparse.Namespace) -> int:
+    if args.drivers:
+        for name in available():
+            print(name)
+        return 0
+    cfg = load_config(args.config)
+    store = FileSecretStore(cfg.site.data_dir)
+    now = time.time()
+    source: str
+    if args.probe:
+        records = list(await asyncio.gather(*(_probe_one(d, store) for d in cfg.devices)))
+        source = "probed just now"
+    else:
+        written, snap = StateFile(cfg.site.data_dir).read()
+        records = []
+        for dev in cfg.devices:
+            rec = snap.get(dev.id)
+            if rec is None:
+                records.append(_base_record(dev, store))
+            else:
+                records.append(rec.model_copy(
+                    update={"door": dev.door, "driver": dev.driver, "address": dev.address,
+                            "paired_at": store.paired_at(dev.id)}
+                ))
+        source = (
+            f"the gateway's snapshot of {_age(written, now)}"
+            if written is not None
+            else "no snapshot yet (the gateway has not run here); add --probe to ask the devices"
+        )
+    if args.json:
+        print(json.dumps([r.inventory() for r in records], indent=1))
+        return 0
+    print(_table(records, now))
+    print(f"\n{len(records)} device(s); {source}")
+    warnings = _warnings(records)
+    for w in warnings:
+        print(f"  ! {w}")
+    return 0
+
+
+def register(subs: Any) -> None:
+    p = subs.add_parser("pair", help="pair a configured lock or key safe and store its keys")
+    p.add_argument("--config", required=True, help="the TOML config file")
+    p.add_argument("device", metavar="DEVICE_ID", nargs="?", help="the id of a [[devices]] entry")
+    p.add_argument("--device", dest="device_opt", metavar="DEVICE_ID", help="the same, as an option")
+    p.add_argument("--yes", action="store_true", help="pair again without asking")
+    p.set_defaults(handler=_pair)
+
+    d = subs.add_parser("devices", help="installed base: model, serial, state, battery")
+    d.add_argument("--config", required=False, help="the TOML config file")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--probe", action="store_true",
+                   help="connect to each device instead of reading the gateway's snapshot")
+    d.add_argument("--drivers", action="store_true", help="list the installed drivers")
+    d.set_defaults(handler=_devices_checked)
+
+
+async def _devices_checked(args: argparse.Namespace) -> int:
+    if not args.drivers and not args.config:
+        print("lockgw devices: --config is required (or --drivers)", file=sys.stderr)
+        return 2
+    with _logs_to_stderr():
+        return await _devices(args)

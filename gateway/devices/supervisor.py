@@ -1,0 +1,521 @@
+"""One supervisor per device: the link, the health poll, and what its states mean.
+
+Link state machine (``connection = "keep"``, the default — see docs/devices.md)::
+
+    connecting ──ok (connect + info + refresh)──► online ──link lost / no answer──► offline
+        ▲                                           │ every health_interval: refresh │
+        └──────── capped, jittered backoff ◄────────┴────────────────────────────────┘
+
+``device.online`` is emitted when the device has answered a refresh after a
+(re)connect — the refresh *is* the reconciliation: whatever changed while the link
+was down (door opened, bolt turned by hand, battery drained) comes out as ordinary
+state events. ``device.offline`` is emitted once per outage, with the reason.
+An unpaired device is not retried fast (every ``reconnect_max``); pairing it with
+``lockgw pair`` while the gateway runs brings it online at the next attempt.
+
+With ``connection = "on_demand"`` the supervisor connects for each command and each
+health poll and disconnects after; notifications (door opened) are seen only at polls.
+
+Every state snapshot, whether it is the answer to a command, a refresh or a
+notification, goes through :meth:`Supervisor.apply`, which turns differences into
+events (``lock.state``, ``keysafe.state``, ``battery``) and runs the two watches:
+the door left open and the key not returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import structlog
+
+from drivers.base import Driver
+from gateway.config import DeviceConfig
+from gateway.devices.battery import BatteryLevel, BatteryTrend, classify
+from gateway.devices.record import DeviceRecord
+from gateway.events import EventSink
+from protocols.device import Action, CompartmentState, DeviceKind, DeviceState, KeyState
+from protocols.errors import DeviceError, DeviceFailed, DeviceUnavailable, PairingError
+from protocols.events import (
+    BatteryEvent,
+    DeviceOnlineEvent,
+    DoorLeftOpenEvent,
+    DoorState,
+    EventBody,
+    KeyNotReturnedEvent,
+    KeysafeStateEvent,
+    LockState,
+    LockStateEvent,
+)
+
+__all__ = ["Supervisor", "backoff_delay"]
+
+log = structlog.get_logger("lockgw.devices")
+
+#: how often the supervisor looks at the driver's link flag (a local attribute, no radio)
+LINK_CHECK = 0.2
+#: a battery event is also sent when the level moved this many points since the last one
+BATTERY_REPORT_STEP = 5
+
+StateCallback = Callable[[str, DeviceState], Awaitable[None]]
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def backoff_delay(attempt: int, lo: float, hi: float, rng: random.Random | None = None) -> float:
+    """Delay before reconnect ``attempt`` (1, 2, ...): doubling from ``lo``, capped at ``hi``,
+    jittered into its upper half so many gateways do not retry in step."""
+    base = min(hi, lo * 2 ** max(0, attempt - 1))
+    return (rng or random).uniform(base / 2, base)
+
+
+class Supervisor:
+    """Keeps one device connected (or reaches it on demand) and reports what it does."""
+
+    def __init__(
+        self,
+        cfg: DeviceConfig,
+        driver: Driver,
+        sink: EventSink,
+        *,
+        on_state: StateCallback,
+        on_record: Callable[[], None],
+        paired_at: Callable[[], str | None],
+        record: DeviceRecord | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.driver = driver
+        self.sink = sink
+        self._on_state = on_state
+        self._on_record = on_record
+        self._paired_at = paired_at
+        self._clock = clock
+        self._log = log.bind(device=cfg.id, door=cfg.door)
+        self._op = asyncio.Lock()  # one conversation with the device at a time
+        self._apply_lock = asyncio.Lock()  # events leave in the order states arrived
+        self._wake = asyncio.Event()  # poll now (after a failed command)
+        self._changed = asyncio.Event()  # a watch deadline may have moved
+        self._needs_reset = False  # the link answered badly: drop it before trusting it again
+        # what we know
+        prev = record
+        self.state: DeviceState | None = prev.state if prev else None
+        self.info = prev.info if prev else None
+        self.online: bool | None = None
+        self.last_contact: float | None = prev.last_contact if prev else None
+        self.error: str | None = None
+        self.trend = BatteryTrend.from_json(prev.battery_samples if prev else [])
+        self._battery_reported: tuple[int, BatteryLevel] | None = (
+            (prev.battery, BatteryLevel(prev.battery_status))
+            if prev and prev.battery is not None and prev.battery_status
+            else None
+        )
+        self.days_left: float | None = prev.days_left if prev else None
+        # watches
+        self._door_opened_at: float | None = None
+        self._door_alerted = False
+        self._compartment_opened_at: float | None = None
+        self._key_alerted = False
+
+    @property
+    def id(self) -> str:
+        return self.cfg.id
+
+    @property
+    def kind(self) -> DeviceKind:
+        return self.driver.kind
+
+    # -- the record ------------------------------------------------------------------------
+    def record(self) -> DeviceRecord:
+        battery = self.state.battery if self.state else None
+        status = None
+        if battery is not None and self.state is not None:
+            status = classify(
+                battery,
+                low=self.cfg.battery_low,
+                critical=self.cfg.battery_critical,
+                device_flag=self.state.battery_critical,
+            ).value
+        return DeviceRecord(
+            id=self.cfg.id,
+            door=self.cfg.door,
+            driver=self.cfg.driver,
+            address=self.cfg.address,
+            kind=self.driver.kind,
+            info=self.info,
+            paired_at=self._paired_at(),
+            online=self.online,
+            connected=self.driver.is_connected,
+            last_contact=self.last_contact,
+            state=self.state,
+            battery=battery,
+            battery_status=status,
+            days_left=self.days_left,
+            battery_samples=self.trend.to_json(),
+            error=self.error
+            or (
+                "the lock is jammed; check the door and the bolt"
+                if self.state is not None and self.state.lock is LockState.JAMMED
+                else None
+            ),
+        )
+
+    # -- events ----------------------------------------------------------------------------
+    async def _emit(self, body: EventBody) -> None:
+        try:
+            await self.sink.emit(body)
+        except Exception as exc:  # the journal reports its own failures; supervision goes on
+            self._log.error("devices.emit_failed", type=body.type, error=str(exc))
+
+    async def _set_online(self) -> None:
+        self.error = None
+        if self.online is not True:
+            self.online = True
+            self._log.info("device.online")
+            await self._emit(
+                DeviceOnlineEvent(type="device.online", device=self.id, door=self.cfg.door)
+            )
+        self._on_record()
+
+    async def _set_offline(self, reason: str) -> None:
+        self.error = reason
+        if self.online is not False:
+            self.online = False
+            self._log.warning("device.offline", reason=reason)
+            await self._emit(
+                DeviceOnlineEvent(
+                    type="device.offline", device=self.id, door=self.cfg.door, reason=reason
+                )
+            )
+        self._on_record()
+
+    # -- states ----------------------------------------------------------------------------
+    async def apply(self, new: DeviceState) -> None:
+        """Take one snapshot from the device: events for what changed, watches, battery."""
+        async with self._apply_lock:
+            now = self._clock()
+            self.last_contact = now
+            old = self.state
+            self.state = new
+            door = self.cfg.door
+            if new.kind is DeviceKind.LOCK:
+                if old is None or (old.lock, old.door) != (new.lock, new.door):
+                    await self._emit(
+                        LockStateEvent(
+                            device=self.id,
+                            door=door,
+                            lock=new.lock or LockState.UNKNOWN,
+                            door_state=new.door,
+                        )
+                    )
+                if new.door is DoorState.OPEN and (old is None or old.door is not DoorState.OPEN):
+                    self._door_opened_at, self._door_alerted = now, False
+                elif new.door is not DoorState.OPEN:
+                    self._door_opened_at = None
+            else:
+                if old is None or (old.compartment, old.key) != (new.compartment, new.key):
+                    await self._emit(
+                        KeysafeStateEvent(
+                            device=self.id,
+                            door=door,
+                            compartment=(new.compartment or CompartmentState.UNKNOWN).value,
+                            key=(new.key or KeyState.UNKNOWN).value,
+                        )
+                    )
+                opened = new.compartment is CompartmentState.OPEN and (
+                    old is None or old.compartment is not CompartmentState.OPEN
+                )
+                if opened:
+                    self._compartment_opened_at, self._key_alerted = now, False
+                elif (
+                    new.key is KeyState.PRESENT
+                    and new.compartment is not CompartmentState.OPEN
+                ):
+                    self._compartment_opened_at = None
+            if new.battery is not None:
+                await self._battery(now, new)
+            self._changed.set()
+            if old != new:
+                await self._on_state(self.id, new)
+            self._on_record()
+
+    async def _battery(self, now: float, st: DeviceState) -> None:
+        assert st.battery is not None
+        level = st.battery
+        self.trend.add(now, level)
+        self.days_left = self.trend.days_left(level)
+        status = classify(
+            level,
+            low=self.cfg.battery_low,
+            critical=self.cfg.battery_critical,
+            device_flag=st.battery_critical,
+        )
+        last = self._battery_reported
+        if (
+            last is not None
+            and last[1] is status
+            and abs(last[0] - level) < BATTERY_REPORT_STEP
+        ):
+            return
+        self._battery_reported = (level, status)
+        if status is not BatteryLevel.OK:
+            self._log.warning("device.battery", level=level, status=status.value,
+                              days_left=self.days_left)
+        await self._emit(
+            BatteryEvent(
+                device=self.id,
+                door=self.cfg.door,
+                level=level,
+                low=status is not BatteryLevel.OK,
+                critical=status is BatteryLevel.CRITICAL,
+                days_left=self.days_left,
+            )
+        )
+
+    # -- watches ---------------------------------------------------------------------------
+    def _next_deadline(self) -> float | None:
+        out: list[float] = []
+        if self._door_opened_at is not None and not self._door_alerted:
+            out.append(self._door_opened_at + self.cfg.door_left_open_after)
+        if self._compartment_opened_at is not None and not self._key_alerted:
+            out.append(self._compartment_opened_at + self.cfg.key_not_returned_after)
+        return min(out) if out else None
+
+    async def check_watches(self) -> None:
+        now = self._clock()
+        opened = self._door_opened_at
+        if (
+            opened is not None
+            and not self._door_alerted
+            and now - opened >= self.cfg.door_left_open_after
+        ):
+            self._door_alerted = True
+            self._log.warning("device.door_left_open", seconds=round(now - opened))
+            await self._emit(
+                DoorLeftOpenEvent(
+                    device=self.id,
+                    door=self.cfg.door,
+                    opened_at=_iso(opened),
+                    seconds=round(now - opened),
+                )
+            )
+        opened = self._compartment_opened_at
+        if (
+            opened is not None
+            and not self._key_alerted
+            and now - opened >= self.cfg.key_not_returned_after
+        ):
+            self._key_alerted = True
+            key = self.state.key if self.state else None
+            if key is not KeyState.PRESENT:
+                self._log.warning("device.key_not_returned", minutes=(now - opened) / 60)
+                await self._emit(
+                    KeyNotReturnedEvent(
+                        device=self.id,
+                        door=self.cfg.door,
+                        opened_at=_iso(opened),
+                        minutes=int((now - opened) // 60),
+                    )
+                )
+
+    async def _watch(self) -> None:
+        while True:
+            deadline = self._next_deadline()
+            self._changed.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+            await self.check_watches()
+
+    # -- talking to the device -------------------------------------------------------------
+    async def _bounded(self, what: str, aw: Awaitable[DeviceState]) -> DeviceState:
+        try:
+            async with asyncio.timeout(self.cfg.command_timeout):
+                return await aw
+        except TimeoutError as exc:
+            raise DeviceUnavailable(
+                self.id, f"{what}: no answer in {self.cfg.command_timeout:g} s"
+            ) from exc
+
+    async def _connect_locked(self) -> None:
+        """Connect, read what the device is, refresh (= reconcile). Caller holds ``_op``."""
+        if not self.driver.is_paired:
+            raise PairingError(self.id, f"not paired; run: lockgw pair --config F {self.id}")
+        if not self.driver.is_connected:
+            await self.driver.connect()
+        async with asyncio.timeout(self.cfg.command_timeout):
+            self.info = await self.driver.device_info()
+        state = await self.driver.refresh()
+        await self.apply(state)
+        await self._set_online()
+
+    async def _drop_link(self) -> None:
+        with contextlib.suppress(DeviceError, TimeoutError, OSError):
+            async with asyncio.timeout(self.cfg.command_timeout):
+                await self.driver.disconnect()
+
+    async def _failed(self, exc: DeviceError) -> None:
+        """A conversation failed: unreachable → offline and (in the link loop) a fresh link;
+        refused → note it and look at the device again soon (a jam shows in its state).
+        Never waits for the device: the caller's error must leave within its bound."""
+        if isinstance(exc, DeviceUnavailable | PairingError):
+            self._needs_reset = True
+            await self._set_offline(exc.detail or exc.reason.value)
+        else:
+            self.error = exc.detail or exc.reason.value
+            self._on_record()
+        self._wake.set()
+
+    async def execute(self, action: Action) -> DeviceState:
+        """Do ``action`` now: serialised, bounded by ``command_timeout`` from the call."""
+        try:
+            async with asyncio.timeout(self.cfg.command_timeout):
+                async with self._op:
+                    try:
+                        if not self.driver.is_connected:
+                            await self._connect_locked()
+                        state = await self.driver.execute(action)
+                    finally:
+                        if self.cfg.connection == "on_demand":
+                            await self._drop_link()
+        except TimeoutError:
+            exc: DeviceError = DeviceUnavailable(
+                self.id, f"{action.value}: no answer in {self.cfg.command_timeout:g} s"
+            )
+            await self._failed(exc)
+            raise exc from None
+        except PairingError as err:
+            await self._failed(err)
+            raise DeviceUnavailable(self.id, err.detail) from err
+        except DeviceError as err:
+            await self._failed(err)
+            raise
+        await self.apply(state)
+        if action is not Action.OPEN and state.lock is LockState.JAMMED:
+            jammed = DeviceFailed(self.id, f"{action.value}: the lock is jammed")
+            await self._failed(jammed)
+            raise jammed
+        await self._set_online()
+        return state
+
+    async def refresh(self) -> DeviceState:
+        try:
+            async with asyncio.timeout(self.cfg.command_timeout):
+                async with self._op:
+                    try:
+                        if not self.driver.is_connected:
+                            await self._connect_locked()
+                        state = await self.driver.refresh()
+                    finally:
+                        if self.cfg.connection == "on_demand":
+                            await self._drop_link()
+        except TimeoutError:
+            exc: DeviceError = DeviceUnavailable(
+                self.id, f"refresh: no answer in {self.cfg.command_timeout:g} s"
+            )
+            await self._failed(exc)
+            raise exc from None
+        except PairingError as err:
+            await self._failed(err)
+            raise DeviceUnavailable(self.id, err.detail) from err
+        except DeviceError as err:
+            await self._failed(err)
+            raise
+        await self.apply(state)
+        await self._set_online()
+        return state
+
+    # -- the long-running parts ------------------------------------------------------------
+    async def run(self) -> None:
+        """The supervisor's tasks: link keeping, notifications, watches. Cancel to stop."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._watch())
+            tg.create_task(self._notifications())
+            if self.cfg.connection == "keep":
+                tg.create_task(self._keep())
+            else:
+                tg.create_task(self._poll_on_demand())
+
+    async def _notifications(self) -> None:
+        async for state in self.driver.events():
+            await self.apply(state)
+            if self.online is False and self.driver.is_connected:
+                await self._set_online()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when a failed command asks for a look."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    async def _keep(self) -> None:
+        attempt = 0
+        while True:
+            if self._needs_reset:
+                self._needs_reset = False
+                async with self._op:
+                    await self._drop_link()
+            if not self.driver.is_connected:
+                try:
+                    async with asyncio.timeout(self.cfg.command_timeout * 2):
+                        async with self._op:
+                            await self._connect_locked()
+                    attempt = 0
+                except PairingError as exc:
+                    await self._failed(exc)
+                    await self._sleep(self.cfg.reconnect_max)
+                    continue
+                except (DeviceError, TimeoutError) as exc:
+                    err = exc if isinstance(exc, DeviceError) else DeviceUnavailable(
+                        self.id, f"connect: no answer in {self.cfg.command_timeout:g} s"
+                    )
+                    await self._failed(err)
+                    attempt += 1
+                    delay = backoff_delay(attempt, self.cfg.reconnect_min, self.cfg.reconnect_max)
+                    self._log.info("device.reconnect_in", seconds=round(delay, 2), attempt=attempt)
+                    await asyncio.sleep(delay)
+                    continue
+            # connected: watch the link, poll every health_interval (or at once when woken)
+            due = time.monotonic() + self.cfg.health_interval
+            self._wake.clear()
+            while self.driver.is_connected and time.monotonic() < due and not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(LINK_CHECK, max(0.0, due - time.monotonic()))):
+                        await self._wake.wait()
+            if not self.driver.is_connected:
+                await self._set_offline("link lost")
+                continue
+            if self._needs_reset:
+                continue
+            with contextlib.suppress(DeviceError):
+                await self.refresh()  # failures are recorded by refresh itself
+
+    async def _poll_on_demand(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.refresh()
+                attempt = 0
+                await self._sleep(self.cfg.health_interval)
+            except PairingError:
+                await self._sleep(self.cfg.reconnect_max)
+            except DeviceError:
+                attempt += 1
+                await self._sleep(
+                    min(
+                        self.cfg.health_interval,
+                        backoff_delay(attempt, self.cfg.reconnect_min, self.cfg.reconnect_max),
+                    )
+                )
+
+    async def close(self) -> None:
+        """Let go of the device (bounded)."""
+        await self._drop_link()

@@ -1,0 +1,112 @@
+"""Real simulator subprocesses on loopback for the device tests and benches.
+
+``async with SimProcess("lock", pairing=True) as sim:`` starts ``lockgw-sim lock`` on
+free loopback ports and waits until its control channel answers; ``sim.address`` is
+the ``loopback://`` address for the config and ``await sim.control(name, value)``
+switches a fault or a state. Leaving stops the process (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from simulators.control import send_control
+
+__all__ = ["SimProcess", "free_port"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class SimProcess:
+    def __init__(
+        self, kind: str, *, pairing: bool = False, state: Path | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.control_port = free_port()
+        self.pairing = pairing
+        self.state = state
+        self.extra = extra or []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log: Any = None
+
+    @property
+    def address(self) -> str:
+        return f"loopback://127.0.0.1:{self.port}"
+
+    @property
+    def control_address(self) -> str:
+        return f"127.0.0.1:{self.control_port}"
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-c", "from simulators.cli import run; run()", self.kind,
+                "--listen", f"127.0.0.1:{self.port}", "--control", self.control_address]
+        if self.pairing:
+            argv.append("--pairing")
+        if self.state is not None:
+            argv += ["--state", str(self.state)]
+        return argv + self.extra
+
+    async def control(self, name: str, value: Any = None) -> Any:
+        return await send_control(self.control_address, name, value)
+
+    async def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv(), cwd=ROOT, env=env, stdout=self._log, stderr=self._log,
+        )
+        async with asyncio.timeout(20):
+            while True:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(
+                        f"simulator exited {self.proc.returncode}: {self.output()}"
+                    )
+                try:
+                    await send_control(self.control_address, "faults", timeout=1.0)
+                    return
+                except Exception:
+                    await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(5):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        self._log.close()
+
+    def output(self) -> str:
+        """What the simulator printed so far (for failure messages)."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-4000:]
+
+    async def __aenter__(self) -> SimProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
