@@ -18,8 +18,7 @@ import base64
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -66,8 +65,10 @@ def b64decode(text: str) -> bytes:
         raise ValueError(f"not base64url: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class TokenClaims:
+class TokenClaims(NamedTuple):
+    """A token's claims. Immutable; a NamedTuple because one is built per decision and
+    that is measurably cheaper than a frozen dataclass on the gateway's hot path."""
+
     iss: str
     sub: str
     aud: str
@@ -196,7 +197,7 @@ def _holder_key(cnf: Any) -> bytes:
     x = ck.get(_X)
     if type(x) is not bytes or len(x) != 32:
         raise TokenError(Reason.MALFORMED, "cnf key x must be 32 bytes")
-    if set(ck) - {_KTY, _CRV, _X, 2, 3}:  # kid (2) and alg (3) are tolerated, nothing private
+    if len(ck) > 3 and set(ck) - {_KTY, _CRV, _X, 2, 3}:  # kid (2), alg (3) tolerated, no d
         raise TokenError(Reason.MALFORMED, "cnf key carries unexpected parameters (a private key?)")
     return x
 

@@ -183,3 +183,33 @@ def test_kid_helper_is_contract() -> None:
 
 def test_fuzz_site_path_exists(fuzz_site: Site) -> None:
     assert isinstance(fuzz_site.root, Path)
+
+
+plain_values = st.recursive(
+    st.integers(-(2**64), 2**64 - 1) | st.binary(max_size=300) | st.text(max_size=30)
+    | st.booleans() | st.none(),
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.integers(-(2**64), 2**64 - 1) | st.text(max_size=8), inner, max_size=5),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@given(plain_values)
+def test_strict_decoder_reads_what_cbor2_writes(value: Any) -> None:
+    from protocols import strict_cbor
+
+    assert strict_cbor.loads(cbor2.dumps(value)) == value
+
+
+@given(hostile | plain_values.map(_encodes))
+def test_strict_decoder_accepts_only_the_one_spelling(data: bytes) -> None:
+    """Differential: whatever the strict decoder accepts, cbor2 reads the same and writes
+    back byte for byte (so no second spelling, no duplicate key slipped through)."""
+    from protocols import strict_cbor
+
+    try:
+        value = strict_cbor.loads(data)
+    except strict_cbor.StrictCBORError:
+        return
+    assert cbor2.loads(data) == value
+    assert cbor2.dumps(value) == data

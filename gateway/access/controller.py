@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -107,7 +108,10 @@ class AccessController:
         self._clock = clock
         self._monotonic = monotonic
         self._state = StateDir(Path(config.site.data_dir) / "access")
-        self._nonces: dict[bytes, float] = {}
+        # insertion order = expiry order; OrderedDict keeps popping the oldest O(1)
+        self._nonces: OrderedDict[bytes, float] = OrderedDict()
+        self._random = b""
+        self._random_at = 0
         self._apply_config(config)
         self._floor = TimeFloor(
             self._state, clock=clock, monotonic=monotonic, tolerance=config.access.skew_seconds
@@ -174,11 +178,15 @@ class AccessController:
         now = self._monotonic()
         nonces = self._nonces
         while nonces:
-            first = next(iter(nonces))
-            if nonces[first] > now and len(nonces) < _MAX_NONCES:
+            expires = next(iter(nonces.values()))
+            if expires > now and len(nonces) < _MAX_NONCES:
                 break
-            del nonces[first]
-        nonce = os.urandom(16)
+            nonces.popitem(last=False)
+        at = self._random_at
+        if at >= len(self._random):
+            self._random, at = os.urandom(4096), 0  # one system call per 256 nonces
+        nonce = self._random[at : at + 16]
+        self._random_at = at + 16
         nonces[nonce] = now + self._nonce_ttl
         return nonce
 
