@@ -31,26 +31,9 @@ class StrictCBORError(ValueError):
 
 
 def _item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
-    v: Any
+    """One item of any kind at ``pos``; (value, position after it)."""
     ib = data[pos]
     pos += 1
-    # fast paths for what tokens are made of: small integers, short text, short bytes
-    if ib < 0x18:
-        return ib, pos
-    if 0x60 <= ib < 0x78:
-        end = pos + ib - 0x60
-        if end > len(data):
-            raise StrictCBORError("truncated string")
-        try:
-            return data[pos:end].decode("utf-8"), end
-        except UnicodeDecodeError:
-            raise StrictCBORError("text is not UTF-8") from None
-    if ib == 0x58:  # a byte string of 24..255 bytes (keys, ids, signatures)
-        n = data[pos]
-        end = pos + 1 + n
-        if n < 24 or end > len(data):
-            raise StrictCBORError("byte string length not in shortest form, or truncated")
-        return data[pos + 1 : end], end
     mt = ib >> 5
     ai = ib & 31
     if mt == 7:
@@ -60,8 +43,7 @@ def _item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if ai < 24:
         arg = ai
     elif ai < 28:
-        width = _WIDTH[ai]
-        end = pos + width
+        end = pos + _WIDTH[ai]
         if end > len(data):
             raise StrictCBORError("truncated")
         arg = int.from_bytes(data[pos:end], "big")
@@ -74,73 +56,89 @@ def _item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
         return arg, pos
     if mt == 1:
         return -1 - arg, pos
-    if mt in {2, 3}:
+    if mt == 2 or mt == 3:  # noqa: PLR1714 - two int compares beat a set on the hot path
         end = pos + arg
         if end > len(data):
             raise StrictCBORError("truncated string")
-        if mt == 2:
-            return data[pos:end], end
-        try:
-            return data[pos:end].decode("utf-8"), end
-        except UnicodeDecodeError:
-            raise StrictCBORError("text is not UTF-8") from None
+        return (data[pos:end] if mt == 2 else data[pos:end].decode("utf-8")), end
     if mt == 6:
         raise StrictCBORError(f"CBOR tag {arg} is not allowed here")
-    if depth >= MAX_DEPTH:
-        raise StrictCBORError("nested too deeply")
     if mt == 4:
-        if arg > len(data) - pos:
-            raise StrictCBORError("truncated array")
-        items = []
-        n = len(data)
-        for _ in range(arg):
-            # the common scalars inline (no call): this loop and the map's are the hot path
-            ib = data[pos]
-            if ib < 0x18:
-                v = ib
-                pos += 1
-            elif 0x60 <= ib < 0x78:
-                end = pos + 1 + ib - 0x60
-                if end > n:
-                    raise StrictCBORError("truncated string")
-                v = data[pos + 1 : end].decode("utf-8")
-                pos = end
-            elif 0x40 <= ib < 0x58:
-                end = pos + 1 + ib - 0x40
-                if end > n:
-                    raise StrictCBORError("truncated string")
-                v = data[pos + 1 : end]
-                pos = end
-            elif ib == 0x19:
-                end = pos + 3
-                if end > n:
-                    raise StrictCBORError("truncated")
-                v = (data[pos + 1] << 8) | data[pos + 2]
-                if v < 0x100:
-                    raise StrictCBORError("an integer or length is not in its shortest form")
-                pos = end
-            elif ib == 0x1A:
-                end = pos + 5
-                if end > n:
-                    raise StrictCBORError("truncated")
-                v = int.from_bytes(data[pos + 1 : end], "big")
-                if v < 0x10000:
-                    raise StrictCBORError("an integer or length is not in its shortest form")
-                pos = end
-            else:
-                v, pos = _item(data, pos, depth + 1)
-            items.append(v)
-        return items, pos
-    # mt == 5: a map
-    if 2 * arg > len(data) - pos:
+        return _array(data, pos, arg, depth + 1)
+    return _map(data, pos, arg, depth + 1)
+
+
+def _value(data: bytes, pos: int, n: int, depth: int) -> tuple[Any, int]:
+    """Like :func:`_item`, with the shapes tokens are made of tried first."""
+    ib = data[pos]
+    if ib < 0x18:
+        return ib, pos + 1
+    if 0x60 <= ib < 0x78:
+        end = pos + 1 + ib - 0x60
+        if end > n:
+            raise StrictCBORError("truncated string")
+        return data[pos + 1 : end].decode("utf-8"), end
+    if 0x40 <= ib < 0x58:
+        end = pos + 1 + ib - 0x40
+        if end > n:
+            raise StrictCBORError("truncated string")
+        return data[pos + 1 : end], end
+    if 0x80 <= ib < 0x98:
+        return _array(data, pos + 1, ib - 0x80, depth + 1)
+    if 0xA0 <= ib < 0xB8:
+        return _map(data, pos + 1, ib - 0xA0, depth + 1)
+    if ib == 0x19:
+        end = pos + 3
+        if end > n:
+            raise StrictCBORError("truncated")
+        v = (data[pos + 1] << 8) | data[pos + 2]
+        if v < 0x100:
+            raise StrictCBORError("an integer or length is not in its shortest form")
+        return v, end
+    if ib == 0x1A:
+        end = pos + 5
+        if end > n:
+            raise StrictCBORError("truncated")
+        v = int.from_bytes(data[pos + 1 : end], "big")
+        if v < 0x10000:
+            raise StrictCBORError("an integer or length is not in its shortest form")
+        return v, end
+    if ib == 0x58:  # a byte string of 24..255 bytes (keys, signatures)
+        size = data[pos + 1]
+        end = pos + 2 + size
+        if size < 24 or end > n:
+            raise StrictCBORError("byte string length not in shortest form, or truncated")
+        return data[pos + 2 : end], end
+    return _item(data, pos, depth)
+
+
+def _array(data: bytes, pos: int, count: int, depth: int) -> tuple[list[Any], int]:
+    if depth > MAX_DEPTH:
+        raise StrictCBORError("nested too deeply")
+    n = len(data)
+    if count > n - pos:
+        raise StrictCBORError("truncated array")
+    items: list[Any] = []
+    append = items.append
+    for _ in range(count):
+        v, pos = _value(data, pos, n, depth)
+        append(v)
+    return items, pos
+
+
+def _map(data: bytes, pos: int, count: int, depth: int) -> tuple[dict[Any, Any], int]:
+    if depth > MAX_DEPTH:
+        raise StrictCBORError("nested too deeply")
+    n = len(data)
+    if 2 * count > n - pos:
         raise StrictCBORError("truncated map")
     out: dict[Any, Any] = {}
-    n = len(data)
-    for _ in range(arg):
+    k: Any
+    for _ in range(count):
         # keys inline: a small integer or short text (claims, header labels, frame keys)
         ib = data[pos]
         if ib < 0x18:
-            k: Any = ib
+            k = ib
             pos += 1
         elif 0x20 <= ib < 0x38:
             k = 0x1F - ib
@@ -152,57 +150,25 @@ def _item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
             k = data[pos + 1 : end].decode("utf-8")
             pos = end
         else:
-            k, pos = _item(data, pos, depth + 1)
+            k, pos = _item(data, pos, depth)
             if type(k) is not int and type(k) is not str:
                 raise StrictCBORError("map keys must be integers or text")
         if k in out:
             raise StrictCBORError(f"duplicate map key {k!r}")
-        ib = data[pos]
-        if ib < 0x18:
-            v = ib
-            pos += 1
-        elif 0x60 <= ib < 0x78:
-            end = pos + 1 + ib - 0x60
-            if end > n:
-                raise StrictCBORError("truncated string")
-            v = data[pos + 1 : end].decode("utf-8")
-            pos = end
-        elif 0x40 <= ib < 0x58:
-            end = pos + 1 + ib - 0x40
-            if end > n:
-                raise StrictCBORError("truncated string")
-            v = data[pos + 1 : end]
-            pos = end
-        elif ib == 0x19:
-            end = pos + 3
-            if end > n:
-                raise StrictCBORError("truncated")
-            v = (data[pos + 1] << 8) | data[pos + 2]
-            if v < 0x100:
-                raise StrictCBORError("an integer or length is not in its shortest form")
-            pos = end
-        elif ib == 0x1A:
-            end = pos + 5
-            if end > n:
-                raise StrictCBORError("truncated")
-            v = int.from_bytes(data[pos + 1 : end], "big")
-            if v < 0x10000:
-                raise StrictCBORError("an integer or length is not in its shortest form")
-            pos = end
-        else:
-            v, pos = _item(data, pos, depth + 1)
-        out[k] = v
+        out[k], pos = _value(data, pos, n, depth)
     return out, pos
 
 
 def loads(data: bytes, pos: int = 0) -> Any:
     """Decode exactly one item from ``data[pos:]``; raise StrictCBORError on any defect."""
     try:
-        value, end = _item(data, pos, 0)
+        value, end = _value(data, pos, len(data), 0)
     except IndexError:
         raise StrictCBORError("truncated") from None
     except UnicodeDecodeError:
         raise StrictCBORError("text is not UTF-8") from None
+    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps recursion shallow
+        raise StrictCBORError("nested too deeply") from None
     if end != len(data):
         raise StrictCBORError(f"{len(data) - end} trailing byte(s)")
     return value

@@ -160,13 +160,6 @@ def issue_token(
     return raw
 
 
-def _text(claims: dict[Any, Any], key: Any, name: str, *, required: bool = True) -> str:
-    v = claims.get(key)
-    if type(v) is not str or not 0 < len(v) <= _MAX_ID:
-        raise TokenError(Reason.MALFORMED, f"claim {name} must be text of 1..{_MAX_ID} characters")
-    return v
-
-
 def _time(claims: dict[Any, Any], key: int, name: str) -> int | None:
     v = claims.get(key)
     if v is None and key not in claims:
@@ -202,47 +195,55 @@ def _holder_key(cnf: Any) -> bytes:
     return x
 
 
+def _bad(detail: str) -> TokenError:
+    return TokenError(Reason.MALFORMED, detail)
+
+
 def _claims(msg: Sign1) -> TokenClaims:
     claims = strict_loads(msg.payload, TokenError, what="token claims")
     if type(claims) is not dict:
-        raise TokenError(Reason.MALFORMED, "token claims must be a CBOR map")
+        raise _bad("token claims must be a CBOR map")
+    get: Any = claims.get
+    iss, sub, aud, role = get(_ISS), get(_SUB), get(_AUD), get("role")
+    for name, v in (("iss", iss), ("sub", sub), ("aud", aud), ("role", role)):
+        if type(v) is not str or not 0 < len(v) <= _MAX_ID:
+            raise _bad(f"claim {name} must be text of 1..{_MAX_ID} characters")
     exp = _time(claims, _EXP, "exp")
     if exp is None:
-        raise TokenError(Reason.MALFORMED, "claim exp is required")
-    cti = claims.get(_CTI)
+        raise _bad("claim exp is required")
+    cti = get(_CTI)
     if type(cti) is not bytes or len(cti) != 16:
-        raise TokenError(Reason.MALFORMED, "claim cti must be 16 bytes")
-    if _CNF not in claims:
-        raise TokenError(Reason.MALFORMED, "claim cnf is required (the phone's key)")
-    purposes = _texts(claims.get("purpose"), "purpose", 2)
+        raise _bad("claim cti must be 16 bytes")
+    cnf = get(_CNF)
+    if cnf is None:
+        raise _bad("claim cnf is required (the phone's key)")
+    purposes = _texts(get("purpose"), "purpose", 2)
     for p in purposes:
-        if p not in PURPOSES:
-            raise TokenError(Reason.MALFORMED, f"purpose {p!r} is not planned or emergency")
+        if p != "planned" and p != "emergency":  # noqa: PLR1714 - hot path
+            raise _bad(f"purpose {p!r} is not planned or emergency")
     windows: tuple[Window, ...] = ()
-    if "win" in claims:
-        win = claims["win"]
+    win = get("win")
+    if win is not None or "win" in claims:
         if type(win) is not list or not 0 < len(win) <= _MAX_WINDOWS:
-            raise TokenError(
-                Reason.MALFORMED, f"claim win must be an array of 1..{_MAX_WINDOWS} windows"
-            )
+            raise _bad(f"claim win must be an array of 1..{_MAX_WINDOWS} windows")
         try:
-            windows = tuple(Window.from_cbor(w) for w in win)
+            windows = tuple([Window.from_cbor(w) for w in win])
         except ValueError as exc:
-            raise TokenError(Reason.MALFORMED, f"claim win: {exc}") from None
+            raise _bad(f"claim win: {exc}") from None
     return TokenClaims(
-        iss=_text(claims, _ISS, "iss"),
-        sub=_text(claims, _SUB, "sub"),
-        aud=_text(claims, _AUD, "aud"),
-        exp=exp,
-        nbf=_time(claims, _NBF, "nbf"),
-        iat=_time(claims, _IAT, "iat"),
-        cti=cti,
-        holder_key=_holder_key(claims[_CNF]),
-        doors=_texts(claims.get("doors"), "doors", _MAX_DOORS),
-        role=_text(claims, "role", "role"),
-        purposes=purposes,
-        windows=windows,
-        kid=msg.kid,
+        iss,
+        sub,
+        aud,
+        exp,
+        cti,
+        _holder_key(cnf),
+        _texts(get("doors"), "doors", _MAX_DOORS),
+        role,
+        purposes,
+        windows,
+        _time(claims, _NBF, "nbf") if _NBF in claims else None,
+        _time(claims, _IAT, "iat") if _IAT in claims else None,
+        msg.kid,
     )
 
 
