@@ -52,13 +52,13 @@ from gateway.access.models import (
 from gateway.access.ratelimit import RateLimiter
 from gateway.access.revocations import RevocationStore
 from gateway.access.state import StateDir
-from gateway.config import Config, IssuerConfig
+from gateway.config import AccessConfig, Config, IssuerConfig
 from gateway.keys import load_public_key
 from protocols.control import Command, RevocationList
 from protocols.cose import KeyRing
 from protocols.errors import ControlMessageError, ProtocolError, Reason, TokenError
 from protocols.proof import verify_proof
-from protocols.token import MAX_TOKEN, TokenClaims, verify_token
+from protocols.token import MAX_TOKEN, TokenClaims, decode_token, verify_token
 from protocols.windows import in_windows
 
 __all__ = ["AccessController"]
@@ -83,6 +83,10 @@ class _Issuer:
         self.max_age = cfg.revocation_max_age
         self.consent_from = cfg.consent_from
         self.consent_until = cfg.consent_until
+
+
+def _limits(a: AccessConfig) -> tuple[int, int, int, int]:
+    return (a.rate_limit, a.rate_window, a.suspicious_after, a.suspicious_window)
 
 
 class _Deny(Exception):
@@ -131,9 +135,12 @@ class AccessController:
         self._held: dict[bytes, int] = {}
         for path in self._state.held_dir.glob("*.cwt"):
             try:
-                self._held[bytes.fromhex(path.stem)] = int(path.stat().st_mtime)
-            except (ValueError, OSError):
+                claims = decode_token(path.read_bytes())
+            except (OSError, TokenError):
+                self._state.problems.append(f"{path}: not a readable token; ignored")
                 continue
+            if path.stem == claims.cti.hex():
+                self._held[claims.cti] = claims.exp
 
     # -- configuration ------------------------------------------------------------------
     def _apply_config(self, config: Config) -> None:
@@ -163,13 +170,10 @@ class AccessController:
         """New config (SIGHUP); revocations, floor, alarm, held tokens and nonces stay.
         Raises KeyFileError when a key named in ``config`` cannot be loaded (the old
         config then stays in force)."""
-        old_limiter = self._limiter
+        old_limiter, old_access = self._limiter, self.config.access
         self._apply_config(config)
-        if (old_limiter.limit, old_limiter.suspicious_after) == (
-            self._limiter.limit,
-            self._limiter.suspicious_after,
-        ):
-            self._limiter = old_limiter
+        if _limits(old_access) == _limits(config.access):
+            self._limiter = old_limiter  # keep the counters
         self._floor.tolerance = config.access.skew_seconds
 
     # -- challenges -----------------------------------------------------------------------
@@ -475,9 +479,7 @@ class AccessController:
         limit = self.config.access.max_held_tokens
         while len(self._held) >= limit and claims.cti not in self._held:
             self._drop_held(min(self._held, key=self._held.__getitem__))
-        path = self._state.held_dir / f"{claims.cti.hex()}.cwt"
-        if self._state.write_bytes(path, raw):
-            os.utime(path, (claims.exp, claims.exp))  # mtime = exp: pruned after restarts too
+        self._state.write_bytes(self._state.held_dir / f"{claims.cti.hex()}.cwt", raw)
         self._held[claims.cti] = claims.exp
         return claims
 
