@@ -158,12 +158,58 @@ def _parse_protected(data: bytes, error: ErrorType) -> bytes | None:
     return kid
 
 
+def _fast_sign1(raw: bytes) -> Sign1 | None:
+    try:
+        return _fast_sign1_unsafe(raw)
+    except IndexError:  # truncated: the generic path says so
+        return None
+
+
+def _fast_sign1_unsafe(raw: bytes) -> Sign1 | None:
+    """The common layout in one pass: [61(] 18([bstr(<24) protected, {}, bstr payload,
+    bstr(64)]) with a protected header seen before. Anything else: None, and the generic
+    strict path decides (a differential test pins that both agree)."""
+    pos = 2 if raw[:2] == b"\xd8\x3d" else 0
+    if raw[pos : pos + 2] != b"\xd2\x84":
+        return None
+    plen = raw[pos + 2] - 0x40
+    if not 0 < plen < 24:
+        return None
+    protected = raw[pos + 3 : pos + 3 + plen]
+    kid = _PROTECTED_CACHE.get(protected, b"")
+    pos += 3 + plen
+    if kid == b"" or raw[pos : pos + 1] != b"\xa0":
+        return None
+    head = raw[pos + 1] if pos + 1 < len(raw) else 0
+    if head == 0x58:
+        size = raw[pos + 2]
+        start = pos + 3
+        if size < 24:
+            return None
+    elif head == 0x59:
+        size = (raw[pos + 2] << 8) | raw[pos + 3]
+        start = pos + 4
+        if size < 0x100:
+            return None
+    else:
+        return None
+    end = start + size
+    if raw[end : end + 2] != b"\x58\x40" or end + 66 != len(raw):
+        return None
+    return Sign1(protected, kid, raw[start:end], raw[end + 2 :])
+
+
 def decode_sign1(raw: bytes, error: ErrorType, *, max_size: int) -> Sign1:
     """Strictly decode a (optionally CWT-tagged) COSE_Sign1 of at most ``max_size`` bytes."""
     if type(raw) is not bytes:
         raise _bad(error, "expected bytes")
     if len(raw) > max_size:
         raise _bad(error, f"{len(raw)} bytes, more than the limit of {max_size}")
+    fast = _fast_sign1(raw)
+    return fast if fast is not None else _generic_sign1(raw, error)
+
+
+def _generic_sign1(raw: bytes, error: ErrorType) -> Sign1:
     pos = 2 if raw[:2] == b"\xd8\x3d" else 0  # tag 61 (CWT), optional
     if raw[pos : pos + 1] != b"\xd2":
         raise _bad(error, "not a COSE_Sign1 (CBOR tag 18)")
