@@ -7,9 +7,9 @@ Credential tokens (CONTRACT §2), signed commands and revocation lists (§5) are
                                        payload: bstr,
                                        signature: bstr(64) ]
 
-Decoding is strict and bounded: a size limit before anything is parsed, a nesting limit,
-plain CBOR types only (no floats, no semantic tags inside), definite lengths, preferred
-(shortest) integer encodings and no duplicate map keys. The algorithm is only ever taken
+Decoding is strict and bounded (:mod:`protocols.strict_cbor`): a size limit before
+anything is parsed, a nesting limit, plain CBOR types only (no floats, no tags inside),
+definite lengths, preferred (shortest) encodings and no duplicate map keys. The algorithm is only ever taken
 from the protected header and must be EdDSA; the only other header understood is ``kid``
 (a key-lookup hint: protected or unprotected, never both with different values). Every
 defect raises the caller's :class:`~protocols.errors.ProtocolError` subclass with a
@@ -19,13 +19,13 @@ defect raises the caller's :class:`~protocols.errors.ProtocolError` subclass wit
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from protocols import strict_cbor
 from protocols.errors import ProtocolError, Reason
 from protocols.keys import kid_of
 
@@ -46,9 +46,7 @@ TAG_SIGN1: Final = 18
 TAG_CWT: Final = 61
 _HDR_ALG: Final = 1
 _HDR_KID: Final = 4
-_MAX_DEPTH: Final = 8
 _MAX_KID: Final = 64
-_PLAIN: Final = (int, bytes, str, bool, type(None))
 _SIG1_PREFIX: Final = b"\x84\x6aSignature1"  # array(4), text(10) "Signature1"
 
 ErrorType = type[ProtocolError]
@@ -58,46 +56,16 @@ def _bad(error: ErrorType, detail: str, reason: Reason = Reason.MALFORMED) -> Pr
     return error(reason, detail)
 
 
-def _check_plain(obj: Any, error: ErrorType, depth: int = 0) -> None:
-    """Only ints, bytes, text, bools, null, arrays and maps with plain keys; bounded depth."""
-    if depth > _MAX_DEPTH:
-        raise _bad(error, "nested too deeply")
-    t = type(obj)
-    if t is list:
-        for item in obj:
-            _check_plain(item, error, depth + 1)
-    elif t is dict:
-        for k, v in obj.items():
-            if type(k) not in (int, str):
-                raise _bad(error, f"map key of type {type(k).__name__}")
-            _check_plain(v, error, depth + 1)
-    elif t not in _PLAIN:
-        raise _bad(error, f"unexpected CBOR item of type {t.__name__}")
-
-
 def strict_loads(data: bytes, error: ErrorType, *, what: str = "CBOR") -> Any:
-    """Decode ``data`` as one plain, preferred-serialised CBOR item, or raise ``error``.
-
-    The item is re-encoded and compared byte for byte: this refuses duplicate map keys,
-    indefinite lengths, over-long integer encodings, bignums, shared references and
-    trailing bytes — everything with more than one meaning or more than one spelling.
-    """
+    """Decode ``data`` as one plain, preferred-serialised CBOR item, or raise ``error``
+    (:mod:`protocols.strict_cbor`: no floats or tags, no duplicate keys, definite lengths,
+    shortest forms, no trailing bytes)."""
     try:
-        obj = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises many types (and RecursionError) on hostile input
-        raise _bad(error, f"{what} is not CBOR ({type(exc).__name__})") from None
-    _check_plain(obj, error)
-    try:
-        again = cbor2.dumps(obj)
-    except Exception as exc:
-        raise _bad(error, f"{what} cannot be re-encoded ({type(exc).__name__})") from None
-    if again != data:
-        raise _bad(
-            error,
-            f"{what} is not in preferred serialisation (duplicate keys, indefinite "
-            "lengths, long integer encodings or trailing bytes)",
-        )
-    return obj
+        return strict_cbor.loads(data)
+    except strict_cbor.StrictCBORError as exc:
+        raise _bad(error, f"{what}: {exc}") from None
+    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps recursion shallow
+        raise _bad(error, f"{what}: nested too deeply") from None
 
 
 def _bstr_head(n: int) -> bytes:
@@ -145,9 +113,8 @@ def sign1(
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Sign1:
-    """A decoded, not yet verified COSE_Sign1."""
+class Sign1(NamedTuple):
+    """A decoded, not yet verified COSE_Sign1 (a NamedTuple: built on every decision)."""
 
     protected: bytes
     kid: bytes | None
@@ -191,21 +158,65 @@ def _parse_protected(data: bytes, error: ErrorType) -> bytes | None:
     return kid
 
 
+def _fast_sign1(raw: bytes) -> Sign1 | None:
+    try:
+        return _fast_sign1_unsafe(raw)
+    except IndexError:  # truncated: the generic path says so
+        return None
+
+
+def _fast_sign1_unsafe(raw: bytes) -> Sign1 | None:
+    """The common layout in one pass: [61(] 18([bstr(<24) protected, {}, bstr payload,
+    bstr(64)]) with a protected header seen before. Anything else: None, and the generic
+    strict path decides (a differential test pins that both agree)."""
+    pos = 2 if raw[:2] == b"\xd8\x3d" else 0
+    if raw[pos : pos + 2] != b"\xd2\x84":
+        return None
+    plen = raw[pos + 2] - 0x40
+    if not 0 < plen < 24:
+        return None
+    protected = raw[pos + 3 : pos + 3 + plen]
+    kid = _PROTECTED_CACHE.get(protected, b"")
+    pos += 3 + plen
+    if kid == b"" or raw[pos : pos + 1] != b"\xa0":
+        return None
+    head = raw[pos + 1] if pos + 1 < len(raw) else 0
+    if head == 0x58:
+        size = raw[pos + 2]
+        start = pos + 3
+        if size < 24:
+            return None
+    elif head == 0x59:
+        size = (raw[pos + 2] << 8) | raw[pos + 3]
+        start = pos + 4
+        if size < 0x100:
+            return None
+    else:
+        return None
+    end = start + size
+    if raw[end : end + 2] != b"\x58\x40" or end + 66 != len(raw):
+        return None
+    return Sign1(protected, kid, raw[start:end], raw[end + 2 :])
+
+
 def decode_sign1(raw: bytes, error: ErrorType, *, max_size: int) -> Sign1:
     """Strictly decode a (optionally CWT-tagged) COSE_Sign1 of at most ``max_size`` bytes."""
     if type(raw) is not bytes:
         raise _bad(error, "expected bytes")
     if len(raw) > max_size:
         raise _bad(error, f"{len(raw)} bytes, more than the limit of {max_size}")
-    try:
-        outer = obj = cbor2.loads(raw)
-    except Exception as exc:
-        raise _bad(error, f"not CBOR ({type(exc).__name__})") from None
-    if type(obj) is cbor2.CBORTag and obj.tag == TAG_CWT:
-        obj = obj.value
-    if type(obj) is not cbor2.CBORTag or obj.tag != TAG_SIGN1:
+    fast = _fast_sign1(raw)
+    return fast if fast is not None else _generic_sign1(raw, error)
+
+
+def _generic_sign1(raw: bytes, error: ErrorType) -> Sign1:
+    pos = 2 if raw[:2] == b"\xd8\x3d" else 0  # tag 61 (CWT), optional
+    if raw[pos : pos + 1] != b"\xd2":
         raise _bad(error, "not a COSE_Sign1 (CBOR tag 18)")
-    arr = obj.value
+    try:
+        arr = strict_cbor.loads(raw, pos + 1)
+    except strict_cbor.StrictCBORError as exc:
+        raise _bad(error, f"COSE_Sign1: {exc}") from None
     if type(arr) is not list or len(arr) != 4:
         raise _bad(error, "COSE_Sign1 must be an array of 4")
     protected, unprotected, payload, signature = arr
@@ -227,13 +238,6 @@ def decode_sign1(raw: bytes, error: ErrorType, *, max_size: int) -> Sign1:
         if kid is not None and ukid != kid:
             raise _bad(error, "protected and unprotected kid differ")
         kid = ukid
-    # the whole message must be in preferred serialisation too (no duplicate keys etc.)
-    try:
-        again = cbor2.dumps(outer)
-    except Exception:
-        again = b""
-    if again != raw:
-        raise _bad(error, "COSE_Sign1 is not in preferred serialisation")
     return Sign1(protected=protected, kid=kid, payload=payload, signature=signature)
 
 
@@ -259,6 +263,9 @@ class KeyRing(Mapping[str, Ed25519PublicKey]):
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def get(self, owner: str, default: Any = None) -> Any:  # dict speed on the hot path
+        return self._by_id.get(owner, default)
 
     def kid(self, owner: str) -> bytes | None:
         return self._kids.get(owner)

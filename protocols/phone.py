@@ -108,7 +108,9 @@ def _text(m: dict[Any, Any], key: str, limit: int = _MAX_TEXT) -> str:
     return v
 
 
-def _bytes(m: dict[Any, Any], key: str, *, exact: int | None = None, limit: int = MAX_FRAME) -> bytes:
+def _bytes(
+    m: dict[Any, Any], key: str, *, exact: int | None = None, limit: int = MAX_FRAME
+) -> bytes:
     v = m.get(key)
     if not isinstance(v, bytes):
         raise FrameError(f"{key!r} must be a byte string")
@@ -162,7 +164,9 @@ def decode_frame(data: bytes) -> PhoneFrame:
         if not isinstance(granted, bool):
             raise FrameError("'granted' must be a boolean")
         return Result(granted=granted, reason=_text(m, "reason"), event=_text(m, "event", 128))
-    raise FrameError(f"unknown frame type {t!r}" if isinstance(t, str) else "missing frame type 't'")
+    raise FrameError(
+        f"unknown frame type {t!r}" if isinstance(t, str) else "missing frame type 't'"
+    )
 
 
 def pack(body: bytes) -> bytes:

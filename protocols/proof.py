@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -22,15 +21,50 @@ __all__ = ["PROOF_CONTEXT", "proof_message", "sign_proof", "verify_proof"]
 PROOF_CONTEXT: Final = "lockgw-unlock-v1"
 
 
+def _head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes((major | n,))
+    if n < 0x100:
+        return bytes((major | 24, n))
+    if n < 0x10000:
+        return bytes((major | 25,)) + n.to_bytes(2, "big")
+    return bytes((major | 26,)) + n.to_bytes(4, "big")
+
+
+def _text(s: str) -> bytes:
+    b = s.encode("utf-8")
+    return _head(0x60, len(b)) + b
+
+
+_PREFIX: Final = b"\x85" + _text(PROOF_CONTEXT)  # array(5), then the context string
+
+
 def proof_message(nonce: bytes, site: str, door: str, action: str) -> bytes:
-    """The exact bytes the phone signs."""
-    out: bytes = cbor2.dumps([PROOF_CONTEXT, nonce, site, door, action], canonical=True)
-    return out
+    """The exact bytes the phone signs: canonical CBOR of
+    ``["lockgw-unlock-v1", nonce, site, door, action]`` (encoded by hand: this is on the
+    gateway's hot path, and the tests pin it against cbor2's canonical encoding)."""
+    return b"".join(
+        (_PREFIX, _head(0x40, len(nonce)), nonce, _text(site), _text(door), _text(action))
+    )
 
 
 def sign_proof(key: Ed25519PrivateKey, nonce: bytes, site: str, door: str, action: str) -> bytes:
     """The phone's 64-byte signature for one challenge."""
     return key.sign(proof_message(nonce, site, door, action))
+
+
+#: raw phone key → key object; a home sees a handful of phones, parsing one costs µs
+_HOLDERS: dict[bytes, Ed25519PublicKey] = {}
+
+
+def _holder(raw: bytes) -> Ed25519PublicKey:
+    key = _HOLDERS.get(raw)
+    if key is None:
+        key = Ed25519PublicKey.from_public_bytes(raw)  # ValueError when not 32 bytes
+        if len(_HOLDERS) >= 1024:
+            _HOLDERS.clear()
+        _HOLDERS[raw] = key
+    return key
 
 
 def verify_proof(
@@ -46,11 +80,7 @@ def verify_proof(
     if type(sig) is not bytes or len(sig) != 64:
         raise ProtocolError(Reason.BAD_PROOF, "a proof is a 64-byte Ed25519 signature")
     try:
-        key = (
-            Ed25519PublicKey.from_public_bytes(holder_key)
-            if isinstance(holder_key, bytes)
-            else holder_key
-        )
+        key = _holder(holder_key) if isinstance(holder_key, bytes) else holder_key
         key.verify(sig, proof_message(nonce, site, door, action))
     except (InvalidSignature, ValueError):
         raise ProtocolError(

@@ -438,3 +438,48 @@ def test_command_with_a_forged_signature_is_bad_signature(
 def test_alarm_command_verifies(site: Site, ctl: AccessController) -> None:
     cmd = ctl.verify_command(command(site, "alarm", state="raised"))
     assert (cmd.cmd, cmd.state) == ("alarm", "raised")
+
+
+def test_reload_keeps_state_and_applies_new_rules(site: Site, ctl: AccessController) -> None:
+    t = site.token(sub="carer-99")
+    ctl.apply_revocation(revocation(site, 3, sub=["carer-99"]))
+    ctl.set_alarm(True)
+    site.write_config(issuer_extra="consent_until = 2026-01-01")
+    ctl.reload(site.config)
+    assert ctl.alarm_raised
+    assert attempt(ctl, t, phone(site)).reason is Reason.REVOKED
+    assert attempt(ctl, site.token(), phone(site)).reason is Reason.ISSUER_NOT_CONSENTED
+
+
+def test_held_tokens_expire_and_are_dropped_after_restart(
+    site: Site, ctl: AccessController
+) -> None:
+    short = ctl.hold_token(site.token(exp=int(site.clock.t) + 600))
+    long = ctl.hold_token(site.token(exp=int(site.clock.t) + 90_000))
+    site.clock.advance(3600)
+    again = site.controller()
+    assert again.held_token(short.cti) is not None  # kept until the next hold prunes
+    again.hold_token(site.token(exp=int(site.clock.t) + 600))
+    assert again.held_token(short.cti) is None
+    assert again.held_token(long.cti) is not None
+    assert attempt(again, None, phone(site), token_ref=short.cti).reason is Reason.MALFORMED
+
+
+def test_unreadable_state_is_set_aside_and_reported(site: Site, ctl: AccessController) -> None:
+    ctl.apply_revocation(revocation(site, 1, sub=["x"]))
+    state = site.root / "data" / "access"
+    (state / "revocations.json").write_text("{not json")
+    (state / "held" / ("00" * 16 + ".cwt")).write_bytes(b"junk")
+    again = site.controller()
+    assert any("revocations.json" in p for p in again.state_problems)
+    assert any(".cwt" in p for p in again.state_problems)
+    assert (state / "revocations.corrupt").exists()
+    assert again.apply_revocation(revocation(site, 1)).status == "applied"
+
+
+def test_clock_status_and_flush(site: Site, ctl: AccessController) -> None:
+    st = ctl.clock_status()
+    assert st.trusted and st.now == site.clock.t and "floor" in st.detail
+    site.clock.t -= 3600
+    st = ctl.clock_status()
+    assert not st.trusted and st.floor > st.now and "behind" in st.detail

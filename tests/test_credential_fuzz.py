@@ -183,3 +183,106 @@ def test_kid_helper_is_contract() -> None:
 
 def test_fuzz_site_path_exists(fuzz_site: Site) -> None:
     assert isinstance(fuzz_site.root, Path)
+
+
+plain_values = st.recursive(
+    st.integers(-(2**64), 2**64 - 1) | st.binary(max_size=300) | st.text(max_size=30)
+    | st.booleans() | st.none(),
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.integers(-(2**64), 2**64 - 1) | st.text(max_size=8), inner, max_size=5),
+    max_leaves=25,
+)  # fmt: skip
+
+
+@given(plain_values)
+def test_strict_decoder_reads_what_cbor2_writes(value: Any) -> None:
+    from protocols import strict_cbor
+
+    assert strict_cbor.loads(cbor2.dumps(value)) == value
+
+
+@given(hostile | plain_values.map(_encodes))
+def test_strict_decoder_accepts_only_the_one_spelling(data: bytes) -> None:
+    """Differential: whatever the strict decoder accepts, cbor2 reads the same and writes
+    back byte for byte (so no second spelling, no duplicate key slipped through)."""
+    from protocols import strict_cbor
+
+    try:
+        value = strict_cbor.loads(data)
+    except strict_cbor.StrictCBORError:
+        return
+    assert cbor2.loads(data) == value
+    assert cbor2.dumps(value) == data
+
+
+def _claim_maps() -> st.SearchStrategy[bytes]:
+    """Claims maps near the contract's shape: right keys, sometimes wrong values/encodings."""
+    text = st.text(min_size=0, max_size=130) | st.integers(-5, 5)
+    uint = st.integers(-2, 2**64 - 1) | st.booleans()
+    claims = st.fixed_dictionaries(
+        {
+            1: text,
+            2: text,
+            3: text,
+            4: uint,
+            7: st.binary(min_size=15, max_size=17),
+            8: st.just({1: {1: 1, -1: 6, -2: b"k" * 32}})
+            | st.dictionaries(
+                st.integers(-3, 3), st.integers(-3, 3) | st.binary(max_size=33), max_size=3
+            ),
+            "doors": st.lists(st.text(max_size=4), max_size=25),
+            "role": text,
+            "purpose": st.lists(st.sampled_from(["planned", "emergency", "x"]), max_size=3),
+        },
+        optional={
+            5: uint,
+            6: uint,
+            "win": st.lists(st.lists(st.integers(-2, 2000), min_size=2, max_size=4), max_size=25),
+            "extra": st.integers(),
+        },
+    )
+    return claims.map(lambda c: cbor2.dumps(c, canonical=True)) | claims.map(_encodes)
+
+
+@given(_claim_maps() | _mutations(cbor2.loads(GOOD).value.value[2]) | hostile)
+def test_fast_claims_path_agrees_with_the_generic_strict_path(payload: bytes) -> None:
+    from protocols.cose import Sign1
+    from protocols.token import _fast_claims, _generic_claims
+
+    fast = _fast_claims(payload, b"kid")
+    if fast is None:
+        return
+    assert _generic_claims(Sign1(b"", b"kid", payload, b"\x00" * 64)) == fast
+
+
+def test_issued_tokens_take_the_fast_path() -> None:
+    from protocols.cose import decode_sign1
+    from protocols.token import _fast_claims, _generic_claims
+    from protocols.windows import parse_window
+
+    for kw in (
+        {},
+        {"nbf": 1_700_000_000, "windows": parse_window("daily 22:00-06:00")},
+        {"purposes": ["emergency"], "doors": ["front", "back", "x" * 100]},
+    ):
+        args: dict[str, Any] = {
+            "iss": "org", "sub": "s" * 30, "aud": SITE, "holder_key": PHONE.public_key(),
+            "doors": ["front"], "role": "verzorgende", "purposes": ["planned", "emergency"],
+            "exp": 2_000_000_000,
+        }  # fmt: skip
+        args.update(kw)
+        msg = decode_sign1(issue_token(KEY, **args), TokenError, max_size=1024)
+        fast = _fast_claims(msg.payload, msg.kid)
+        assert fast is not None and fast == _generic_claims(msg)
+
+
+@given(hostile | _mutations(GOOD) | _mutations(GOOD_CMD) | _mutations(GOOD[2:]))
+def test_fast_envelope_path_agrees_with_the_generic_strict_path(data: bytes) -> None:
+    from protocols import cose
+
+    decode_token(GOOD)  # the protected header of GOOD is known now
+    fast = cose._fast_sign1(data)
+    if fast is None:
+        return
+    assert fast == cose._generic_sign1(data, TokenError)
+    assert cose._fast_sign1(GOOD) is not None

@@ -108,7 +108,7 @@ def test_untagged_cwt_and_kid_in_unprotected_are_accepted() -> None:
             "private",
         ),
         (lambda: signed(cbor2.dumps(claims(cnf={1: {1: 2, -1: 1, -2: b"x" * 32}}))), "Ed25519"),
-        (lambda: signed(cbor2.dumps(claims(extra=cbor2.CBORTag(1, 5)))), "unexpected CBOR"),
+        (lambda: signed(cbor2.dumps(claims(extra=cbor2.CBORTag(1, 5)))), "tag 1 is not allowed"),
         (lambda: signed(cbor2.dumps(claims(role="x" * 200))), "role"),
         (lambda: signed(cbor2.dumps(claims(doors=["a"] * 40))), "doors"),
         (lambda: signed(cbor2.dumps(claims(sub="x" * 2000))), "limit"),

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -51,13 +52,13 @@ from gateway.access.models import (
 from gateway.access.ratelimit import RateLimiter
 from gateway.access.revocations import RevocationStore
 from gateway.access.state import StateDir
-from gateway.config import Config, IssuerConfig
+from gateway.config import AccessConfig, Config, IssuerConfig
 from gateway.keys import load_public_key
 from protocols.control import Command, RevocationList
 from protocols.cose import KeyRing
 from protocols.errors import ControlMessageError, ProtocolError, Reason, TokenError
 from protocols.proof import verify_proof
-from protocols.token import MAX_TOKEN, TokenClaims, verify_token
+from protocols.token import MAX_TOKEN, TokenClaims, decode_token, verify_token
 from protocols.windows import in_windows
 
 __all__ = ["AccessController"]
@@ -84,6 +85,10 @@ class _Issuer:
         self.consent_until = cfg.consent_until
 
 
+def _limits(a: AccessConfig) -> tuple[int, int, int, int]:
+    return (a.rate_limit, a.rate_window, a.suspicious_after, a.suspicious_window)
+
+
 class _Deny(Exception):
     def __init__(self, reason: Reason, detail: str) -> None:
         self.reason = reason
@@ -107,7 +112,10 @@ class AccessController:
         self._clock = clock
         self._monotonic = monotonic
         self._state = StateDir(Path(config.site.data_dir) / "access")
-        self._nonces: dict[bytes, float] = {}
+        # insertion order = expiry order; OrderedDict keeps popping the oldest O(1)
+        self._nonces: OrderedDict[bytes, float] = OrderedDict()
+        self._random = b""
+        self._random_at = 0
         self._apply_config(config)
         self._floor = TimeFloor(
             self._state, clock=clock, monotonic=monotonic, tolerance=config.access.skew_seconds
@@ -127,9 +135,12 @@ class AccessController:
         self._held: dict[bytes, int] = {}
         for path in self._state.held_dir.glob("*.cwt"):
             try:
-                self._held[bytes.fromhex(path.stem)] = int(path.stat().st_mtime)
-            except (ValueError, OSError):
+                claims = decode_token(path.read_bytes())
+            except (OSError, TokenError):
+                self._state.problems.append(f"{path}: not a readable token; ignored")
                 continue
+            if path.stem == claims.cti.hex():
+                self._held[claims.cti] = claims.exp
 
     # -- configuration ------------------------------------------------------------------
     def _apply_config(self, config: Config) -> None:
@@ -159,13 +170,10 @@ class AccessController:
         """New config (SIGHUP); revocations, floor, alarm, held tokens and nonces stay.
         Raises KeyFileError when a key named in ``config`` cannot be loaded (the old
         config then stays in force)."""
-        old_limiter = self._limiter
+        old_limiter, old_access = self._limiter, self.config.access
         self._apply_config(config)
-        if (old_limiter.limit, old_limiter.suspicious_after) == (
-            self._limiter.limit,
-            self._limiter.suspicious_after,
-        ):
-            self._limiter = old_limiter
+        if _limits(old_access) == _limits(config.access):
+            self._limiter = old_limiter  # keep the counters
         self._floor.tolerance = config.access.skew_seconds
 
     # -- challenges -----------------------------------------------------------------------
@@ -174,11 +182,15 @@ class AccessController:
         now = self._monotonic()
         nonces = self._nonces
         while nonces:
-            first = next(iter(nonces))
-            if nonces[first] > now and len(nonces) < _MAX_NONCES:
+            expires = next(iter(nonces.values()))
+            if expires > now and len(nonces) < _MAX_NONCES:
                 break
-            del nonces[first]
-        nonce = os.urandom(16)
+            nonces.popitem(last=False)
+        at = self._random_at
+        if at >= len(self._random):
+            self._random, at = os.urandom(4096), 0  # one system call per 256 nonces
+        nonce = self._random[at : at + 16]
+        self._random_at = at + 16
         nonces[nonce] = now + self._nonce_ttl
         return nonce
 
@@ -467,9 +479,7 @@ class AccessController:
         limit = self.config.access.max_held_tokens
         while len(self._held) >= limit and claims.cti not in self._held:
             self._drop_held(min(self._held, key=self._held.__getitem__))
-        path = self._state.held_dir / f"{claims.cti.hex()}.cwt"
-        if self._state.write_bytes(path, raw):
-            os.utime(path, (claims.exp, claims.exp))  # mtime = exp: pruned after restarts too
+        self._state.write_bytes(self._state.held_dir / f"{claims.cti.hex()}.cwt", raw)
         self._held[claims.cti] = claims.exp
         return claims
 
