@@ -183,10 +183,10 @@ class MqttLink:
     ) -> None:
         self._stop.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), 10)
-            except TimeoutError:
-                self._task.cancel()
+            if self.connected:  # an orderly goodbye: drain what is in flight, say offline
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._task), 10)
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for w in self._workers:
@@ -256,7 +256,7 @@ class MqttLink:
             clean_start=False if v5 else paho_mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=props,
             keepalive=self.config.keepalive,
-            timeout=30,
+            timeout=10,  # connect (a TLS refusal shows only as a missing CONNACK)
             tls_context=self._tls,
             max_inflight_messages=0,  # bounded by the event window below
             max_queued_incoming_messages=0,
