@@ -47,11 +47,15 @@ class MosquittoBroker:
         *,
         tls: tuple[Path, Path, Path] | None = None,
         require_certificate: bool = True,
+        max_inflight: int = 0,
     ) -> None:
         """``tls=(ca_file, cert_file, key_file)`` serves MQTT over TLS only (``url`` is
         ``mqtts://``); clients then need a certificate from ``ca_file`` unless
         ``require_certificate`` is False."""
         self.tls = tls
+        #: QoS 1 messages a client may have in flight (0 = no limit); MQTT 5 clients
+        #: hear it as the CONNACK's Receive Maximum
+        self.max_inflight = max_inflight
         self.require_certificate = require_certificate
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -80,7 +84,7 @@ class MosquittoBroker:
                     f"persistence_location {self.workdir}/",
                     "autosave_interval 1",
                     "max_queued_messages 0",
-                    "max_inflight_messages 0",
+                    f"max_inflight_messages {self.max_inflight}",
                     "max_queued_bytes 0",
                     "log_dest stderr",
                     "log_type error",

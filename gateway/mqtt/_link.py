@@ -160,6 +160,9 @@ class MqttLink:
         self._tls: ssl.SSLContext | None = None
         self._password: str | None = None
         self._receive_max: int | None = None
+        #: events in flight allowed on the current connection (window, or less when the
+        #: broker's Receive Maximum is lower)
+        self.window_in_use = window
         self.last_error: str | None = None
         self.published = 0
         self.connects = 0
@@ -329,6 +332,7 @@ class MqttLink:
         window = self.window
         if self._receive_max is not None:  # headroom for status and retained state
             window = max(1, min(window, self._receive_max - 10))
+        self.window_in_use = window
         stream = _EventStream(client, self.journal, Topics.events(self.site), window)
         feeder = asyncio.create_task(stream.run(self._stop))
         receiver = asyncio.create_task(self._receive(client))
