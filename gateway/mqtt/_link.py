@@ -204,9 +204,11 @@ class MqttLink:
         return _tls_context(self.config), pw
 
     def _status(self, state: Literal["online", "offline"]) -> bytes:
-        return GatewayStatus(
-            state=state, version=self.version, started_at=self.started_at
-        ).model_dump_json().encode()
+        return (
+            GatewayStatus(state=state, version=self.version, started_at=self.started_at)
+            .model_dump_json()
+            .encode()
+        )
 
     # -- state --------------------------------------------------------------------------
     @property
