@@ -302,7 +302,7 @@ class MqttLink:
                     self._protocol = aiomqtt.ProtocolVersion.V311
                     continue
                 log.warning("mqtt.disconnected", error=str(exc), attempt=attempt)
-            except (OSError, ValueError, RuntimeError) as exc:  # TLS files, paho state: retry
+            except Exception as exc:  # TLS files, the journal, paho state: the link never dies
                 self.last_error = repr(exc)
                 log.error("mqtt.failed", error=repr(exc), attempt=attempt)
             finally:
