@@ -180,6 +180,9 @@ class DeviceConfig(_Section):
 
 class JournalConfig(_Section):
     retention_days: int = Field(default=365, ge=1)
+    #: optional ceiling on the journal file, bytes (None: the disk is the limit); when
+    #: reached, new events raise JournalFull as on a full disk (docs/audit.md)
+    max_bytes: int | None = Field(default=None, ge=1024 * 1024)
 
 
 class VisitsConfig(_Section):

@@ -40,7 +40,23 @@ def find_mosquitto() -> str:
 class MosquittoBroker:
     """``async with MosquittoBroker() as b: b.url`` — stop() / start() to simulate an outage."""
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        workdir: Path | None = None,
+        *,
+        tls: tuple[Path, Path, Path] | None = None,
+        require_certificate: bool = True,
+        max_inflight: int = 0,
+    ) -> None:
+        """``tls=(ca_file, cert_file, key_file)`` serves MQTT over TLS only (``url`` is
+        ``mqtts://``); clients then need a certificate from ``ca_file`` unless
+        ``require_certificate`` is False."""
+        self.tls = tls
+        #: QoS 1 messages a client may have in flight (0 = no limit); MQTT 5 clients
+        #: hear it as the CONNACK's Receive Maximum
+        self.max_inflight = max_inflight
+        self.require_certificate = require_certificate
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -54,7 +70,7 @@ class MosquittoBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def _write_conf(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
@@ -62,12 +78,13 @@ class MosquittoBroker:
             "\n".join(
                 [
                     f"listener {self.port} {self.host}",
+                    *self._tls_lines(),
                     "allow_anonymous true",
                     "persistence true",
                     f"persistence_location {self.workdir}/",
                     "autosave_interval 1",
                     "max_queued_messages 0",
-                    "max_inflight_messages 0",
+                    f"max_inflight_messages {self.max_inflight}",
                     "max_queued_bytes 0",
                     "log_dest stderr",
                     "log_type error",
@@ -81,6 +98,17 @@ class MosquittoBroker:
             )
         )
         return conf
+
+    def _tls_lines(self) -> list[str]:
+        if self.tls is None:
+            return []
+        ca, cert, key = self.tls
+        return [
+            f"cafile {ca}",
+            f"certfile {cert}",
+            f"keyfile {key}",
+            f"require_certificate {'true' if self.require_certificate else 'false'}",
+        ]
 
     async def start(self, timeout: float = 10.0) -> None:
         if self._proc is not None and self._proc.returncode is None:

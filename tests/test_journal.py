@@ -275,3 +275,28 @@ def test_envelope_round_trips_through_the_wire() -> None:
     env = envelope_from_wire(payload)
     assert env.seq == 3 and env.body == granted()
     assert json.loads(payload) == env.to_wire()
+
+
+async def test_an_unexpected_error_fails_that_batch_and_the_journal_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.journal._store as store
+
+    real = store.wire_payload
+    calls = {"n": 0}
+
+    def flaky(*args: object) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("a bug")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "wire_payload", flaky)
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        await j.emit(battery())
+        await j.emit(battery())
+        with pytest.raises(JournalError, match="internal error"):
+            await j.emit(battery())
+        assert (await j.emit(battery())).seq == 3  # no gap: the failed one got no seq
+        assert await j.verify() is None
+        assert j.backlog() == 3

@@ -255,3 +255,17 @@ async def test_a_broker_refusing_mqtt5_gets_mqtt_311(
         await sub.wait_seq(1)
         assert seen[:2] == [5, 4]  # tried MQTT 5, then spoke 3.1.1
         server.close()
+
+
+async def test_the_event_window_stays_below_the_brokers_receive_maximum(tmp_path: Path) -> None:
+    async with (
+        MosquittoBroker(max_inflight=20) as small,
+        Collector(small.host, small.port, Topics.events(SITE)) as sub,
+        Journal(journal_path(tmp_path), SITE, retention_days=30) as j,
+        MqttLink(cfg(small.url), SITE, j, version="t") as link,
+    ):
+        await link.wait_connected(10)
+        assert link.window_in_use == 10  # Receive Maximum 20, less headroom for state
+        await asyncio.gather(*(j.emit(battery(i % 100)) for i in range(300)))
+        await sub.wait_seq(300)
+    sub.assert_complete(300)

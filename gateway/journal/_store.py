@@ -308,6 +308,14 @@ class Writer(threading.Thread):
                 failed += retry.results
             n_appends = sum(1 for j in batch if isinstance(j, _Append))
             return Committed(failed, st.seq, st.backlog - backlog0, str(err), False, n_appends)
+        except Exception as exc:  # a bug must not leave emitters waiting or the head astray
+            with _suppress_sqlite():
+                conn.execute("ROLLBACK")
+            st.seq, st.head, st.backlog = seq0, head0, backlog0
+            err = JournalError(f"journal {self.path}: internal error {exc!r}")
+            n_appends = sum(1 for j in batch if isinstance(j, _Append))
+            failed = [(j.fut, None, err) for j in batch if j.fut is not None]
+            return Committed(failed, st.seq, 0, str(err), False, n_appends)
         return Committed(results, st.seq, st.backlog - backlog0, None, appended)
 
     def _flush(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:

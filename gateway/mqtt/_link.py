@@ -160,6 +160,9 @@ class MqttLink:
         self._tls: ssl.SSLContext | None = None
         self._password: str | None = None
         self._receive_max: int | None = None
+        #: events in flight allowed on the current connection (window, or less when the
+        #: broker's Receive Maximum is lower)
+        self.window_in_use = window
         self.last_error: str | None = None
         self.published = 0
         self.connects = 0
@@ -183,10 +186,10 @@ class MqttLink:
     ) -> None:
         self._stop.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), 10)
-            except TimeoutError:
-                self._task.cancel()
+            if self.connected:  # an orderly goodbye: drain what is in flight, say offline
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._task), 10)
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for w in self._workers:
@@ -201,9 +204,11 @@ class MqttLink:
         return _tls_context(self.config), pw
 
     def _status(self, state: Literal["online", "offline"]) -> bytes:
-        return GatewayStatus(
-            state=state, version=self.version, started_at=self.started_at
-        ).model_dump_json().encode()
+        return (
+            GatewayStatus(state=state, version=self.version, started_at=self.started_at)
+            .model_dump_json()
+            .encode()
+        )
 
     # -- state --------------------------------------------------------------------------
     @property
@@ -256,7 +261,7 @@ class MqttLink:
             clean_start=False if v5 else paho_mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=props,
             keepalive=self.config.keepalive,
-            timeout=30,
+            timeout=10,  # connect (a TLS refusal shows only as a missing CONNACK)
             tls_context=self._tls,
             max_inflight_messages=0,  # bounded by the event window below
             max_queued_incoming_messages=0,
@@ -297,7 +302,7 @@ class MqttLink:
                     self._protocol = aiomqtt.ProtocolVersion.V311
                     continue
                 log.warning("mqtt.disconnected", error=str(exc), attempt=attempt)
-            except (OSError, ValueError, RuntimeError) as exc:  # TLS files, paho state: retry
+            except Exception as exc:  # TLS files, the journal, paho state: the link never dies
                 self.last_error = repr(exc)
                 log.error("mqtt.failed", error=repr(exc), attempt=attempt)
             finally:
@@ -329,6 +334,7 @@ class MqttLink:
         window = self.window
         if self._receive_max is not None:  # headroom for status and retained state
             window = max(1, min(window, self._receive_max - 10))
+        self.window_in_use = window
         stream = _EventStream(client, self.journal, Topics.events(self.site), window)
         feeder = asyncio.create_task(stream.run(self._stop))
         receiver = asyncio.create_task(self._receive(client))

@@ -77,6 +77,7 @@ async def main(argv: list[str]) -> int:
                 journal_path(cfg.site.data_dir),
                 cfg.site.id,
                 retention_days=cfg.journal.retention_days,
+                max_bytes=cfg.journal.max_bytes,
             ) as journal,
             MqttLink(cfg.mqtt, cfg.site.id, journal, version=__version__) as link,
         ):
