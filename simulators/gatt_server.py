@@ -289,6 +289,7 @@ class GattServer:
         self._server: asyncio.Server | None = None
         self._links: dict[int, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._silent: set[asyncio.StreamWriter] = set()
         self.frames_received = 0
         self.frames_sent = 0
 
@@ -365,6 +366,8 @@ class GattServer:
             return_exceptions=True,
         )
         self.drop_links()
+        for writer in list(self._silent):
+            writer.transport.abort()
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=CLOSE_TIMEOUT)
             for task in late:
@@ -439,6 +442,15 @@ class GattServer:
 
     async def _serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername"))
+        if self.faults.out_of_range:  # nothing answers: the central's attempt times out
+            self._silent.add(writer)
+            try:
+                with contextlib.suppress(ConnectionError):
+                    while await reader.read(4096):
+                        pass
+            finally:
+                self._silent.discard(writer)
+            return
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 first = await self._read_frame(reader)
