@@ -200,14 +200,19 @@ class CarelockSimulator:
 
     def _on_change(self) -> None:
         """The device changed: sealed EVENTs to the other sessions, battery notifications."""
-        status = self.device.status()
         for conn in self.server.connections:
             session = conn.state.get(_SESSION)
             if conn is not self._commanding and isinstance(session, PeripheralSession):
-                self._spawn(self._send(conn, session.event(status)))
+                self._spawn(self._send_event(conn))
         if self.device.battery != self._battery:
             self._battery = self.device.battery
             self._spawn(self._notify_battery(self._battery_char, self._battery))
+
+    async def _send_event(self, conn: Connection) -> None:
+        # sealed and queued with no await in between, so a link's frames leave in counter order
+        session = conn.state.get(_SESSION)
+        if isinstance(session, PeripheralSession) and conn.is_open:
+            await self._send(conn, session.event(self.device.status()))
 
     async def _notify_battery(self, char: Characteristic, level: int) -> None:
         await self.server.notify(char, gatt.encode_battery(level))
