@@ -1,0 +1,260 @@
+"""``lockgw-sim nuki``: a simulated Nuki Smart Lock on the loopback GATT transport.
+
+The lock's GATT table as Nuki publishes it — Keyturner Pairing Service with its GDIO
+characteristic, Keyturner Service with GDIO and USDIO (write + indicate) — served by
+``simulators/gatt_server.py``; the protocol is :mod:`simulators.nuki_lock`. A Lock Action
+is answered at once with Status ACCEPTED and the moving state; the final state and
+Status COMPLETE follow after the motor time (``motor_ms``), as a real lock does.
+
+Device faults (besides the link faults of every simulator): ``jam`` (the motor blocks:
+``K_ERROR_MOTOR_BLOCKED``, lock state MOTOR_BLOCKED), ``door`` open/closed, ``battery``
+percent and ``critical``, ``pairing`` mode on/off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from protocols.nuki import (
+    KEYTURNER_GDIO,
+    KEYTURNER_SERVICE,
+    PAIRING_GDIO,
+    PAIRING_SERVICE,
+    USDIO,
+    DoorSensorState,
+)
+from simulators.gatt_server import Characteristic, Connection, GattServer
+from simulators.link_faults import LinkFaults
+from simulators.nuki_lock import NukiLock, NukiSession, Outgoing
+
+__all__ = ["NukiSimulator", "main", "register"]
+
+log = structlog.get_logger("lockgw.sim.nuki")
+
+
+class NukiSimulator:
+    """A Nuki lock served over the loopback GATT transport. ``async with`` starts it."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        pairing: bool = False,
+        state_file: Path | None = None,
+        motor_ms: float = 150.0,
+        faults: LinkFaults | None = None,
+        name: str = "Nuki_SIM",
+    ) -> None:
+        self.lock = NukiLock(name=name, pairing=pairing, state_file=state_file)
+        self.motor_ms = motor_ms
+        self.server = GattServer(
+            name,
+            host=host,
+            port=port,
+            faults=faults,
+            advertised_uuids=(KEYTURNER_SERVICE,),
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+        )
+        pairing_service = self.server.add_service(PAIRING_SERVICE)
+        self._chars: dict[str, Characteristic] = {
+            PAIRING_GDIO: pairing_service.add_characteristic(
+                PAIRING_GDIO, write=self._writer(PAIRING_GDIO), indicate=True
+            )
+        }
+        keyturner = self.server.add_service(KEYTURNER_SERVICE)
+        self._chars[KEYTURNER_GDIO] = keyturner.add_characteristic(
+            KEYTURNER_GDIO, write=self._writer(KEYTURNER_GDIO), indicate=True
+        )
+        self._chars[USDIO] = keyturner.add_characteristic(
+            USDIO, write=self._writer(USDIO), indicate=True
+        )
+        self._links: dict[NukiSession, Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def faults(self) -> LinkFaults:
+        return self.server.faults
+
+    async def __aenter__(self) -> NukiSimulator:
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.close()
+
+    # -- links -----------------------------------------------------------------------------
+    def _on_connect(self, conn: Connection) -> None:
+        session = self.lock.session()
+        conn.state["nuki"] = session
+        self._links[session] = conn
+
+    def _on_disconnect(self, conn: Connection) -> None:
+        session: NukiSession | None = conn.state.pop("nuki", None)
+        if session is not None:
+            session.close()
+            self._links.pop(session, None)
+
+    def _writer(self, uuid: str) -> Any:
+        async def write(conn: Connection, data: bytes) -> None:
+            session: NukiSession = conn.state["nuki"]
+            out = session.handle(uuid, data)
+            first_motor = next((i for i, o in enumerate(out) if o.motor), len(out))
+            await self._send(conn, out[:first_motor])
+            if first_motor < len(out):
+                # the motor turns after the write is acknowledged: Status ACCEPTED already left
+                task = asyncio.create_task(self._after_motor(conn, out[first_motor:]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        return write
+
+    async def _send(self, conn: Connection, out: list[Outgoing]) -> None:
+        for o in out:
+            await conn.notify(self._chars[o.char], o.data)
+
+    async def _after_motor(self, conn: Connection, out: list[Outgoing]) -> None:
+        await asyncio.sleep(self.motor_ms / 1000)
+        await self._send(conn, out)
+
+    # -- device faults (control channel, tests) ------------------------------------------
+    async def _push_state(self) -> None:
+        for session, o in self.lock.broadcast_state():
+            conn = self._links.get(session)
+            if conn is not None:
+                await self._send(conn, [o])
+
+    async def set_door(self, is_open: bool) -> None:
+        self.lock.door = DoorSensorState.DOOR_OPENED if is_open else DoorSensorState.DOOR_CLOSED
+        await self._push_state()
+
+    async def set_battery(self, percent: int, *, critical: bool | None = None) -> None:
+        if not 0 <= percent <= 100:
+            raise ValueError("battery percent is 0..100")
+        self.lock.battery_percent = percent
+        self.lock.battery_critical = percent <= 10 if critical is None else critical
+        await self._push_state()
+
+    async def set_jammed(self, jammed: bool) -> None:
+        self.lock.jammed = jammed
+
+    def set_pairing(self, on: bool) -> None:
+        self.lock.pairing_mode = on
+
+    def snapshot(self) -> dict[str, Any]:
+        lock = self.lock
+        return {
+            "lock_state": lock.lock_state.name,
+            "door": lock.door.name,
+            "battery": lock.battery_percent,
+            "critical": lock.battery_critical,
+            "jammed": lock.jammed,
+            "pairing": lock.pairing_mode,
+            "authorizations": len(lock.authorizations),
+            **self.faults.snapshot(),
+        }
+
+    async def control(self, name: str, value: Any = None) -> dict[str, Any]:
+        """Device faults by name (the control channel calls this): jam, door, battery,
+        critical, pairing, state."""
+        if name == "jam":
+            await self.set_jammed(value is None or _flag(value))
+        elif name == "door":
+            if value not in {"open", "closed"}:
+                raise ValueError("door is open or closed")
+            await self.set_door(value == "open")
+        elif name == "battery":
+            await self.set_battery(int(value))
+        elif name == "critical":
+            await self.set_battery(
+                self.lock.battery_percent, critical=value is None or _flag(value)
+            )
+        elif name == "pairing":
+            self.set_pairing(value is None or _flag(value))
+        elif name != "state":
+            raise ValueError(f"unknown nuki fault {name!r}")
+        return self.snapshot()
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text not in {"true", "on", "1", "false", "off", "0"}:
+        raise ValueError(f"expected true or false, not {value!r}")
+    return text in {"true", "on", "1"}
+
+
+# -- command line --------------------------------------------------------------------------
+def _hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if host != "127.0.0.1" or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 127.0.0.1:PORT, not {text!r}")
+    return host, int(port)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "nuki",
+        help="a simulated Nuki Smart Lock (Nuki BLE protocol over the loopback GATT transport)",
+    )
+    p.add_argument("--listen", type=_hostport, required=True, help="127.0.0.1:PORT")
+    p.add_argument(
+        "--control", type=_hostport, default=None, help="run-time fault channel, 127.0.0.1:PORT"
+    )
+    p.add_argument("--delay", type=float, default=0.0, metavar="MS", help="link delay per frame")
+    p.add_argument("--motor", type=float, default=150.0, metavar="MS", help="motor time per action")
+    p.add_argument("--pairing", action="store_true", help="start in pairing mode")
+    p.add_argument(
+        "--state", type=Path, default=None, metavar="FILE", help="keep keys and state here"
+    )
+    p.set_defaults(handler=_run)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    host, port = args.listen
+    sim = NukiSimulator(
+        host=host,
+        port=port,
+        pairing=args.pairing,
+        state_file=args.state,
+        motor_ms=args.motor,
+        faults=LinkFaults(delay_ms=args.delay),
+    )
+    async with sim, contextlib.AsyncExitStack() as stack:
+        if args.control is not None:
+            await stack.enter_async_context(_control_server(sim, *args.control))
+        print(
+            f"nuki simulator on {sim.address} (pairing mode: {sim.lock.pairing_mode})", flush=True
+        )
+        await asyncio.Event().wait()
+    return 0
+
+
+def _control_server(sim: NukiSimulator, host: str, port: int) -> Any:
+    from simulators.control import ControlServer
+
+    return ControlServer(sim.server.faults, host=host, port=port, device=sim.control)
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lockgw-sim nuki")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["nuki", *argv])
+    result: int = await args.handler(args)
+    return result
