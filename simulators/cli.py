@@ -16,7 +16,7 @@ from protocols.errors import LockgwError
 
 __all__ = ["main", "run"]
 
-_MODULES: tuple[str, ...] = ("platform", "control")
+_MODULES: tuple[str, ...] = ("platform", "control", "nuki")
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 

@@ -29,6 +29,7 @@ from protocols.nuki import (
     USDIO,
     DoorSensorState,
 )
+from simulators.control import ControlServer, parse_host_port
 from simulators.gatt_server import Characteristic, Connection, GattServer
 from simulators.link_faults import LinkFaults
 from simulators.nuki_lock import NukiLock, NukiSession, Outgoing
@@ -165,28 +166,48 @@ class NukiSimulator:
             "jammed": lock.jammed,
             "pairing": lock.pairing_mode,
             "authorizations": len(lock.authorizations),
-            **self.faults.snapshot(),
         }
 
-    async def control(self, name: str, value: Any = None) -> dict[str, Any]:
-        """Device faults by name (the control channel calls this): jam, door, battery,
-        critical, pairing, state."""
-        if name == "jam":
-            await self.set_jammed(value is None or _flag(value))
-        elif name == "door":
-            if value not in {"open", "closed"}:
-                raise ValueError("door is open or closed")
-            await self.set_door(value == "open")
-        elif name == "battery":
-            await self.set_battery(int(value))
-        elif name == "critical":
-            await self.set_battery(
-                self.lock.battery_percent, critical=value is None or _flag(value)
-            )
-        elif name == "pairing":
-            self.set_pairing(value is None or _flag(value))
-        elif name != "state":
-            raise ValueError(f"unknown nuki fault {name!r}")
+    def register_controls(self, control: ControlServer) -> None:
+        """Link faults plus this lock's device faults on a control channel."""
+        control.register_faults(self.faults)
+        control.register(
+            "jam", self._jam, "the motor blocks on the next actions: true/false (default true)"
+        )
+        control.register("door", self._door, "door sensor: open/closed")
+        control.register(
+            "battery", self._battery, "battery percent 0..100 (critical at 10 or less)"
+        )
+        control.register(
+            "critical", self._critical, "critical-battery flag: true/false (default true)"
+        )
+        control.register(
+            "pairing", self._pairing, "pairing mode (button held 5 s): true/false (default true)"
+        )
+        control.register("state", lambda _v: self.snapshot(), "show the lock's state")
+
+    async def _jam(self, value: Any) -> dict[str, Any]:
+        await self.set_jammed(value is None or _flag(value))
+        return self.snapshot()
+
+    async def _door(self, value: Any) -> dict[str, Any]:
+        if value not in {"open", "closed"}:
+            raise ValueError("door is open or closed")
+        await self.set_door(value == "open")
+        return self.snapshot()
+
+    async def _battery(self, value: Any) -> dict[str, Any]:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("battery is a percent 0..100")
+        await self.set_battery(value)
+        return self.snapshot()
+
+    async def _critical(self, value: Any) -> dict[str, Any]:
+        await self.set_battery(self.lock.battery_percent, critical=value is None or _flag(value))
+        return self.snapshot()
+
+    def _pairing(self, value: Any) -> dict[str, Any]:
+        self.set_pairing(value is None or _flag(value))
         return self.snapshot()
 
 
@@ -200,11 +221,14 @@ def _flag(value: Any) -> bool:
 
 
 # -- command line --------------------------------------------------------------------------
-def _hostport(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if host != "127.0.0.1" or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected 127.0.0.1:PORT, not {text!r}")
-    return host, int(port)
+def _loopback(text: str) -> tuple[str, int]:
+    try:
+        host, port = parse_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if host != "127.0.0.1":
+        raise argparse.ArgumentTypeError(f"{text!r}: simulators listen on 127.0.0.1 only")
+    return host, port
 
 
 def register(subparsers: Any) -> None:
@@ -212,15 +236,19 @@ def register(subparsers: Any) -> None:
         "nuki",
         help="a simulated Nuki Smart Lock (Nuki BLE protocol over the loopback GATT transport)",
     )
-    p.add_argument("--listen", type=_hostport, required=True, help="127.0.0.1:PORT")
+    p.add_argument("--listen", type=_loopback, required=True, metavar="127.0.0.1:PORT")
     p.add_argument(
-        "--control", type=_hostport, default=None, help="run-time fault channel, 127.0.0.1:PORT"
+        "--control",
+        type=_loopback,
+        default=None,
+        metavar="127.0.0.1:PORT",
+        help="run-time faults: lockgw-sim fault --control ... help",
     )
     p.add_argument("--delay", type=float, default=0.0, metavar="MS", help="link delay per frame")
     p.add_argument("--motor", type=float, default=150.0, metavar="MS", help="motor time per action")
     p.add_argument("--pairing", action="store_true", help="start in pairing mode")
     p.add_argument(
-        "--state", type=Path, default=None, metavar="FILE", help="keep keys and state here"
+        "--state", type=Path, default=None, metavar="FILE", help="keep keys and state here (0600)"
     )
     p.set_defaults(handler=_run)
 
@@ -236,25 +264,21 @@ async def _run(args: argparse.Namespace) -> int:
         faults=LinkFaults(delay_ms=args.delay),
     )
     async with sim, contextlib.AsyncExitStack() as stack:
+        line = f"nuki simulator on {sim.address} (pairing mode: {sim.lock.pairing_mode})"
         if args.control is not None:
-            await stack.enter_async_context(_control_server(sim, *args.control))
-        print(
-            f"nuki simulator on {sim.address} (pairing mode: {sim.lock.pairing_mode})", flush=True
-        )
+            control = ControlServer(*args.control)
+            sim.register_controls(control)
+            await stack.enter_async_context(control)
+            line += f", control on {control.address}"
+        print(line, flush=True)
         await asyncio.Event().wait()
     return 0
 
 
-def _control_server(sim: NukiSimulator, host: str, port: int) -> Any:
-    from simulators.control import ControlServer
-
-    return ControlServer(sim.server.faults, host=host, port=port, device=sim.control)
-
-
 async def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lockgw-sim nuki")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
+    """``lockgw-sim nuki`` as a function (tests, tools)."""
+    parser = argparse.ArgumentParser(prog="lockgw-sim")
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["nuki", *argv])
     result: int = await args.handler(args)
     return result

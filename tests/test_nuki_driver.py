@@ -150,3 +150,72 @@ async def test_driver_reconnects_after_the_link_drops(
         while paired.is_connected:  # noqa: ASYNC110 - the driver offers no event for this
             await asyncio.sleep(0.01)
     assert (await paired.execute(Action.UNLOCK)).lock is LockState.UNLOCKED
+
+
+# -- the technician's simulator: a real process, its control channel, its state file ------
+async def _start_sim(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    import sys
+    from pathlib import Path
+
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "lockgw-sim"),
+        "nuki",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(20):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                raise AssertionError(f"simulator exited: {(await proc.stderr.read()).decode()}")  # type: ignore[union-attr]
+            if line.startswith("nuki simulator on "):
+                return proc, line.split()[3]
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    proc.terminate()
+    async with asyncio.timeout(10):
+        await proc.wait()
+
+
+@pytest.mark.slow
+async def test_simulator_process_with_control_channel_and_state_file(tmp_path: Any) -> None:
+    from simulators.broker import free_port
+    from simulators.control import send_control
+
+    port, cport = free_port(), free_port()
+    state = tmp_path / "nuki.json"
+    args = (
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--control",
+        f"127.0.0.1:{cport}",
+        "--state",
+        str(state),
+        "--motor",
+        "10",
+    )
+    proc, address = await _start_sim(*args, "--pairing")
+    store = MemorySecrets()
+    try:
+        async with NukiDriver("front-lock", address, secrets=store, timeout=5) as driver:
+            await driver.pair()
+            result = await send_control(f"127.0.0.1:{cport}", "jam", True)
+            assert result["jammed"] is True
+            with pytest.raises(NukiRefused):
+                await driver.execute(Action.UNLOCK)
+            await send_control(f"127.0.0.1:{cport}", "jam", False)
+            assert (await driver.execute(Action.UNLOCK)).lock is LockState.UNLOCKED
+    finally:
+        await _stop(proc)
+    # the lock keeps its keys, authorizations and state across a restart (no --pairing now)
+    proc, address = await _start_sim(*args)
+    try:
+        async with NukiDriver("front-lock", address, secrets=store, timeout=5) as driver:
+            state_now = await driver.refresh()
+            assert state_now.lock is LockState.UNLOCKED
+            assert (await driver.execute(Action.LOCK)).lock is LockState.LOCKED
+    finally:
+        await _stop(proc)
