@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
@@ -193,6 +192,12 @@ class NukiDriver(Driver):
         client = make_client(self.address)
         try:
             await client.connect()
+            if client.services.get_characteristic(PAIRING_GDIO) is None:
+                raise DeviceFailed(
+                    self.device_id,
+                    "no Nuki Smart Lock 1.0–4.0 pairing service (a92ee100-…) on this device; "
+                    "a Nuki Smart Lock Ultra, Opener or another device is not supported by the `nuki` driver",
+                )
             await client.start_notify(PAIRING_GDIO, self._on_notify)
             await client.start_notify(USDIO, self._on_notify)
         except BleakError as exc:
@@ -366,6 +371,5 @@ class NukiDriver(Driver):
                 "lock_public_key": paired.lock_public_key.hex(),
                 "lock_uuid": paired.lock_uuid.hex(),
                 "app_id": app_id,
-                "auth_id_int": struct.unpack("<I", paired.auth_id)[0],
             },
         )

@@ -219,3 +219,17 @@ async def test_simulator_process_with_control_channel_and_state_file(tmp_path: A
             assert (await driver.execute(Action.LOCK)).lock is LockState.LOCKED
     finally:
         await _stop(proc)
+
+
+async def test_a_device_without_the_nuki_1_to_4_services_is_refused_in_words() -> None:
+    from simulators.gatt_server import GattServer
+
+    server = GattServer("Nuki_Ultra")  # an Ultra pairs on a92ee300-…, which we do not speak
+    server.add_service("a92ee300-5501-11e4-916c-0800200c9a66").add_characteristic(
+        "a92ee301-5501-11e4-916c-0800200c9a66", write=lambda c, d: None, indicate=True
+    )
+    async with server:
+        driver = NukiDriver("front-lock", server.address, secrets=MemorySecrets(), timeout=5)
+        with pytest.raises(DeviceFailed, match="not supported"):
+            await driver.connect()
+        assert not driver.is_connected
