@@ -61,6 +61,8 @@ from protocols.nuki.pairing import PairingClient
 
 __all__ = ["NukiDriver", "NukiPairingRefused", "NukiRefused"]
 
+#: put in the inbox when the link drops
+_LOST: Final = ("", b"")
 _ACTIONS: Final = {
     Action.LOCK: LockAction.LOCK,
     Action.UNLOCK: LockAction.UNLOCK,
@@ -186,10 +188,15 @@ class NukiDriver(Driver):
         if msg.command == Command.KEYTURNER_STATES:
             self._publish(to_device_state(KeyturnerStates.decode(msg.payload)))
 
+    def _on_lost(self, client: BleakClient) -> None:
+        """The link went down: a waiting exchange fails now, not at its timeout."""
+        if client is self._client:
+            self._inbox.put_nowait(_LOST)
+
     async def _connect(self) -> None:
         if self.is_connected:
             return
-        client = make_client(self.address)
+        client = make_client(self.address, disconnected_callback=self._on_lost)
         try:
             await client.connect()
             if client.services.get_characteristic(PAIRING_GDIO) is None:
@@ -236,8 +243,14 @@ class NukiDriver(Driver):
         _, key, _ = self._credentials()
         return open_envelope(parse_envelope(data), key)
 
+    async def _next(self) -> tuple[str, bytes]:
+        item = await self._inbox.get()
+        if item is _LOST:
+            raise DeviceUnavailable(self.device_id, "the BLE link to the lock was lost")
+        return item
+
     async def _receive(self) -> Message:
-        char, data = await self._inbox.get()
+        char, data = await self._next()
         try:
             msg = self._decode(char, data)
         except NukiFrameError as exc:
@@ -351,7 +364,7 @@ class NukiDriver(Driver):
         try:
             await self._write(PAIRING_GDIO, client.start())
             while client.result is None:
-                char, data = await self._inbox.get()
+                char, data = await self._next()
                 if char != PAIRING_GDIO:
                     continue
                 try:

@@ -233,3 +233,19 @@ async def test_a_device_without_the_nuki_1_to_4_services_is_refused_in_words() -
         with pytest.raises(DeviceFailed, match="not supported"):
             await driver.connect()
         assert not driver.is_connected
+
+
+async def test_a_link_lost_during_an_action_fails_at_once_as_unavailable() -> None:
+    from protocols.errors import DeviceUnavailable
+
+    async with NukiSimulator(pairing=True, motor_ms=3000) as sim:
+        driver = NukiDriver("front-lock", sim.address, secrets=MemorySecrets(), timeout=30)
+        async with driver:
+            await driver.pair()
+            action = asyncio.create_task(driver.execute(Action.UNLOCK))
+            async with asyncio.timeout(10):
+                while sim.lock.lock_state.name != "UNLOCKED":  # noqa: ASYNC110 - the lock took the action
+                    await asyncio.sleep(0.01)
+            sim.server.drop_links()  # the motor is still turning: COMPLETE never comes
+            with pytest.raises(DeviceUnavailable, match="link to the lock was lost"):
+                await action
