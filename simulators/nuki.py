@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,19 @@ class NukiSimulator:
         )
         self._links: dict[NukiSession, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._update_beacon()
+
+    def _update_beacon(self) -> None:
+        """Advertise as a Nuki does: an iBeacon (Apple company id 0x004C) with the Keyturner
+        Service UUID, the Nuki ID as major/minor, and bit 0 of the TX-power byte set while the
+        lock has a state change no client has read yet (clients poll when they see it)."""
+        beacon = (
+            b"\x02\x15"
+            + uuid.UUID(KEYTURNER_SERVICE).bytes
+            + self.lock.nuki_id.to_bytes(4, "big")
+            + bytes([0xC4 | int(self.lock.changed)])
+        )
+        self.server.manufacturer_data[0x004C] = beacon
 
     @property
     def address(self) -> str:
@@ -110,10 +124,11 @@ class NukiSimulator:
             session.close()
             self._links.pop(session, None)
 
-    def _writer(self, uuid: str) -> Any:
+    def _writer(self, char_uuid: str) -> Any:
         async def write(conn: Connection, data: bytes) -> None:
             session: NukiSession = conn.state["nuki"]
-            out = session.handle(uuid, data)
+            out = session.handle(char_uuid, data)
+            self._update_beacon()
             first_motor = next((i for i, o in enumerate(out) if o.motor), len(out))
             await self._send(conn, out[:first_motor])
             if first_motor < len(out):
@@ -134,6 +149,8 @@ class NukiSimulator:
 
     # -- device faults (control channel, tests) ------------------------------------------
     async def _push_state(self) -> None:
+        self.lock.changed = True
+        self._update_beacon()
         for session, o in self.lock.broadcast_state():
             conn = self._links.get(session)
             if conn is not None:

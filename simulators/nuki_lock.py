@@ -128,6 +128,8 @@ class NukiLock:
         self.last_action = LockAction.NONE
         self.last_completion = CompletionStatus.SUCCESS
         self.config_update_count = 0
+        #: the "state changed" bit of the lock's iBeacon: set by a change, cleared by a read
+        self.changed = False
         self.sessions: set[NukiSession] = set()
         if state_file is not None and state_file.exists():
             self._load(state_file)
@@ -402,6 +404,7 @@ class NukiSession:
                 auth.challenge = secrets.token_bytes(32)
                 return [self._encrypted(Command.CHALLENGE, auth.challenge)]
             if wanted == Command.KEYTURNER_STATES:
+                lock.changed = False
                 return [self._encrypted(Command.KEYTURNER_STATES, lock.keyturner_states().encode())]
             if wanted == Command.BATTERY_REPORT:
                 return [self._encrypted(Command.BATTERY_REPORT, lock.battery_report().encode())]
@@ -423,6 +426,7 @@ class NukiSession:
             raise NukiFrameError(f"{action.name} not supported", ErrorCode.K_ERROR_BAD_PARAMETER)
         moving, final = _RESULT[action]
         lock.last_action = action
+        lock.changed = True
         accepted = self._encrypted(Command.STATUS, Status(StatusCode.ACCEPTED).encode())
         if lock.jammed:
             lock.lock_state = LockState.MOTOR_BLOCKED

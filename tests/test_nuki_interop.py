@@ -260,3 +260,33 @@ async def test_our_driver_and_pynukibt_are_both_authorized_on_one_lock(sim: Nuki
     finally:
         await dev.disconnect()
         await paired.disconnect()
+
+
+async def _advertisement(address: str) -> tuple[BLEDevice, object]:
+    from bleak import BleakScanner
+
+    from drivers.ble import scanner_backend_for
+
+    backend = scanner_backend_for(address)
+    assert backend is not None
+    found = await BleakScanner.discover(timeout=1.0, return_adv=True, backend=backend)
+    return found[address]
+
+
+async def test_pynukibt_reads_our_beacon_and_polls_only_after_a_change(sim: NukiSimulator) -> None:
+    dev, _ = await pynuki_pair(sim.address)
+    try:
+        await dev.update_state()
+        assert dev.poll_needed() is False
+        device, adv = await _advertisement(sim.address)
+        dev.parse_advertisement_data(device, adv)
+        assert dev.poll_needed() is False  # nothing changed since pyNukiBT read the state
+
+        await sim.set_door(True)
+        device, adv = await _advertisement(sim.address)
+        dev.parse_advertisement_data(device, adv)
+        assert dev.poll_needed() is True  # the beacon's state-changed bit
+        await dev.update_state()
+        assert str(dev.keyturner_state["door_sensor_state"]) == "DOOR_OPENED"
+    finally:
+        await dev.disconnect()
