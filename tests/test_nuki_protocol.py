@@ -318,3 +318,52 @@ def test_lock_state_survives_restart_through_state_file(tmp_path: object) -> Non
     again = NukiLock(state_file=path)
     assert again.keypair == lock.keypair and p.auth_id in again.authorizations
     assert (path.stat().st_mode & 0o777) == 0o600
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from([*Command, 0x0000, 0xFFFF]), st.binary(max_size=120)), max_size=6
+    )
+)
+def test_pairing_client_answers_any_message_with_a_frame_or_a_nuki_error(
+    steps: list[tuple[int, bytes]],
+) -> None:
+    client = PairingClient(KeyPair.generate(), app_id=1, name="x")
+    client.start()
+    for command, payload in steps:
+        try:
+            client.receive(Message(int(command), payload))
+        except NukiFrameError:
+            return
+
+
+_paired_lock = NukiLock(pairing=True)
+_paired = pair(_paired_lock)
+
+
+@given(
+    char=st.sampled_from([PAIRING_GDIO, USDIO, "a92ee201-5501-11e4-916c-0800200c9a66"]),
+    data=st.binary(max_size=300),
+    as_paired=st.booleans(),
+    command=st.sampled_from(Command),
+)
+def test_the_lock_answers_any_write_without_crashing(
+    char: str, data: bytes, as_paired: bool, command: Command
+) -> None:
+    session = _paired_lock.session()
+    try:
+        frame = (
+            encode_encrypted(_paired.shared_key, _paired.auth_id, command, data[:200])
+            if as_paired and char == USDIO
+            else data
+        )
+        for out in session.handle(char, frame):
+            assert out.char in (PAIRING_GDIO, USDIO)
+            msg = (
+                open_envelope(parse_envelope(out.data), _paired.shared_key)
+                if out.char == USDIO
+                else decode_plain(out.data)
+            )
+            assert msg.known_command is not None
+    finally:
+        session.close()
