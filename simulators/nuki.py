@@ -214,6 +214,8 @@ class NukiSimulator:
         return self.snapshot()
 
     async def _battery(self, value: Any) -> dict[str, Any]:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)  # from a command line: "8"
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("battery is a percent 0..100")
         await self.set_battery(value)
