@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 from protocols.nuki import (
     PAIRING_GDIO,
     USDIO,
+    AuthorizationAuthenticator,
     AuthorizationData,
     AuthorizationId,
     AuthorizationIdConfirmation,
     BatteryReport,
+    Challenge,
     ClientType,
     Command,
     Config,
@@ -33,6 +35,8 @@ from protocols.nuki import (
     LockState,
     NukiFrameError,
     NukiState,
+    PublicKey,
+    RequestConfig,
     RequestData,
     Status,
     StatusCode,
@@ -109,6 +113,10 @@ def test_battery_byte_carries_percent_and_flags() -> None:
 # -- hypothesis: every decoder returns a value or raises NukiFrameError --------------------
 DECODERS = [
     decode_plain,
+    PublicKey.decode,
+    Challenge.decode,
+    AuthorizationAuthenticator.decode,
+    RequestConfig.decode,
     parse_envelope,
     RequestData.decode,
     Status.decode,
