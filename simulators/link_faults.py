@@ -20,7 +20,7 @@ control-channel names (``lockgw-sim fault --control H:P NAME [VALUE]``):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["LinkFaults"]
@@ -60,7 +60,12 @@ class LinkFaults:
     _drop: Callable[[], int] | None = field(default=None, repr=False, compare=False)
 
     def snapshot(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return {
+            "delay_ms": self.delay_ms,
+            "reply_delay_ms": self.reply_delay_ms,
+            "corrupt": self.corrupt,
+            "refuse": self.refuse,
+        }
 
     def clear(self) -> None:
         self.delay_ms = self.reply_delay_ms = 0.0
