@@ -1,0 +1,211 @@
+"""carelock pairing and sessions as sans-I/O state machines, one per side.
+
+The driver holds a :class:`CentralSession` per connection, the device a
+:class:`PeripheralSession`; both turn frames into values and values into frames and
+keep the counters. Neither reads a socket or a clock.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from protocols.errors import FrameError
+
+from .crypto import (
+    MAX_COUNTER,
+    Pairing,
+    confirm_tag,
+    derive_pair_key,
+    key_id_of,
+    open_box,
+    pairing_code,
+    raw_x25519,
+    seal,
+    session_keys,
+)
+from .frames import (
+    NONCE_LEN,
+    AuthenticationFailed,
+    CommandBody,
+    ErrorFrame,
+    EventBody,
+    FrameType,
+    Opcode,
+    PairRequest,
+    PairResponse,
+    Refused,
+    Replayed,
+    ResponseBody,
+    Result,
+    Sealed,
+    SessionAccept,
+    SessionOpen,
+    Status,
+    StatusBlock,
+    decode_frame,
+)
+
+__all__ = ["CentralPairing", "CentralSession", "PeripheralSession", "pair_device"]
+
+
+class CentralPairing:
+    """The installer's side of pairing: one request, one response."""
+
+    def __init__(self, priv: X25519PrivateKey | None = None) -> None:
+        self._priv = priv or X25519PrivateKey.generate()
+        self.central_pub = raw_x25519(self._priv)
+
+    def request(self) -> bytes:
+        return PairRequest(self.central_pub).encode()
+
+    def finish(self, data: bytes) -> Pairing:
+        frame = decode_frame(data)
+        if isinstance(frame, ErrorFrame):
+            raise Refused(frame.status, "pairing")
+        if not isinstance(frame, PairResponse):
+            raise FrameError(f"expected a pair response, got {type(frame).__name__}")
+        if frame.status is not Status.OK:
+            raise Refused(frame.status, "pairing")
+        key = derive_pair_key(self._priv, frame.device_pub, self.central_pub, frame.device_pub)
+        if not _equal(confirm_tag(key, self.central_pub, frame.device_pub), frame.confirm):
+            raise AuthenticationFailed("pairing confirmation does not verify")
+        return Pairing(key_id_of(self.central_pub), key, pairing_code(key))
+
+
+def pair_device(
+    request: PairRequest, priv: X25519PrivateKey | None = None
+) -> tuple[bytes, Pairing]:
+    """The device's side: answer a pair request (the device must be in pairing mode)."""
+    priv = priv or X25519PrivateKey.generate()
+    device_pub = raw_x25519(priv)
+    key = derive_pair_key(priv, request.central_pub, request.central_pub, device_pub)
+    response = PairResponse(
+        Status.OK, device_pub, confirm_tag(key, request.central_pub, device_pub)
+    )
+    return response.encode(), Pairing(key_id_of(request.central_pub), key, pairing_code(key))
+
+
+def _equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+class CentralSession:
+    """The driver's side of one connection: open, then commands and their answers."""
+
+    def __init__(self, pair_key: bytes, key_id: bytes, *, nonce: bytes | None = None) -> None:
+        self._pair_key = pair_key
+        self._key_id = key_id
+        self._nonce = nonce or os.urandom(NONCE_LEN)
+        self._send_key = b""
+        self._recv_key = b""
+        self._sent = 0  # last counter sent (central → device)
+        self._received = 0  # last counter accepted (device → central)
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._send_key)
+
+    def open_frame(self) -> bytes:
+        return SessionOpen(self._key_id, self._nonce).encode()
+
+    def accept(self, data: bytes) -> StatusBlock:
+        """Check the device's session accept; derive the keys; return the device's status."""
+        frame = decode_frame(data)
+        if isinstance(frame, ErrorFrame):
+            raise Refused(frame.status, "session")
+        if not isinstance(frame, SessionAccept):
+            raise FrameError(f"expected a session accept, got {type(frame).__name__}")
+        if frame.status is not Status.OK:
+            raise Refused(frame.status, "session")
+        send, recv = session_keys(self._pair_key, self._key_id, self._nonce, frame.nonce)
+        status = StatusBlock.decode(open_box(recv, 0, frame.header, frame.box))
+        self._send_key, self._recv_key = send, recv
+        return status
+
+    def command(self, op: Opcode, arg: int = 0) -> tuple[int, bytes]:
+        """Seal one command; returns its counter (the response names it) and the frame."""
+        if not self.is_open:
+            raise FrameError("session is not open")
+        if self._sent >= MAX_COUNTER:
+            raise FrameError("session counter exhausted: reconnect")
+        self._sent += 1
+        header = Sealed(FrameType.COMMAND, self._sent, b"").header
+        box = seal(self._send_key, self._sent, header, CommandBody(op, arg).encode())
+        return self._sent, header + box
+
+    def receive(self, data: bytes) -> ResponseBody | EventBody:
+        """Verify one frame from the device. Errors from the device raise :class:`Refused`."""
+        frame = decode_frame(data)
+        if isinstance(frame, ErrorFrame):
+            raise Refused(frame.status, "command")
+        if not isinstance(frame, Sealed) or frame.type is FrameType.COMMAND:
+            raise FrameError(f"unexpected {type(frame).__name__} from the device")
+        if not self.is_open:
+            raise FrameError("session is not open")
+        if frame.counter <= self._received:
+            raise Replayed(f"counter {frame.counter} is not above {self._received}")
+        body = open_box(self._recv_key, frame.counter, frame.header, frame.box)
+        self._received = frame.counter
+        if frame.type is FrameType.RESPONSE:
+            return ResponseBody.decode(body)
+        return EventBody.decode(body)
+
+
+class PeripheralSession:
+    """The device's side of one connection."""
+
+    def __init__(self) -> None:
+        self._send_key = b""
+        self._recv_key = b""
+        self._sent = 0  # device → central, 0 was used by the accept
+        self._received = 0
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._send_key)
+
+    def accept(
+        self,
+        frame: SessionOpen,
+        pair_key: bytes | None,
+        status: StatusBlock,
+        *,
+        nonce: bytes | None = None,
+    ) -> bytes:
+        """Answer a session open; ``pair_key`` is None when ``frame.key_id`` is not paired."""
+        if pair_key is None:
+            return SessionAccept(Status.UNKNOWN_KEY).encode()
+        device_nonce = nonce or os.urandom(NONCE_LEN)
+        recv, send = session_keys(pair_key, frame.key_id, frame.nonce, device_nonce)
+        self._send_key, self._recv_key = send, recv
+        self._sent = self._received = 0
+        head = SessionAccept(Status.OK, device_nonce)
+        return head.header + seal(send, 0, head.header, status.encode())
+
+    def open_command(self, frame: Sealed) -> tuple[int, CommandBody]:
+        """Verify a command; returns its counter and body. Raises on replay or tampering."""
+        if frame.type is not FrameType.COMMAND:
+            raise FrameError(f"a central does not send {frame.type.name}")
+        if not self.is_open:
+            raise Refused(Status.NO_SESSION, "command")
+        if frame.counter <= self._received:
+            raise Replayed(f"counter {frame.counter} is not above {self._received}")
+        body = open_box(self._recv_key, frame.counter, frame.header, frame.box)
+        self._received = frame.counter
+        return frame.counter, CommandBody.decode(body)
+
+    def _seal(self, ftype: FrameType, plaintext: bytes) -> bytes:
+        if self._sent >= MAX_COUNTER:
+            raise FrameError("session counter exhausted")
+        self._sent += 1
+        header = Sealed(ftype, self._sent, b"").header
+        return header + seal(self._send_key, self._sent, header, plaintext)
+
+    def response(self, reply_to: int, result: Result, status: StatusBlock) -> bytes:
+        return self._seal(FrameType.RESPONSE, ResponseBody(reply_to, result, status).encode())
+
+    def event(self, status: StatusBlock) -> bytes:
+        return self._seal(FrameType.EVENT, EventBody(status).encode())

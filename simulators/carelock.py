@@ -1,0 +1,370 @@
+"""``lockgw-sim lock`` / ``lockgw-sim keysafe``: a carelock device served over loopback GATT.
+
+The device model (:mod:`simulators.carelock_device`) behind the carelock GATT table
+(``protocols/carelock``) on a :class:`~simulators.gatt_server.GattServer`. Each
+connection gets its own :class:`~protocols.carelock.PeripheralSession`; every status
+change goes as a sealed EVENT to the *other* open sessions (the commanding one hears the
+RESPONSE), every battery change as a Battery Level notification.
+
+Run-time switches (``--control``; ``lockgw-sim switch --control H:Q NAME [VALUE]``): the
+device's own (:data:`~simulators.carelock_device.SWITCHES`), the link's (``delay_ms``, ``reply_delay_ms``,
+``corrupt``, ``refuse``, ``drop``, ``clear``, ``faults``) and ``state``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from protocols.carelock import (
+    AuthenticationFailed,
+    ErrorFrame,
+    Kind,
+    PairRequest,
+    PeripheralSession,
+    Refused,
+    Replayed,
+    Sealed,
+    SessionOpen,
+    Status,
+    decode_frame,
+    gatt,
+)
+from protocols.carelock.frames import FrameType
+from protocols.errors import FrameError
+from simulators.carelock_device import SWITCHES, CarelockDevice
+from simulators.control import ControlError, ControlServer, parse_host_port, send_control
+from simulators.gatt_server import Characteristic, Connection, GattServer
+from simulators.link_faults import LinkFaults
+
+__all__ = ["CarelockSimulator", "register"]
+
+log = structlog.get_logger("lockgw.sim.carelock")
+
+_SESSION = "carelock.session"
+
+
+class CarelockSimulator:
+    """One simulated carelock lock or key safe: ``async with CarelockSimulator(Kind.LOCK) as sim``."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_file: Path | None = None,
+        pairing: bool = False,
+        faults: LinkFaults | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kind = kind
+        self.clock = clock
+        self.device = CarelockDevice(kind, state_file=state_file, pairing=pairing, now=clock())
+        #: called with the six-digit code after every successful pairing
+        self.on_paired: Callable[[str], None] | None = None
+        name = "carelock-lock" if kind is Kind.LOCK else "carelock-keysafe"
+        self.server = GattServer(
+            name, host=host, port=port, faults=faults, advertised_uuids=(gatt.SERVICE,)
+        )
+        svc = self.server.add_service(gatt.SERVICE)
+        self._control_point = svc.add_characteristic(
+            gatt.CONTROL_POINT, write=self._on_write, write_without_response=True, notify=True
+        )
+        svc.add_characteristic(gatt.PROFILE, value=gatt.encode_profile(kind))
+        battery = self.server.add_service(gatt.BATTERY_SERVICE)
+        self._battery_char = battery.add_characteristic(
+            gatt.BATTERY_LEVEL,
+            read=lambda _c: gatt.encode_battery(self.device.battery),
+            notify=True,
+        )
+        info = self.device.info
+        dis = self.server.add_service(gatt.DEVICE_INFORMATION)
+        for uuid, text in (
+            (gatt.MANUFACTURER_NAME, info.manufacturer),
+            (gatt.MODEL_NUMBER, info.model),
+            (gatt.SERIAL_NUMBER, info.serial),
+            (gatt.FIRMWARE_REVISION, info.firmware),
+        ):
+            dis.add_characteristic(uuid, value=text.encode())
+        self._commanding: Connection | None = None
+        self._battery = self.device.battery
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.device.listeners.append(self._on_change)
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    @property
+    def faults(self) -> LinkFaults:
+        return self.server.faults
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def __aenter__(self) -> CarelockSimulator:
+        await self.server.start()
+        self._spawn(self._ticker())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ticker(self) -> None:
+        """Time passes for the device: unlatch spring-back, auto-relock, drain."""
+        while True:
+            await asyncio.sleep(0.1)
+            self.device.tick(self.clock())
+
+    # -- the control point ------------------------------------------------------------------
+    async def _send(self, conn: Connection, frame: bytes) -> None:
+        if (
+            self.device.faults.tamper
+            and frame[0] in (FrameType.RESPONSE, FrameType.EVENT, FrameType.SESSION_ACCEPT)
+            and len(frame) > 2
+        ):
+            frame = frame[:-1] + bytes([frame[-1] ^ 0x01])
+        await conn.notify(self._control_point, frame)
+
+    async def _on_write(self, conn: Connection, data: bytes) -> None:
+        if self.device.faults.slow_ms:
+            await asyncio.sleep(self.device.faults.slow_ms / 1000)
+        now = self.clock()
+        try:
+            frame = decode_frame(data)
+        except FrameError as exc:
+            log.warning("carelock frame refused", link=conn.id, detail=exc.detail)
+            await self._send(conn, ErrorFrame(Status.MALFORMED).encode())
+            return
+        if isinstance(frame, PairRequest):
+            answer, pairing = self.device.pair(frame, now)
+            await self._send(conn, answer)
+            if pairing is not None:
+                log.info("carelock paired", link=conn.id, code=pairing.code)
+                if self.on_paired is not None:
+                    self.on_paired(pairing.code)
+            return
+        if isinstance(frame, SessionOpen):
+            session = PeripheralSession()
+            answer = session.accept(frame, self.device.key_for(frame.key_id), self.device.status())
+            conn.state[_SESSION] = session if session.is_open else None
+            await self._send(conn, answer)
+            return
+        if not isinstance(frame, Sealed) or frame.type is not FrameType.COMMAND:
+            await self._send(conn, ErrorFrame(Status.MALFORMED).encode())
+            return
+        current = conn.state.get(_SESSION)
+        if not isinstance(current, PeripheralSession):
+            await self._send(conn, ErrorFrame(Status.NO_SESSION).encode())
+            return
+        try:
+            counter, body = current.open_command(frame)
+        except FrameError as exc:
+            status = (
+                exc.status
+                if isinstance(exc, Refused)
+                else Status.REPLAYED
+                if isinstance(exc, Replayed)
+                else Status.AUTH_FAILED
+                if isinstance(exc, AuthenticationFailed)
+                else Status.MALFORMED
+            )
+            log.warning(
+                "carelock command refused", link=conn.id, status=status.name, detail=exc.detail
+            )
+            await self._send(conn, ErrorFrame(status).encode())
+            return
+        self._commanding = conn
+        try:
+            result = self.device.command(body, now)
+        finally:
+            self._commanding = None
+        log.debug("carelock command", link=conn.id, op=body.op.name, result=result.name)
+        await self._send(conn, current.response(counter, result, self.device.status()))
+
+    def _on_change(self) -> None:
+        """The device changed: sealed EVENTs to the other sessions, battery notifications."""
+        status = self.device.status()
+        for conn in self.server.connections:
+            session = conn.state.get(_SESSION)
+            if conn is not self._commanding and isinstance(session, PeripheralSession):
+                self._spawn(self._send(conn, session.event(status)))
+        if self.device.battery != self._battery:
+            self._battery = self.device.battery
+            self._spawn(self._notify_battery(self._battery_char, self._battery))
+
+    async def _notify_battery(self, char: Characteristic, level: int) -> None:
+        await self.server.notify(char, gatt.encode_battery(level))
+
+    # -- switches ---------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        d = self.device
+        s = d.status()
+        out: dict[str, Any] = {
+            "kind": self.kind.name.lower(),
+            "serial": d.info.serial,
+            "address": self.address,
+            "pairing_mode": d.pairing_mode,
+            "paired_centrals": len(d._state.pairings),
+            "battery": d.battery,
+            "battery_critical": s.battery_critical,
+        }
+        if self.kind is Kind.LOCK:
+            out |= {"lock": s.lock, "door": s.door, "auto_relock": d._state.auto_relock}
+        else:
+            out |= {"compartment": s.compartment, "key": s.key}
+        f = d.faults
+        out["faults"] = {
+            "jam": f.jam,
+            "drain": f.drain,
+            "refuse_pairing": f.refuse_pairing,
+            "slow_ms": f.slow_ms,
+            "tamper": f.tamper,
+        } | self.faults.snapshot()
+        return out
+
+    def switch(self, name: str, value: Any) -> dict[str, Any]:
+        """One device switch; ``ValueError`` with a technician's message when refused."""
+        if value is True:
+            text = "on"
+        elif value is False:
+            text = "off"
+        elif value is None:
+            raise ValueError(f"{name} needs a value: {SWITCHES.get(name, 'see help')}")
+        else:
+            text = str(value)
+        self.device.switch(name, text, self.clock())
+        return self.snapshot()
+
+    def register_controls(self, control: ControlServer) -> None:
+        control.register_faults(self.faults)
+
+        def handler(name: str) -> Callable[[Any], dict[str, Any]]:
+            return lambda value: self.switch(name, value)
+
+        for name, help in SWITCHES.items():
+            control.register(name, handler(name), help)
+        control.register("state", lambda _v: self.snapshot(), "the device's state and faults")
+
+
+# -- command line ---------------------------------------------------------------------------
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _serve(kind: Kind, args: argparse.Namespace) -> int:
+    try:
+        host, port = parse_host_port(args.listen)
+        faults = LinkFaults(delay_ms=float(args.delay))
+        sim = CarelockSimulator(
+            kind, host=host, port=port, state_file=args.state, pairing=args.pairing, faults=faults
+        )
+    except ValueError as exc:
+        print(f"lockgw-sim {args.command}: {exc}", file=sys.stderr)
+        return 2
+    sim.on_paired = lambda code: _print(f"paired: code {code} (compare with the gateway's)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    control: ControlServer | None = None
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(sim)
+        line = f"carelock {kind.name.lower()} {sim.device.info.serial} listening on {sim.address}"
+        if args.control:
+            host, port = parse_host_port(args.control)
+            control = ControlServer(host, port)
+            sim.register_controls(control)
+            await stack.enter_async_context(control)
+            line += f" control {control.address}"
+        _print(line + (" (pairing mode)" if sim.device.pairing_mode else ""))
+        await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _lock(args: argparse.Namespace) -> int:
+    return await _serve(Kind.LOCK, args)
+
+
+async def _keysafe(args: argparse.Namespace) -> int:
+    return await _serve(Kind.KEYSAFE, args)
+
+
+async def _switch(args: argparse.Namespace) -> int:
+    name = args.name or "state"
+    try:
+        result = await send_control(args.control, name, args.value, timeout=args.timeout)
+    except ControlError as exc:
+        print(f"lockgw-sim switch: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _delay(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError("a delay is 0..60000 ms")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    for command, handler, what in (
+        ("lock", _lock, "a carelock electromechanical lock"),
+        ("keysafe", _keysafe, "a carelock electronic key safe"),
+    ):
+        p = subparsers.add_parser(
+            command,
+            help=f"simulate {what}",
+            description=f"Simulate {what} reachable through the loopback BLE transport.",
+        )
+        p.add_argument(
+            "--listen",
+            required=True,
+            metavar="127.0.0.1:P",
+            help="where to serve GATT over TCP (port 0 = any free port)",
+        )
+        p.add_argument("--control", metavar="127.0.0.1:Q", help="run-time control channel")
+        p.add_argument(
+            "--delay",
+            type=_delay,
+            default=0.0,
+            metavar="MS",
+            help="per-frame link delay, ms (30 = one BLE connection interval)",
+        )
+        p.add_argument("--pairing", action="store_true", help="start in pairing mode")
+        p.add_argument("--state", type=Path, metavar="FILE", help="persist the device's state here")
+        p.set_defaults(handler=handler)
+    p = subparsers.add_parser(
+        "switch",
+        help="switch a device state or fault of a running carelock simulator",
+        description="Switch a device state or fault: pairing on|off, jam on|off, battery N, "
+        "drain on|off, door open|close, key take|return, tamper on|off, delay_ms N, drop, ... "
+        "Without NAME: the device's state.",
+    )
+    p.add_argument(
+        "--control", required=True, metavar="HOST:PORT", help="the simulator's control address"
+    )
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    p.add_argument("name", nargs="?", metavar="NAME", help="help lists every switch")
+    p.add_argument("value", nargs="?", metavar="VALUE")
+    p.set_defaults(handler=_switch)

@@ -1,0 +1,382 @@
+"""The carelock device model: what a lock or key safe does, without any radio.
+
+A state machine with the clock passed in (``now``, monotonic seconds), so tests drive
+it directly and :mod:`simulators.carelock` serves it over the loopback GATT link.
+
+Lock: bolt (locked / unlocked / unlatched / jammed), door contact, auto-relock timer
+(relocks N seconds after an unlock, once the door is shut; each closing restarts it),
+an unlatch that springs back to unlocked after :data:`UNLATCH_HOLD` seconds.
+Key safe: compartment (opens on command, a person shuts it), key-present sensor.
+Both: battery (every motor action costs :data:`ACTION_COST` %; a drain fault costs
+:data:`DRAIN_RATE` % a second; at 0 % the motor refuses), pairing mode (entered by the
+installer, left after one pairing or :data:`PAIRING_WINDOW` seconds), and faults a
+technician switches at run time (:meth:`CarelockDevice.switch`).
+
+With a state file the physical state, the battery and the pairings survive a restart
+(JSON, written atomically, mode 0600 because it holds pairing keys).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from protocols.carelock import CommandBody, Kind, Opcode, Result, StatusBlock, pair_device
+from protocols.carelock.crypto import Pairing
+from protocols.carelock.frames import PairRequest, PairResponse, Status
+from protocols.device import CompartmentState, DeviceInfo, DoorState, KeyState, LockState
+
+__all__ = [
+    "ACTION_COST",
+    "DRAIN_RATE",
+    "PAIRING_WINDOW",
+    "SWITCHES",
+    "UNLATCH_HOLD",
+    "CarelockDevice",
+    "Faults",
+]
+
+ACTION_COST: Final = 0.01
+DRAIN_RATE: Final = 1.0
+UNLATCH_HOLD: Final = 2.0
+PAIRING_WINDOW: Final = 300.0
+CRITICAL_LEVEL: Final = 10
+MAX_AUTO_RELOCK: Final = 3600
+MAX_PAIRINGS: Final = 8
+
+#: technician switches: name → what the value may be
+SWITCHES: Final = {
+    "pairing": "on|off",
+    "refuse-pairing": "on|off",
+    "jam": "on|off",
+    "battery": "0..100",
+    "drain": "on|off",
+    "tamper": "on|off: every sealed frame the device sends fails authentication",
+    "slow": "milliseconds before each reply (0 = off)",
+    "door": "open|close (lock)",
+    "auto-relock": "seconds, 0 = off (lock)",
+    "compartment": "open|close (key safe)",
+    "key": "take|return (key safe, compartment open)",
+}
+
+
+@dataclass
+class Faults:
+    """Run-time faults (not persisted)."""
+
+    jam: bool = False
+    drain: bool = False
+    refuse_pairing: bool = False
+    tamper: bool = False
+    slow_ms: int = 0
+
+
+@dataclass
+class _State:
+    """What survives a restart."""
+
+    serial: str
+    lock: LockState = LockState.LOCKED
+    door: DoorState = DoorState.CLOSED
+    compartment: CompartmentState = CompartmentState.CLOSED
+    key: KeyState = KeyState.PRESENT
+    battery: float = 100.0
+    auto_relock: int = 0
+    pairings: dict[str, str] = field(default_factory=dict)  # key id hex → pair key hex
+
+
+def _on_off(value: str) -> bool:
+    if value in ("on", "1", "true"):
+        return True
+    if value in ("off", "0", "false"):
+        return False
+    raise ValueError(f"expected on or off, not {value!r}")
+
+
+def _int(value: str, low: int, high: int) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"expected a number {low}..{high}, not {value!r}") from None
+    if not low <= n <= high:
+        raise ValueError(f"{n} is outside {low}..{high}")
+    return n
+
+
+class CarelockDevice:
+    """One simulated lock or key safe. Listeners hear every change of status or battery."""
+
+    def __init__(
+        self, kind: Kind, *, state_file: Path | None = None, pairing: bool = False, now: float = 0.0
+    ) -> None:
+        self.kind = kind
+        self.state_file = state_file
+        self.faults = Faults()
+        self._state: _State = (
+            self._load()
+            if state_file and state_file.exists()
+            else _State(serial=f"CL{kind.value}-{secrets.token_hex(4).upper()}")
+        )
+        self._pairing_until: float | None = now + PAIRING_WINDOW if pairing else None
+        self._unlatch_until: float | None = None
+        self._relock_at: float | None = None
+        self._last_tick = now
+        self.listeners: list[Callable[[], None]] = []
+        self._save()
+
+    # -- what the GATT side reads ---------------------------------------------------------
+    @property
+    def info(self) -> DeviceInfo:
+        model = "CL-LOCK-1" if self.kind is Kind.LOCK else "CL-SAFE-1"
+        return DeviceInfo(
+            manufacturer="carelock open hardware",
+            model=model,
+            serial=self._state.serial,
+            firmware="1.0.0",
+        )
+
+    @property
+    def battery(self) -> int:
+        return math.ceil(self._state.battery)
+
+    @property
+    def pairing_mode(self) -> bool:
+        return self._pairing_until is not None
+
+    def status(self) -> StatusBlock:
+        s = self._state
+        critical = self.battery <= CRITICAL_LEVEL
+        if self.kind is Kind.LOCK:
+            return StatusBlock(
+                Kind.LOCK,
+                lock=s.lock,
+                door=s.door,
+                battery_critical=critical,
+                auto_relock=s.auto_relock > 0,
+            )
+        return StatusBlock(
+            Kind.KEYSAFE, compartment=s.compartment, key=s.key, battery_critical=critical
+        )
+
+    def key_for(self, key_id: bytes) -> bytes | None:
+        hexkey = self._state.pairings.get(key_id.hex())
+        return bytes.fromhex(hexkey) if hexkey else None
+
+    # -- what the central asks ------------------------------------------------------------
+    def pair(self, request: PairRequest, now: float) -> tuple[bytes, Pairing | None]:
+        """Answer a pair request; only in pairing mode and when pairing is not refused."""
+        self.tick(now)
+        if not self.pairing_mode:
+            return PairResponse(Status.NOT_IN_PAIRING_MODE).encode(), None
+        if self.faults.refuse_pairing:
+            return PairResponse(Status.PAIRING_REFUSED).encode(), None
+        frame, pairing = pair_device(request)
+        pairings = self._state.pairings
+        pairings[pairing.key_id.hex()] = pairing.pair_key.hex()
+        while len(pairings) > MAX_PAIRINGS:  # the oldest pairing goes
+            del pairings[next(iter(pairings))]
+        self._pairing_until = None
+        self._save()
+        return frame, pairing
+
+    def command(self, body: CommandBody, now: float) -> Result:
+        self.tick(now)
+        with self._change():
+            return self._command(body, now)
+
+    def _command(self, body: CommandBody, now: float) -> Result:
+        op = body.op
+        if op is Opcode.STATUS:
+            return Result.OK
+        lock_ops = {Opcode.LOCK, Opcode.UNLOCK, Opcode.UNLATCH, Opcode.SET_AUTO_RELOCK}
+        if (self.kind is Kind.LOCK) != (op in lock_ops):
+            return Result.NOT_SUPPORTED
+        if op is Opcode.SET_AUTO_RELOCK:
+            if body.arg > MAX_AUTO_RELOCK:
+                return Result.BAD_ARGUMENT
+            self._state.auto_relock = body.arg
+            self._arm_relock(now)
+            return Result.OK
+        if op is Opcode.LOCK and self._state.door is DoorState.OPEN:
+            return Result.DOOR_OPEN
+        result = self._motor()
+        if result is not Result.OK:
+            return result
+        s = self._state
+        self._unlatch_until = None
+        if op is Opcode.LOCK:
+            s.lock, self._relock_at = LockState.LOCKED, None
+        elif op is Opcode.UNLOCK:
+            s.lock = LockState.UNLOCKED
+            self._arm_relock(now)
+        elif op is Opcode.UNLATCH:
+            s.lock, self._relock_at = LockState.UNLATCHED, None
+            self._unlatch_until = now + UNLATCH_HOLD
+        else:  # OPEN
+            s.compartment = CompartmentState.OPEN
+        return Result.OK
+
+    def _motor(self) -> Result:
+        """One motor movement: costs battery; fails when empty or jammed."""
+        if self._state.battery <= 0:
+            return Result.BATTERY_EMPTY
+        self._state.battery = max(0.0, self._state.battery - ACTION_COST)
+        if self.faults.jam:
+            if self.kind is Kind.LOCK:
+                self._state.lock = LockState.JAMMED
+            return Result.JAMMED
+        return Result.OK
+
+    def _arm_relock(self, now: float) -> None:
+        s = self._state
+        unlocked = self.kind is Kind.LOCK and s.lock is LockState.UNLOCKED
+        self._relock_at = now + s.auto_relock if unlocked and s.auto_relock > 0 else None
+
+    # -- time -----------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Apply what time does: unlatch spring-back, auto-relock, drain, pairing window."""
+        with self._change():
+            if self.faults.drain and now > self._last_tick:
+                self._state.battery = max(
+                    0.0, self._state.battery - DRAIN_RATE * (now - self._last_tick)
+                )
+            self._last_tick = max(now, self._last_tick)
+            if self._pairing_until is not None and now >= self._pairing_until:
+                self._pairing_until = None
+            if self._unlatch_until is not None and now >= self._unlatch_until:
+                self._unlatch_until = None
+                self._state.lock = LockState.UNLOCKED
+                self._arm_relock(now)
+            if (
+                self._relock_at is not None
+                and now >= self._relock_at
+                and self._state.door is DoorState.CLOSED
+            ):
+                self._relock_at = None
+                if self._motor() is Result.OK:
+                    self._state.lock = LockState.LOCKED
+
+    # -- the technician's switches ----------------------------------------------------------
+    def switch(self, name: str, value: str, now: float) -> str:
+        """Set one switch (see :data:`SWITCHES`); returns what it did, in words.
+        Raises ValueError with a message a technician reads."""
+        self.tick(now)
+        with self._change():
+            return self._switch(name, value.strip().lower(), now)
+
+    def _switch(self, name: str, value: str, now: float) -> str:
+        s, f = self._state, self.faults
+        lock_only = {"door", "auto-relock"}
+        safe_only = {"compartment", "key"}
+        if name not in SWITCHES:
+            raise ValueError(f"unknown switch {name!r}; known: {', '.join(SWITCHES)}")
+        if (name in lock_only and self.kind is not Kind.LOCK) or (
+            name in safe_only and self.kind is not Kind.KEYSAFE
+        ):
+            raise ValueError(f"a {self.kind.name.lower()} has no {name!r}")
+        if name == "pairing":
+            self._pairing_until = now + PAIRING_WINDOW if _on_off(value) else None
+        elif name == "refuse-pairing":
+            f.refuse_pairing = _on_off(value)
+        elif name == "jam":
+            f.jam = _on_off(value)
+        elif name == "drain":
+            f.drain = _on_off(value)
+        elif name == "tamper":
+            f.tamper = _on_off(value)
+        elif name == "slow":
+            f.slow_ms = _int(value, 0, 60_000)
+        elif name == "battery":
+            s.battery = float(_int(value, 0, 100))
+        elif name == "auto-relock":
+            s.auto_relock = _int(value, 0, MAX_AUTO_RELOCK)
+            self._arm_relock(now)
+        elif name == "door":
+            if value not in ("open", "close", "closed"):
+                raise ValueError("door is open or close")
+            s.door = DoorState.OPEN if value == "open" else DoorState.CLOSED
+            if s.door is DoorState.CLOSED:
+                self._arm_relock(now)
+        elif name == "compartment":
+            if value not in ("open", "close", "closed"):
+                raise ValueError("compartment is open or close")
+            s.compartment = CompartmentState.OPEN if value == "open" else CompartmentState.CLOSED
+        elif name == "key":
+            if value not in ("take", "return"):
+                raise ValueError("key is take or return")
+            if s.compartment is not CompartmentState.OPEN:
+                raise ValueError(
+                    "the compartment is closed: open it before taking or returning the key"
+                )
+            s.key = KeyState.ABSENT if value == "take" else KeyState.PRESENT
+        return f"{name} = {value}"
+
+    # -- change tracking and persistence ----------------------------------------------------
+    def _change(self) -> _Change:
+        return _Change(self)
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        s = self._state
+        data = {
+            "kind": self.kind.name.lower(),
+            "serial": s.serial,
+            "lock": s.lock.value,
+            "door": s.door.value,
+            "compartment": s.compartment.value,
+            "key": s.key.value,
+            "battery": s.battery,
+            "auto_relock": s.auto_relock,
+            "pairings": s.pairings,
+        }
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, self.state_file)
+
+    def _load(self) -> _State:
+        assert self.state_file is not None
+        try:
+            d: dict[str, Any] = json.loads(self.state_file.read_text())
+            if d["kind"] != self.kind.name.lower():
+                raise ValueError(f"it holds a {d['kind']}, not a {self.kind.name.lower()}")
+            return _State(
+                serial=str(d["serial"]),
+                lock=LockState(d["lock"]),
+                door=DoorState(d["door"]),
+                compartment=CompartmentState(d["compartment"]),
+                key=KeyState(d["key"]),
+                battery=float(d["battery"]),
+                auto_relock=int(d["auto_relock"]),
+                pairings={str(k): str(v) for k, v in d["pairings"].items()},
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(
+                f"state file {self.state_file} is unusable ({exc}); move it away to start fresh"
+            ) from None
+
+
+class _Change:
+    """Compares status and battery around a change; saves and tells listeners if different."""
+
+    def __init__(self, device: CarelockDevice) -> None:
+        self._device = device
+        self._before = (device.status(), device.battery)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        d = self._device
+        if (d.status(), d.battery) != self._before:
+            d._save()
+            for listener in list(d.listeners):
+                listener()
