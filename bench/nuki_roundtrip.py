@@ -1,4 +1,4 @@
-"""Nuki unlock round trips: our driver vs pyNukiBT, on the Nuki simulator, 0 ms and 30 ms link delay.
+"""Nuki unlock round trips, our driver vs pyNukiBT (the per-driver table is bench/device_roundtrip.py).
 
 Run: ``.venv/bin/python bench/nuki_roundtrip.py [--n 200]``
 

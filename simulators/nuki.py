@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,11 @@ from protocols.nuki import (
     USDIO,
     DoorSensorState,
 )
-from simulators.control import ControlServer, parse_host_port
+from simulators.control import ControlServer
 from simulators.gatt_server import Characteristic, Connection, GattServer
 from simulators.link_faults import LinkFaults
 from simulators.nuki_lock import NukiLock, NukiSession, Outgoing
+from simulators.runner import add_device_arguments, listen_kwargs, run_device
 
 __all__ = ["NukiSimulator", "main", "register"]
 
@@ -107,10 +107,14 @@ class NukiSimulator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.stop_motor()
+        await self.server.close()
+
+    async def stop_motor(self) -> None:
+        """Cancel motor movements still under way (shutdown)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.server.close()
 
     # -- links -----------------------------------------------------------------------------
     def _on_connect(self, conn: Connection) -> None:
@@ -188,6 +192,10 @@ class NukiSimulator:
     def register_controls(self, control: ControlServer) -> None:
         """Link faults plus this lock's device faults on a control channel."""
         control.register_faults(self.faults)
+        self.register_device_controls(control)
+
+    def register_device_controls(self, control: ControlServer) -> None:
+        """This lock's device faults: jam, door, battery, critical, pairing, state."""
         control.register(
             "jam", self._jam, "the motor blocks on the next actions: true/false (default true)"
         )
@@ -240,30 +248,13 @@ def _flag(value: Any) -> bool:
 
 
 # -- command line --------------------------------------------------------------------------
-def _loopback(text: str) -> tuple[str, int]:
-    try:
-        host, port = parse_host_port(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if host != "127.0.0.1":
-        raise argparse.ArgumentTypeError(f"{text!r}: simulators listen on 127.0.0.1 only")
-    return host, port
-
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "nuki",
         help="a simulated Nuki Smart Lock (Nuki BLE protocol over the loopback GATT transport)",
     )
-    p.add_argument("--listen", type=_loopback, required=True, metavar="127.0.0.1:PORT")
-    p.add_argument(
-        "--control",
-        type=_loopback,
-        default=None,
-        metavar="127.0.0.1:PORT",
-        help="run-time faults: lockgw-sim fault --control ... help",
-    )
-    p.add_argument("--delay", type=float, default=0.0, metavar="MS", help="link delay per frame")
+    add_device_arguments(p, default_port=47011)
+    p.add_argument("--delay", dest="delay_ms", type=float, metavar="MS", help="same as --delay-ms")
     p.add_argument("--motor", type=float, default=150.0, metavar="MS", help="motor time per action")
     p.add_argument("--pairing", action="store_true", help="start in pairing mode")
     p.add_argument(
@@ -273,25 +264,16 @@ def register(subparsers: Any) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    host, port = args.listen
     sim = NukiSimulator(
-        host=host,
-        port=port,
+        **listen_kwargs(args),
         pairing=args.pairing,
         state_file=args.state,
         motor_ms=args.motor,
-        faults=LinkFaults(delay_ms=args.delay),
     )
-    async with sim, contextlib.AsyncExitStack() as stack:
-        line = f"nuki simulator on {sim.address} (pairing mode: {sim.lock.pairing_mode})"
-        if args.control is not None:
-            control = ControlServer(*args.control)
-            sim.register_controls(control)
-            await stack.enter_async_context(control)
-            line += f", control on {control.address}"
-        print(line, flush=True)
-        await asyncio.Event().wait()
-    return 0
+    try:
+        return await run_device(sim.server, args, controls=sim.register_device_controls)
+    finally:
+        await sim.stop_motor()
 
 
 async def main(argv: list[str]) -> int:

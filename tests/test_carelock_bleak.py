@@ -359,7 +359,7 @@ async def test_switches_through_the_control_channel(
         assert (await send_control(control.address, "state"))["faults"]["delay_ms"] == 5
         assert (await send_control(control.address, "corrupt", 0))["corrupt"] == 0  # the link's
         assert (await send_control(control.address, "tamper", "on"))["faults"]["tamper"] is True
-        with pytest.raises(ControlError, match="unknown switch|unknown control"):
+        with pytest.raises(ControlError, match=r"unknown switch|unknown control"):
             await send_control(control.address, "explode", "on")
 
 

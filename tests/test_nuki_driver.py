@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -170,8 +171,10 @@ async def _start_sim(*args: str) -> tuple[asyncio.subprocess.Process, str]:
             line = (await proc.stdout.readline()).decode()
             if not line:
                 raise AssertionError(f"simulator exited: {(await proc.stderr.read()).decode()}")  # type: ignore[union-attr]
-            if line.startswith("nuki simulator on "):
-                return proc, line.split()[3]
+            if line.startswith("{"):
+                ready = json.loads(line)
+                assert ready["ready"] is True and ready["device"] == "Nuki_SIM"
+                return proc, str(ready["address"])
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
