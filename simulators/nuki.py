@@ -137,6 +137,7 @@ class NukiSimulator:
             await self._send(conn, out[:first_motor])
             if first_motor < len(out):
                 # the motor turns after the write is acknowledged: Status ACCEPTED already left
+                self.lock.busy = True
                 task = asyncio.create_task(self._after_motor(conn, out[first_motor:]))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -148,7 +149,10 @@ class NukiSimulator:
             await conn.notify(self._chars[o.char], o.data)
 
     async def _after_motor(self, conn: Connection, out: list[Outgoing]) -> None:
-        await asyncio.sleep(self.motor_ms / 1000)
+        try:
+            await asyncio.sleep(self.motor_ms / 1000)
+        finally:
+            self.lock.busy = False
         await self._send(conn, out)
 
     # -- device faults (control channel, tests) ------------------------------------------

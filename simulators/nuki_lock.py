@@ -130,6 +130,8 @@ class NukiLock:
         self.config_update_count = 0
         #: the "state changed" bit of the lock's iBeacon: set by a change, cleared by a read
         self.changed = False
+        #: the motor is turning (the serving layer sets and clears it): actions get K_ERROR_BUSY
+        self.busy = False
         self.sessions: set[NukiSession] = set()
         if state_file is not None and state_file.exists():
             self._load(state_file)
@@ -424,6 +426,8 @@ class NukiSession:
         lock = self.lock
         if action not in _RESULT:
             raise NukiFrameError(f"{action.name} not supported", ErrorCode.K_ERROR_BAD_PARAMETER)
+        if lock.busy:
+            raise NukiFrameError("a lock action is under way", ErrorCode.K_ERROR_BUSY)
         moving, final = _RESULT[action]
         lock.last_action = action
         lock.changed = True

@@ -290,3 +290,25 @@ async def test_pynukibt_reads_our_beacon_and_polls_only_after_a_change(sim: Nuki
         assert str(dev.keyturner_state["door_sensor_state"]) == "DOOR_OPENED"
     finally:
         await dev.disconnect()
+
+
+async def test_an_action_while_the_motor_turns_is_refused_busy() -> None:
+    async with NukiSimulator(pairing=True, motor_ms=1500) as sim:
+        ours = NukiDriver("front-lock", sim.address, secrets=MemorySecrets(), timeout=10)
+        await ours.connect()
+        await ours.pair()
+        sim.set_pairing(True)
+        dev, _ = await pynuki_pair(sim.address)
+        try:
+            await dev.update_state()
+            moving = asyncio.create_task(ours.execute(Action.UNLOCK))
+            async with asyncio.timeout(10):
+                while not sim.lock.busy:  # noqa: ASYNC110 - the lock accepted our unlock
+                    await asyncio.sleep(0.01)
+            with pytest.raises(NukiErrorException) as err:
+                await dev.lock_action(dev._const.LockAction.LOCK)
+            assert int(err.value.error_code) == ErrorCode.K_ERROR_BUSY
+            assert (await moving).lock is GatewayLockState.UNLOCKED
+        finally:
+            await dev.disconnect()
+            await ours.disconnect()
