@@ -133,7 +133,7 @@ async def run(setups: list[str], n: int, delays: list[float], on_demand: int) ->
         f"{'setup':18} {'mode':10} {'delay':>6} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
         f" {'frames c→d':>10} {'d→c':>5} {'round trips':>11} {'modelled':>9} {'p99/model':>9}"
     )
-    print(header)
+    print(header, flush=True)
     for name in setups:
         for delay in delays:
             for mode, count in (("connected", n), ("on-demand", on_demand)):
@@ -150,7 +150,8 @@ async def run(setups: list[str], n: int, delays: list[float], on_demand: int) ->
                 print(
                     f"{name:18} {mode:10} {delay:6g} {count:5d} {statistics.median(times):8.2f}"
                     f" {p99:8.2f} {times[-1]:8.2f} {f_in:10.2f} {f_out:5.2f} {trips:11d}"
-                    f" {modelled:9g} {ratio}"
+                    f" {modelled:9g} {ratio}",
+                    flush=True,
                 )
                 if mode == "connected" and modelled and p99 > 1.5 * modelled:
                     ok = False

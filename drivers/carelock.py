@@ -87,6 +87,10 @@ class _CarelockDriver(Driver):
     def is_connected(self) -> bool:
         return self._client is not None and self._client.is_connected and self._session is not None
 
+    async def _guard(self, what: str, aw: Awaitable[T]) -> T:
+        """The base's guard, plus the two error families this driver meets at its edge."""
+        return await super()._guard(what, self._bleak(what, aw))
+
     async def _bleak(self, what: str, aw: Awaitable[T]) -> T:
         try:
             return await aw

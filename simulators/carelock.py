@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -43,9 +41,10 @@ from protocols.carelock import (
 from protocols.carelock.frames import FrameType
 from protocols.errors import FrameError
 from simulators.carelock_device import SWITCHES, CarelockDevice
-from simulators.control import ControlError, ControlServer, parse_host_port, send_control
+from simulators.control import ControlError, ControlServer, send_control
 from simulators.gatt_server import Characteristic, Connection, GattServer
 from simulators.link_faults import LinkFaults
+from simulators.runner import add_device_arguments, listen_kwargs, run_device
 
 __all__ = ["CarelockSimulator", "register"]
 
@@ -201,14 +200,19 @@ class CarelockSimulator:
 
     def _on_change(self) -> None:
         """The device changed: sealed EVENTs to the other sessions, battery notifications."""
-        status = self.device.status()
         for conn in self.server.connections:
             session = conn.state.get(_SESSION)
             if conn is not self._commanding and isinstance(session, PeripheralSession):
-                self._spawn(self._send(conn, session.event(status)))
+                self._spawn(self._send_event(conn))
         if self.device.battery != self._battery:
             self._battery = self.device.battery
             self._spawn(self._notify_battery(self._battery_char, self._battery))
+
+    async def _send_event(self, conn: Connection) -> None:
+        # sealed and queued with no await in between, so a link's frames leave in counter order
+        session = conn.state.get(_SESSION)
+        if isinstance(session, PeripheralSession) and conn.is_open:
+            await self._send(conn, session.event(self.device.status()))
 
     async def _notify_battery(self, char: Characteristic, level: int) -> None:
         await self.server.notify(char, gatt.encode_battery(level))
@@ -271,34 +275,23 @@ def _print(text: str) -> None:
 
 async def _serve(kind: Kind, args: argparse.Namespace) -> int:
     try:
-        host, port = parse_host_port(args.listen)
-        faults = LinkFaults(delay_ms=float(args.delay))
         sim = CarelockSimulator(
-            kind, host=host, port=port, state_file=args.state, pairing=args.pairing, faults=faults
+            kind, state_file=args.state, pairing=args.pairing, **listen_kwargs(args)
         )
     except ValueError as exc:
         print(f"lockgw-sim {args.command}: {exc}", file=sys.stderr)
         return 2
-    sim.on_paired = lambda code: _print(f"paired: code {code} (compare with the gateway's)")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    control: ControlServer | None = None
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(sim)
-        line = f"carelock {kind.name.lower()} {sim.device.info.serial} listening on {sim.address}"
-        if args.control:
-            host, port = parse_host_port(args.control)
-            control = ControlServer(host, port)
-            sim.register_controls(control)
-            await stack.enter_async_context(control)
-            line += f" control {control.address}"
-        _print(line + (" (pairing mode)" if sim.device.pairing_mode else ""))
-        await stop.wait()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(sig)
-    return 0
+    sim.on_paired = lambda code: _print(
+        f"paired: code {code} (compare it with the code lockgw pair shows)"
+    )
+    async with sim:
+        print(
+            f"carelock {kind.name.lower()} serial {sim.device.info.serial}"
+            + (" in pairing mode" if sim.device.pairing_mode else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        return await run_device(sim.server, args, controls=sim.register_controls)
 
 
 async def _lock(args: argparse.Namespace) -> int:
@@ -328,31 +321,23 @@ def _delay(text: str) -> float:
 
 
 def register(subparsers: Any) -> None:
-    for command, handler, what in (
-        ("lock", _lock, "a carelock electromechanical lock"),
-        ("keysafe", _keysafe, "a carelock electronic key safe"),
+    for command, handler, what, port in (
+        ("lock", _lock, "a carelock electromechanical lock", 47001),
+        ("keysafe", _keysafe, "a carelock electronic key safe", 47002),
     ):
         p = subparsers.add_parser(
             command,
             help=f"simulate {what}",
             description=f"Simulate {what} reachable through the loopback BLE transport.",
         )
+        add_device_arguments(p, default_port=port)
         p.add_argument(
-            "--listen",
-            required=True,
-            metavar="127.0.0.1:P",
-            help="where to serve GATT over TCP (port 0 = any free port)",
-        )
-        p.add_argument("--control", metavar="127.0.0.1:Q", help="run-time control channel")
-        p.add_argument(
-            "--delay",
-            type=_delay,
-            default=0.0,
-            metavar="MS",
-            help="per-frame link delay, ms (30 = one BLE connection interval)",
+            "--delay", dest="delay_ms", type=_delay, metavar="MS", help="the same as --delay-ms"
         )
         p.add_argument("--pairing", action="store_true", help="start in pairing mode")
-        p.add_argument("--state", type=Path, metavar="FILE", help="persist the device's state here")
+        p.add_argument(
+            "--state", type=Path, metavar="FILE", help="persist the device's state here (mode 0600)"
+        )
         p.set_defaults(handler=handler)
     p = subparsers.add_parser(
         "switch",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import sys
 from pathlib import Path
@@ -17,7 +16,6 @@ from protocols.device import Action, DoorState, LockState
 from simulators.cli import main as sim_main
 
 LOCKGW_SIM = str(Path(sys.executable).parent / "lockgw-sim")
-READY = re.compile(r"carelock (\w+) (\S+) listening on (loopback://\S+) control (\S+)")
 
 
 class MemorySecrets:
@@ -31,9 +29,10 @@ class MemorySecrets:
         self.data[device_id] = dict(secrets)
 
 
-async def _start(*args: str) -> tuple[asyncio.subprocess.Process, re.Match[str]]:
+async def _start(*args: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    """Start a simulator; returns it and its JSON ready line (address, control)."""
     proc = await asyncio.create_subprocess_exec(
-        LOCKGW_SIM, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        LOCKGW_SIM, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
     )
     assert proc.stdout is not None
     async with asyncio.timeout(20):
@@ -41,8 +40,8 @@ async def _start(*args: str) -> tuple[asyncio.subprocess.Process, re.Match[str]]
             line = (await proc.stdout.readline()).decode()
             if not line:
                 raise AssertionError(f"simulator exited with {await proc.wait()}")
-            if match := READY.search(line):
-                return proc, match
+            if line.startswith("{") and (ready := json.loads(line)).get("ready"):
+                return proc, ready
 
 
 async def _switch(control: str, *args: str) -> tuple[int, str]:
@@ -71,11 +70,16 @@ async def test_technician_starts_pairs_and_switches_a_lock(tmp_path: Path) -> No
     args = ("lock", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--state", str(state))
     proc, ready = await _start(*args, "--pairing", "--delay", "1")
     try:
-        assert ready.group(1) == "lock" and ready.group(2).startswith("CL1-")
-        address, control = ready.group(3), ready.group(4)
+        assert ready["device"] == "carelock-lock"
+        address, control = ready["address"], ready["control"]
         secrets = MemorySecrets()
         driver = CarelockLockDriver("front-lock", address, secrets=secrets)
         await driver.pair()
+        assert proc.stdout is not None
+        async with asyncio.timeout(10):  # the installer compares the two codes
+            while "paired: code" not in (line := (await proc.stdout.readline()).decode()):
+                pass
+        assert f"code {driver.pairing_code} " in line
         assert (await driver.execute(Action.UNLOCK)).lock is LockState.UNLOCKED
         code, out = await _switch(control, "door", "open")
         assert code == 0 and json.loads(out)["door"] == "open"
@@ -83,13 +87,14 @@ async def test_technician_starts_pairs_and_switches_a_lock(tmp_path: Path) -> No
         assert code == 1 and "on or off" in out
         code, out = await _switch(control)
         assert code == 0 and json.loads(out)["lock"] == "unlocked"
+        assert json.loads(out)["serial"].startswith("CL1-")
         await driver.disconnect()
     finally:
         assert await _stop(proc) == 0
     # restarted from its state file: still unlocked, door open, still paired
     proc, ready = await _start(*args)
     try:
-        driver = CarelockLockDriver("front-lock", ready.group(3), secrets=secrets)
+        driver = CarelockLockDriver("front-lock", ready["address"], secrets=secrets)
         state_now = await driver.refresh()
         assert (state_now.lock, state_now.door) == (LockState.UNLOCKED, DoorState.OPEN)
         await driver.disconnect()
@@ -103,16 +108,16 @@ async def test_keysafe_cli_and_unreachable_control() -> None:
         "keysafe", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--pairing"
     )
     try:
-        driver = CarelockKeysafeDriver("key-safe", ready.group(3), secrets=MemorySecrets())
+        driver = CarelockKeysafeDriver("key-safe", ready["address"], secrets=MemorySecrets())
         await driver.pair()
         assert (await driver.execute(Action.OPEN)).compartment == "open"
         await driver.disconnect()
     finally:
         assert await _stop(proc) == 0
-    code, out = await _switch(ready.group(4), "jam", "on")
+    code, out = await _switch(ready["control"], "jam", "on")
     assert code == 1 and "did not answer" in out
 
 
 async def test_bad_listen_address_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert await sim_main(["lock", "--listen", "nowhere"]) == 2
+    assert await sim_main(["lock", "--listen", "nowhere", "--delay", "5"]) == 2
     assert "host:port" in capsys.readouterr().err
