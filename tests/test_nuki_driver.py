@@ -250,5 +250,7 @@ async def test_a_link_lost_during_an_action_fails_at_once_as_unavailable() -> No
                 while sim.lock.lock_state.name != "UNLOCKED":  # noqa: ASYNC110 - the lock took the action
                     await asyncio.sleep(0.01)
             sim.server.drop_links()  # the motor is still turning: COMPLETE never comes
-            with pytest.raises(DeviceUnavailable, match="link to the lock was lost"):
+            with pytest.raises(DeviceUnavailable) as err:
                 await action
+            # the link's end, not the 30 s timeout (the drop may also hit the write's answer)
+            assert "no answer" not in str(err.value)
