@@ -16,7 +16,7 @@ from protocols.errors import LockgwError
 
 __all__ = ["main", "run"]
 
-_MODULES: tuple[str, ...] = ("platform", "control", "carelock")
+_MODULES: tuple[str, ...] = ("platform", "control", "carelock", "nuki")
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 
