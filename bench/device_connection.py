@@ -102,7 +102,9 @@ async def main(argv: list[str]) -> int:
         async with SimProcess("lock", pairing=True) as sim:
             dev = DeviceConfig(id="lock", door="front", driver="carelock-lock",
                                address=sim.address)
-            await make_driver(dev, FileSecretStore(data)).pair()
+            driver = make_driver(dev, FileSecretStore(data))
+            await driver.pair()
+            await driver.disconnect()
             rows = []
             for delay in (0, 30):
                 await sim.control("delay_ms", delay)

@@ -43,8 +43,8 @@ PAIRING_HELP = """\
 The device did not accept pairing: {detail}
 
 Put it in pairing mode and run this command again within a few minutes:
-  - a carelock lock or key safe: press and hold the pairing button for 5 seconds,
-    until the light blinks blue (pairing mode ends after 5 minutes or one pairing);
+  - a carelock lock or key safe: press the pairing button under the cover (pairing mode ends
+    after 5 minutes or one pairing);
   - a simulated device: lockgw-sim switch --control HOST:PORT pairing on
     (or start it with --pairing).
 If it still refuses, the device may have refused pairing on purpose (too many
