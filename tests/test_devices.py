@@ -549,3 +549,27 @@ def test_reconnect_min_above_max_is_a_config_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert any("reconnect_min" in p for p in info.value.problems)
+
+
+async def test_on_demand_connects_per_command_and_lets_go_after(
+    tmp_path: Path, devs: dict[str, Device]
+) -> None:
+    sink = ListSink()
+    cfg = config(tmp_path, connection="on_demand")
+    async with DeviceManager.from_config(cfg, sink, secrets=paired(tmp_path),
+                                         drivers=lookup) as mgr:
+        await online(sink, "front-lock")
+        drv = mgr.supervisors["front-lock"].driver
+        assert isinstance(drv, FakeDriver)
+        before = drv.connects
+        assert (await mgr.execute("front", Action.UNLOCK)).lock is LockState.UNLOCKED
+        assert drv.connects > before and not drv.is_connected
+        # polls notice an outage and the recovery
+        devs["L1"].reachable = False
+        await sink.wait_for(lambda b: b.type == "device.offline" and b.device == "front-lock")
+        devs["L1"].reachable = True
+        mark = len(sink.bodies)
+        await sink.wait_for(lambda b: b.type == "device.online" and b.device == "front-lock",
+                            after=mark)
+        health = {h.id: h for h in mgr.health()}
+        assert health["front-lock"].online and health["front-lock"].last_contact is not None
