@@ -1,8 +1,8 @@
 """carelock lock and key-safe drivers, through the ordinary bleak API only.
 
-Connect: read the plain profile characteristic (refuse a device of the other kind),
-subscribe to the control point and to Battery Level, read the battery, open a session
-(one write, one notification; the accept carries the device's status). A command is
+Connect: subscribe to the control point and to Battery Level, open a session (one
+write, one notification; the sealed accept carries the device's status and kind, so a
+device of the other kind is refused). Pairing first reads the plain profile characteristic. A command is
 then one write without response and one notification, the minimum a BLE
 request/answer can take. Unsolicited events and battery notifications become
 :class:`DeviceState` snapshots on :meth:`Driver.events`.
@@ -87,6 +87,10 @@ class _CarelockDriver(Driver):
     def is_connected(self) -> bool:
         return self._client is not None and self._client.is_connected and self._session is not None
 
+    async def _guard(self, what: str, aw: Awaitable[T]) -> T:
+        """The base's guard, plus the two error families this driver meets at its edge."""
+        return await super()._guard(what, self._bleak(what, aw))
+
     async def _bleak(self, what: str, aw: Awaitable[T]) -> T:
         try:
             return await aw
@@ -95,29 +99,35 @@ class _CarelockDriver(Driver):
         except FrameError as exc:
             raise DeviceFailed(self.device_id, f"{what}: {exc.detail}") from exc
 
-    async def _link(self) -> BleakClient:
-        """Connect the transport, check the profile, subscribe. No session yet."""
+    def _check_kind(self, kind: Kind) -> None:
+        if kind is not self.device_kind:
+            raise DeviceFailed(
+                self.device_id,
+                f"the device at {self.address} is a carelock {kind.name.lower()}, not a "
+                f"{self.device_kind.name.lower()}: check the driver in the config",
+            )
+
+    async def _link(self, *, pairing: bool = False) -> BleakClient:
+        """Connect the transport and subscribe; no session yet. Before pairing the plain
+        profile characteristic is checked; afterwards the sealed session accept says the
+        kind, so a reconnect saves that read (and the battery read, which notifications
+        keep current while connected and ``refresh`` re-reads)."""
         if self._client is not None and self._client.is_connected:
             return self._client
         client = make_client(self.address, disconnected_callback=self._on_disconnect)
         await self._bleak("connect", client.connect())
         try:
-            kind = gatt.decode_profile(
-                bytes(await self._bleak("profile", client.read_gatt_char(gatt.PROFILE)))
-            )
-            if kind is not self.device_kind:
-                raise DeviceFailed(
-                    self.device_id,
-                    f"the device at {self.address} is a carelock {kind.name.lower()}, not a "
-                    f"{self.device_kind.name.lower()}: check the driver in the config",
-                )
+            if pairing:
+                raw = await self._bleak("profile", client.read_gatt_char(gatt.PROFILE))
+                self._check_kind(gatt.decode_profile(bytes(raw)))
             await self._bleak("subscribe", client.start_notify(gatt.CONTROL_POINT, self._on_frame))
             await self._bleak(
                 "subscribe", client.start_notify(gatt.BATTERY_LEVEL, self._on_battery)
             )
-            self._battery = gatt.decode_battery(
-                bytes(await self._bleak("battery", client.read_gatt_char(gatt.BATTERY_LEVEL)))
-            )
+            if self._battery is None:
+                self._battery = gatt.decode_battery(
+                    bytes(await self._bleak("battery", client.read_gatt_char(gatt.BATTERY_LEVEL)))
+                )
         except BaseException:
             await self._close(client)
             raise
@@ -142,7 +152,9 @@ class _CarelockDriver(Driver):
         session = CentralSession(pair_key, key_id)
         try:
             answer = await self._plain_exchange(client, session.open_frame())
-            self._status = session.accept(answer)
+            status = session.accept(answer)
+            self._check_kind(status.kind)
+            self._status = status
         except Refused as exc:
             await self._close(client)
             if exc.status is Status.UNKNOWN_KEY:
@@ -275,7 +287,8 @@ class _CarelockDriver(Driver):
         return self._state()
 
     async def _pair(self) -> None:
-        client = await self._link()
+        await self._disconnect()  # a fresh link: the profile is checked before pairing
+        client = await self._link(pairing=True)
         pairing = CentralPairing()
         try:
             result = pairing.finish(await self._plain_exchange(client, pairing.request()))

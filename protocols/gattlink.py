@@ -29,6 +29,7 @@ oversize frames raise :class:`FrameError`; a frame of the wrong direction is ref
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import uuid as _uuid
@@ -586,10 +587,13 @@ def _check(m: dict[str, Any]) -> CentralFrame | PeripheralFrame:
 def _decode(data: bytes) -> CentralFrame | PeripheralFrame:
     if len(data) > MAX_FRAME:
         raise FrameError(f"frame of {len(data)} bytes exceeds {MAX_FRAME}")
+    stream = io.BytesIO(data)
     try:
-        m = cbor2.loads(data)
+        m = cbor2.CBORDecoder(stream).decode()
     except Exception as exc:  # cbor2 raises many types on hostile input
         raise FrameError(f"not CBOR: {type(exc).__name__}") from None
+    if stream.tell() != len(data):  # cbor2.loads would silently ignore trailing bytes
+        raise FrameError(f"{len(data) - stream.tell()} bytes after the CBOR map")
     if not isinstance(m, dict):
         raise FrameError("a frame is a CBOR map")
     return _check(m)

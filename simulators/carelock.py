@@ -7,8 +7,7 @@ change goes as a sealed EVENT to the *other* open sessions (the commanding one h
 RESPONSE), every battery change as a Battery Level notification.
 
 Run-time switches (``--control``; ``lockgw-sim switch --control H:Q NAME [VALUE]``): the
-device's own (:data:`~simulators.carelock_device.SWITCHES`, plus ``tamper``: the device's
-sealed frames fail authentication), the link's (``delay_ms``, ``reply_delay_ms``,
+device's own (:data:`~simulators.carelock_device.SWITCHES`), the link's (``delay_ms``, ``reply_delay_ms``,
 ``corrupt``, ``refuse``, ``drop``, ``clear``, ``faults``) and ``state``.
 """
 
@@ -16,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -44,17 +41,16 @@ from protocols.carelock import (
 from protocols.carelock.frames import FrameType
 from protocols.errors import FrameError
 from simulators.carelock_device import SWITCHES, CarelockDevice
-from simulators.control import ControlError, ControlServer, parse_host_port, send_control
+from simulators.control import ControlError, ControlServer, send_control
 from simulators.gatt_server import Characteristic, Connection, GattServer
 from simulators.link_faults import LinkFaults
+from simulators.runner import add_device_arguments, listen_kwargs, run_device
 
 __all__ = ["CarelockSimulator", "register"]
 
 log = structlog.get_logger("lockgw.sim.carelock")
 
 _SESSION = "carelock.session"
-#: device switches handled here, not in the model
-_SIM_SWITCHES = {"tamper": "on|off: every sealed frame the device sends fails authentication"}
 
 
 class CarelockSimulator:
@@ -74,7 +70,6 @@ class CarelockSimulator:
         self.kind = kind
         self.clock = clock
         self.device = CarelockDevice(kind, state_file=state_file, pairing=pairing, now=clock())
-        self.tamper = False
         #: called with the six-digit code after every successful pairing
         self.on_paired: Callable[[str], None] | None = None
         name = "carelock-lock" if kind is Kind.LOCK else "carelock-keysafe"
@@ -140,7 +135,7 @@ class CarelockSimulator:
     # -- the control point ------------------------------------------------------------------
     async def _send(self, conn: Connection, frame: bytes) -> None:
         if (
-            self.tamper
+            self.device.faults.tamper
             and frame[0] in (FrameType.RESPONSE, FrameType.EVENT, FrameType.SESSION_ACCEPT)
             and len(frame) > 2
         ):
@@ -205,14 +200,19 @@ class CarelockSimulator:
 
     def _on_change(self) -> None:
         """The device changed: sealed EVENTs to the other sessions, battery notifications."""
-        status = self.device.status()
         for conn in self.server.connections:
             session = conn.state.get(_SESSION)
             if conn is not self._commanding and isinstance(session, PeripheralSession):
-                self._spawn(self._send(conn, session.event(status)))
+                self._spawn(self._send_event(conn))
         if self.device.battery != self._battery:
             self._battery = self.device.battery
             self._spawn(self._notify_battery(self._battery_char, self._battery))
+
+    async def _send_event(self, conn: Connection) -> None:
+        # sealed and queued with no await in between, so a link's frames leave in counter order
+        session = conn.state.get(_SESSION)
+        if isinstance(session, PeripheralSession) and conn.is_open:
+            await self._send(conn, session.event(self.device.status()))
 
     async def _notify_battery(self, char: Characteristic, level: int) -> None:
         await self.server.notify(char, gatt.encode_battery(level))
@@ -240,7 +240,7 @@ class CarelockSimulator:
             "drain": f.drain,
             "refuse_pairing": f.refuse_pairing,
             "slow_ms": f.slow_ms,
-            "tamper": self.tamper,
+            "tamper": f.tamper,
         } | self.faults.snapshot()
         return out
 
@@ -251,17 +251,10 @@ class CarelockSimulator:
         elif value is False:
             text = "off"
         elif value is None:
-            raise ValueError(
-                f"{name} needs a value: {SWITCHES.get(name) or _SIM_SWITCHES.get(name)}"
-            )
+            raise ValueError(f"{name} needs a value: {SWITCHES.get(name, 'see help')}")
         else:
             text = str(value)
-        if name == "tamper":
-            self.tamper = text.lower() in ("on", "1", "true")
-            if text.lower() not in ("on", "off", "1", "0", "true", "false"):
-                raise ValueError("tamper is on or off")
-        else:
-            self.device.switch(name, text, self.clock())
+        self.device.switch(name, text, self.clock())
         return self.snapshot()
 
     def register_controls(self, control: ControlServer) -> None:
@@ -270,7 +263,7 @@ class CarelockSimulator:
         def handler(name: str) -> Callable[[Any], dict[str, Any]]:
             return lambda value: self.switch(name, value)
 
-        for name, help in (SWITCHES | _SIM_SWITCHES).items():
+        for name, help in SWITCHES.items():
             control.register(name, handler(name), help)
         control.register("state", lambda _v: self.snapshot(), "the device's state and faults")
 
@@ -282,34 +275,23 @@ def _print(text: str) -> None:
 
 async def _serve(kind: Kind, args: argparse.Namespace) -> int:
     try:
-        host, port = parse_host_port(args.listen)
-        faults = LinkFaults(delay_ms=float(args.delay))
         sim = CarelockSimulator(
-            kind, host=host, port=port, state_file=args.state, pairing=args.pairing, faults=faults
+            kind, state_file=args.state, pairing=args.pairing, **listen_kwargs(args)
         )
     except ValueError as exc:
         print(f"lockgw-sim {args.command}: {exc}", file=sys.stderr)
         return 2
-    sim.on_paired = lambda code: _print(f"paired: code {code} (compare with the gateway's)")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    control: ControlServer | None = None
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(sim)
-        line = f"carelock {kind.name.lower()} {sim.device.info.serial} listening on {sim.address}"
-        if args.control:
-            host, port = parse_host_port(args.control)
-            control = ControlServer(host, port)
-            sim.register_controls(control)
-            await stack.enter_async_context(control)
-            line += f" control {control.address}"
-        _print(line + (" (pairing mode)" if sim.device.pairing_mode else ""))
-        await stop.wait()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(sig)
-    return 0
+    sim.on_paired = lambda code: _print(
+        f"paired: code {code} (compare it with the code lockgw pair shows)"
+    )
+    async with sim:
+        print(
+            f"carelock {kind.name.lower()} serial {sim.device.info.serial}"
+            + (" in pairing mode" if sim.device.pairing_mode else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        return await run_device(sim.server, args, controls=sim.register_controls)
 
 
 async def _lock(args: argparse.Namespace) -> int:
@@ -339,31 +321,23 @@ def _delay(text: str) -> float:
 
 
 def register(subparsers: Any) -> None:
-    for command, handler, what in (
-        ("lock", _lock, "a carelock electromechanical lock"),
-        ("keysafe", _keysafe, "a carelock electronic key safe"),
+    for command, handler, what, port in (
+        ("lock", _lock, "a carelock electromechanical lock", 47001),
+        ("keysafe", _keysafe, "a carelock electronic key safe", 47002),
     ):
         p = subparsers.add_parser(
             command,
             help=f"simulate {what}",
             description=f"Simulate {what} reachable through the loopback BLE transport.",
         )
+        add_device_arguments(p, default_port=port)
         p.add_argument(
-            "--listen",
-            required=True,
-            metavar="127.0.0.1:P",
-            help="where to serve GATT over TCP (port 0 = any free port)",
-        )
-        p.add_argument("--control", metavar="127.0.0.1:Q", help="run-time control channel")
-        p.add_argument(
-            "--delay",
-            type=_delay,
-            default=0.0,
-            metavar="MS",
-            help="per-frame link delay, ms (30 = one BLE connection interval)",
+            "--delay", dest="delay_ms", type=_delay, metavar="MS", help="the same as --delay-ms"
         )
         p.add_argument("--pairing", action="store_true", help="start in pairing mode")
-        p.add_argument("--state", type=Path, metavar="FILE", help="persist the device's state here")
+        p.add_argument(
+            "--state", type=Path, metavar="FILE", help="persist the device's state here (mode 0600)"
+        )
         p.set_defaults(handler=handler)
     p = subparsers.add_parser(
         "switch",

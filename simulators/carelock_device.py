@@ -57,7 +57,7 @@ SWITCHES: Final = {
     "jam": "on|off",
     "battery": "0..100",
     "drain": "on|off",
-    "corrupt": "on|off",
+    "tamper": "on|off: every sealed frame the device sends fails authentication",
     "slow": "milliseconds before each reply (0 = off)",
     "door": "open|close (lock)",
     "auto-relock": "seconds, 0 = off (lock)",
@@ -73,7 +73,7 @@ class Faults:
     jam: bool = False
     drain: bool = False
     refuse_pairing: bool = False
-    corrupt: bool = False
+    tamper: bool = False
     slow_ms: int = 0
 
 
@@ -288,8 +288,8 @@ class CarelockDevice:
             f.jam = _on_off(value)
         elif name == "drain":
             f.drain = _on_off(value)
-        elif name == "corrupt":
-            f.corrupt = _on_off(value)
+        elif name == "tamper":
+            f.tamper = _on_off(value)
         elif name == "slow":
             f.slow_ms = _int(value, 0, 60_000)
         elif name == "battery":

@@ -173,8 +173,8 @@ class ControlServer:
                 reply = await self._answer(line)
                 writer.write(_line(reply))
                 await writer.drain()
-        except ConnectionError:
-            return
+        except (ConnectionError, asyncio.CancelledError):
+            return  # CancelledError: close() ends this task of ours; it ends here
         finally:
             self._tasks.discard(task)
             writer.close()

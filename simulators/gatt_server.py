@@ -364,9 +364,12 @@ class GattServer:
             *(c.disconnect("device shutting down") for c in self.connections),
             return_exceptions=True,
         )
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.drop_links()
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=CLOSE_TIMEOUT)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await self._server.wait_closed()
         self._server = None
 
@@ -418,6 +421,10 @@ class GattServer:
         self._tasks.add(task)
         try:
             await self._serve_link(reader, writer)
+        except asyncio.CancelledError:
+            # close() cancels links that did not end in time; this task is ours and ends
+            # here (asyncio's stream callback would log a cancelled task as an error)
+            pass
         except Exception:  # a simulator bug must not kill the server
             log.exception("gatt link failed", device=self.name)
         finally:

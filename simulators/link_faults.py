@@ -20,7 +20,7 @@ control-channel names (``lockgw-sim fault --control H:P NAME [VALUE]``):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["LinkFaults"]
@@ -60,8 +60,12 @@ class LinkFaults:
     _drop: Callable[[], int] | None = field(default=None, repr=False, compare=False)
 
     def snapshot(self) -> dict[str, Any]:
-        # not asdict(): it deep-copies ``_drop``, a bound method of the server (and its tasks)
-        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        return {
+            "delay_ms": self.delay_ms,
+            "reply_delay_ms": self.reply_delay_ms,
+            "corrupt": self.corrupt,
+            "refuse": self.refuse,
+        }
 
     def clear(self) -> None:
         self.delay_ms = self.reply_delay_ms = 0.0

@@ -164,7 +164,9 @@ class Platform:
 
     async def wait_seq(self, seq: int, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout), self._new:
-            await self._new.wait_for(lambda: self.checker.last_seq >= seq and not self.checker.gaps())
+            await self._new.wait_for(
+                lambda: self.checker.last_seq >= seq and not self.checker.gaps()
+            )
 
     async def send(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         assert self._client is not None

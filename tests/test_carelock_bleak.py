@@ -17,7 +17,7 @@ from protocols.carelock.frames import ErrorFrame
 from protocols.device import Action, CompartmentState, DeviceState, DoorState, KeyState, LockState
 from protocols.errors import DeviceFailed, DeviceUnavailable, PairingError
 from simulators.carelock import CarelockSimulator
-from simulators.control import ControlServer, send_control
+from simulators.control import ControlError, ControlServer, send_control
 
 
 class MemorySecrets:
@@ -299,6 +299,9 @@ async def test_tampered_answers_are_refused_by_the_driver(
     lock_sim.switch("tamper", "on")
     with pytest.raises(DeviceFailed, match="answer refused"):
         await lock.execute(Action.UNLOCK)
+    await lock.disconnect()
+    with pytest.raises(DeviceFailed, match="failed authentication"):
+        await lock.connect()  # the sealed session accept is tampered too
     lock_sim.switch("tamper", "off")
     assert (await lock.execute(Action.LOCK)).lock is LockState.LOCKED
 
@@ -357,6 +360,10 @@ async def test_switches_through_the_control_channel(
         await next_state(lock, lambda s: s.door is DoorState.OPEN)
         assert (await send_control(control.address, "delay_ms", 5))["delay_ms"] == 5
         assert (await send_control(control.address, "state"))["faults"]["delay_ms"] == 5
+        assert (await send_control(control.address, "corrupt", 0))["corrupt"] == 0  # the link's
+        assert (await send_control(control.address, "tamper", "on"))["faults"]["tamper"] is True
+        with pytest.raises(ControlError, match="unknown control"):
+            await send_control(control.address, "explode", "on")
 
 
 # -- the device refuses tampered, replayed and truncated commands over the real link ---------------
@@ -386,6 +393,10 @@ async def test_device_refuses_replayed_tampered_and_truncated_commands(
         tampered[8] ^= 0x40
         assert decode_frame(await exchange(bytes(tampered))) == ErrorFrame(Status.AUTH_FAILED)
         assert decode_frame(await exchange(unlock[:-3])) == ErrorFrame(Status.MALFORMED)
+        for i in range(len(unlock)):  # every single-bit forgery of every byte is refused
+            forged = bytearray(unlock)
+            forged[i] ^= 0x01
+            assert isinstance(decode_frame(await exchange(bytes(forged))), ErrorFrame)
         assert lock_sim.device.status().lock is LockState.LOCKED  # nothing moved
         session.receive(await exchange(unlock))
         assert lock_sim.device.status().lock is LockState.UNLOCKED
@@ -415,3 +426,14 @@ async def test_command_without_session_is_refused(lock_sim: CarelockSimulator) -
             assert decode_frame(await answers.get()) == ErrorFrame(Status.NO_SESSION)
     finally:
         await client.disconnect()
+
+
+def test_the_registry_names_the_carelock_drivers() -> None:
+    from drivers.registry import get_driver
+
+    assert get_driver("carelock-lock") is CarelockLockDriver
+    assert get_driver("carelock-keysafe") is CarelockKeysafeDriver
+    assert (
+        CarelockLockDriver.name == "carelock-lock"
+        and CarelockKeysafeDriver.name == "carelock-keysafe"
+    )

@@ -133,7 +133,7 @@ def test_listeners_hear_changes_only() -> None:
     heard: list[int] = []
     d.listeners.append(lambda: heard.append(1))
     _do(d, Opcode.STATUS)
-    d.switch("corrupt", "on", 0)
+    d.switch("tamper", "on", 0)
     assert heard == []
     _do(d, Opcode.UNLOCK)
     d.switch("door", "open", 0)

@@ -128,13 +128,17 @@ def test_tampered_command_is_refused(where: int) -> None:
     assert _command(periph, frame)[1].op is Opcode.UNLOCK
 
 
-def test_tampered_response_is_refused_by_the_central() -> None:
+def test_every_tampered_byte_of_a_response_or_event_is_refused_by_the_central() -> None:
     session, periph = _paired()
     counter, _ = session.command(Opcode.STATUS)
-    reply = bytearray(periph.response(counter, Result.OK, LOCKED))
-    reply[-1] ^= 0x80
-    with pytest.raises(AuthenticationFailed):
-        session.receive(bytes(reply))
+    for genuine in (periph.response(counter, Result.OK, LOCKED), periph.event(LOCKED)):
+        for i in range(len(genuine)):
+            for bit in (0x01, 0x80):
+                bad = bytearray(genuine)
+                bad[i] ^= bit
+                with pytest.raises(FrameError):
+                    session.receive(bytes(bad))
+        session.receive(genuine)  # forgeries did not advance the counter
 
 
 def test_truncated_frames_are_refused_on_both_sides() -> None:

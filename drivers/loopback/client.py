@@ -74,6 +74,8 @@ class LoopbackClientBackend(BaseBleakClient):
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._connected = False
+        #: connect() completed: only then does losing the link call the disconnected callback
+        self._established = False
         self._hello: gl.Hello | None = None
         self._ids = itertools.count(1)
         self._last_id = 0
@@ -108,6 +110,9 @@ class LoopbackClientBackend(BaseBleakClient):
             async with asyncio.timeout(timeout):
                 await self._open()
                 self.services = await self._discover()
+            if not self._connected:  # the link died between the last answer and now
+                raise BleakError(f"{self.address}: disconnected while connecting ({self._lost_reason})")
+            self._established = True
         except BaseException:
             self._teardown("connect failed", fire=False)
             task, self._reader_task = self._reader_task, None
@@ -193,8 +198,8 @@ class LoopbackClientBackend(BaseBleakClient):
     # -- the link -----------------------------------------------------------------------
     def _teardown(self, reason: str, *, fire: bool) -> None:
         """The link is down: fail waiters, close the stream, call back once."""
-        was_connected = self._connected
-        self._connected = False
+        was_established = self._connected and self._established
+        self._connected = self._established = False
         if reason and not self._lost_reason:
             self._lost_reason = reason
         for fut in self._pending.values():
@@ -207,7 +212,7 @@ class LoopbackClientBackend(BaseBleakClient):
             self._writer = None
         self._reader = None
         self.services = None
-        if was_connected and fire and self._disconnected_callback is not None:
+        if was_established and fire and self._disconnected_callback is not None:
             try:
                 self._disconnected_callback()
             except Exception:
