@@ -18,8 +18,10 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from bleak.exc import BleakError, BleakGATTProtocolError
+
 from protocols.device import Action, Capability, DeviceInfo, DeviceKind, DeviceState
-from protocols.errors import DeviceError, DeviceUnavailable
+from protocols.errors import DeviceError, DeviceFailed, DeviceUnavailable
 
 __all__ = ["Driver", "SecretStore"]
 
@@ -95,7 +97,9 @@ class Driver(ABC):
             raise DeviceUnavailable(
                 self.device_id, f"{what}: no answer in {self.timeout:g} s"
             ) from exc
-        except (OSError, EOFError) as exc:
+        except BleakGATTProtocolError as exc:  # the device answered with an ATT error
+            raise DeviceFailed(self.device_id, f"{what}: {exc}") from exc
+        except (OSError, EOFError, BleakError) as exc:  # link down, refused, not found
             raise DeviceUnavailable(self.device_id, f"{what}: {exc}") from exc
 
     async def connect(self) -> None:

@@ -49,6 +49,7 @@ _FAULT_HELP = {
     "reply_delay_ms": "extra time before the device answers a request, ms",
     "corrupt": "corrupt the next N frames the device sends (default 1)",
     "refuse": "refuse new BLE connections: true/false",
+    "out_of_range": "true: links drop, scans and connections get no answer at all",
     "drop": "drop every current BLE link now",
     "clear": "switch every link fault off",
     "faults": "show the link fault settings",

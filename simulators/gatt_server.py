@@ -217,10 +217,10 @@ class Connection:
         """End the link politely: a goodbye frame, then close."""
         if self._closed.is_set():
             return
-        await self.send(gl.Disconnect(reason))
-        await self._out.put((0.0, None))
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
+            async with asyncio.timeout(CLOSE_TIMEOUT):  # a central that reads nothing: abort
+                await self.send(gl.Disconnect(reason))
+                await self._out.put((0.0, None))
                 await self._closed.wait()
         self.abort()
 
@@ -289,6 +289,7 @@ class GattServer:
         self._server: asyncio.Server | None = None
         self._links: dict[int, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._silent: set[asyncio.StreamWriter] = set()
         self.frames_received = 0
         self.frames_sent = 0
 
@@ -365,6 +366,8 @@ class GattServer:
             return_exceptions=True,
         )
         self.drop_links()
+        for writer in list(self._silent):
+            writer.transport.abort()
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=CLOSE_TIMEOUT)
             for task in late:
@@ -439,6 +442,15 @@ class GattServer:
 
     async def _serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername"))
+        if self.faults.out_of_range:  # nothing answers: the central's attempt times out
+            self._silent.add(writer)
+            try:
+                with contextlib.suppress(ConnectionError):
+                    while await reader.read(4096):
+                        pass
+            finally:
+                self._silent.discard(writer)
+            return
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 first = await self._read_frame(reader)
@@ -486,34 +498,21 @@ class GattServer:
         reader: asyncio.StreamReader,
         inbox: asyncio.Queue[tuple[float, gl.CentralFrame]],
     ) -> None:
+        """Read until the stream ends (any close or abort of the link ends the read too)."""
         loop = asyncio.get_running_loop()
-        closed = asyncio.create_task(conn._closed.wait())
-        try:
-            while not conn._closed.is_set():
-                read = asyncio.create_task(self._read_frame(reader))
-                await asyncio.wait({read, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if not read.done():
-                    read.cancel()
-                    await asyncio.gather(read, return_exceptions=True)
-                    return
-                try:
-                    frame = read.result()
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                except FrameError as exc:
-                    log.warning("malformed frame from central", device=self.name, error=str(exc))
-                    await conn.send(gl.Disconnect(f"malformed frame: {exc.detail}"))
-                    await conn._out.put((0.0, None))
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(CLOSE_TIMEOUT):
-                            await conn._closed.wait()
-                    return
-                conn.frames_received += 1
-                if isinstance(frame, gl.Disconnect):
-                    return
-                await inbox.put((loop.time() + self.faults.delay_ms / 1000, frame))
-        finally:
-            closed.cancel()
+        while True:
+            try:
+                frame = await self._read_frame(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            except FrameError as exc:
+                log.warning("malformed frame from central", device=self.name, error=str(exc))
+                await conn.disconnect(f"malformed frame: {exc.detail}")
+                return
+            conn.frames_received += 1
+            if isinstance(frame, gl.Disconnect):
+                return
+            await inbox.put((loop.time() + self.faults.delay_ms / 1000, frame))
 
     async def _work(
         self, conn: Connection, inbox: asyncio.Queue[tuple[float, gl.CentralFrame]]
@@ -525,6 +524,9 @@ class GattServer:
             if wait > 0:
                 await asyncio.sleep(wait)
             reply = await self._handle(conn, frame)
+            if isinstance(reply, gl.Disconnect):
+                await conn.disconnect(reply.reason)
+                return
             if reply is not None:
                 if self.faults.reply_delay_ms:
                     await asyncio.sleep(self.faults.reply_delay_ms / 1000)

@@ -10,7 +10,9 @@ control-channel names (``lockgw-sim fault --control H:P NAME [VALUE]``):
 ``reply_delay_ms`` extra time before the device answers a request (a slow device)
 ``corrupt``        the next N frames the device sends are corrupted (the central must drop
                    the link); ``true`` = 1
-``refuse``         refuse new connections (``true``/``false``)
+``refuse``         refuse new connections (``true``/``false``): they close at once
+``out_of_range``   ``true``: current links drop, scans and connection attempts get no answer
+                   at all (the central times out), as a device out of radio range
 ``drop``           drop every current link now, without a goodbye (an action, no value)
 ``faults``         the current settings (no value)
 ``clear``          all faults off
@@ -56,6 +58,7 @@ class LinkFaults:
     reply_delay_ms: float = 0.0
     corrupt: int = 0
     refuse: bool = False
+    out_of_range: bool = False
     #: called by ``drop``: set by the server that owns these faults
     _drop: Callable[[], int] | None = field(default=None, repr=False, compare=False)
 
@@ -65,12 +68,13 @@ class LinkFaults:
             "reply_delay_ms": self.reply_delay_ms,
             "corrupt": self.corrupt,
             "refuse": self.refuse,
+            "out_of_range": self.out_of_range,
         }
 
     def clear(self) -> None:
         self.delay_ms = self.reply_delay_ms = 0.0
         self.corrupt = 0
-        self.refuse = False
+        self.refuse = self.out_of_range = False
 
     def take_corrupt(self) -> bool:
         """True when the frame about to be sent must be corrupted (counts down)."""
@@ -97,6 +101,10 @@ class LinkFaults:
             self.corrupt = value
         elif name == "refuse":
             self.refuse = _flag(value)
+        elif name == "out_of_range":
+            self.out_of_range = _flag(value)
+            if self.out_of_range:
+                self.drop()
         elif name == "drop":
             return {"dropped": self.drop()}
         elif name == "clear":
@@ -105,4 +113,13 @@ class LinkFaults:
             raise KeyError(name)
         return self.snapshot()
 
-    NAMES = ("delay_ms", "reply_delay_ms", "corrupt", "refuse", "drop", "clear", "faults")
+    NAMES = (
+        "delay_ms",
+        "reply_delay_ms",
+        "corrupt",
+        "refuse",
+        "out_of_range",
+        "drop",
+        "clear",
+        "faults",
+    )

@@ -273,3 +273,28 @@ async def test_find_device_returns_none_when_nothing_answers() -> None:
     address = dev.server.address
     await dev.server.close()
     assert await find_device(address, timeout=0.5) is None
+
+
+async def test_scanner_reports_advertisement_changes_and_filters_by_service(device: Device) -> None:
+    from bleak import BleakScanner
+
+    from drivers.loopback import LoopbackScannerBackend
+
+    device.server.advertised_uuids = (CMD_SVC,)
+    seen: asyncio.Queue[tuple[str, dict[int, bytes], list[str]]] = asyncio.Queue()
+    backend = LoopbackScannerBackend.targeting([device.address])
+    scanner = BleakScanner(
+        lambda d, ad: seen.put_nowait((d.address, ad.manufacturer_data, ad.service_uuids)),
+        service_uuids=[CMD_SVC],
+        backend=backend,
+    )
+    async with scanner:
+        address, mfr, uuids = await asyncio.wait_for(seen.get(), 5)
+        assert address == device.address and mfr == {} and uuids == [CMD_SVC]
+        device.server.manufacturer_data[0x01DA] = b"\x01state"  # e.g. a lock signalling a change
+        while mfr != {0x01DA: b"\x01state"}:
+            _, mfr, _ = await asyncio.wait_for(seen.get(), 5)
+    filtered = BleakScanner(service_uuids=[BATTERY_SVC], backend=backend)
+    async with filtered:
+        await asyncio.sleep(0.5)
+    assert filtered.discovered_devices == []

@@ -142,14 +142,39 @@ async def test_refused_connections(device: Device, control: ControlServer) -> No
     await client.disconnect()
 
 
+async def test_out_of_range_device_is_silent_until_it_comes_back(
+    device: Device, control: ControlServer
+) -> None:
+    lost = asyncio.Event()
+    client = make_client(device.address, disconnected_callback=lambda _c: lost.set(), timeout=0.3)
+    await client.connect()
+    await send_control(control.address, "out_of_range", True)
+    await asyncio.wait_for(lost.wait(), 5)
+    with pytest.raises(TimeoutError):  # BLE: a connection attempt to an absent device times out
+        await client.connect()
+    assert await find_device(device.address, timeout=0.5) is None
+    await send_control(control.address, "out_of_range", False)
+    assert await find_device(device.address, timeout=5) is not None
+    await client.connect()
+    assert await client.read_gatt_char(BATTERY_LEVEL) == b"\x64"
+    await client.disconnect()
+
+
 async def test_clear_switches_everything_off(device: Device, control: ControlServer) -> None:
-    for name, value in [("delay_ms", 5), ("reply_delay_ms", 5), ("corrupt", 3), ("refuse", True)]:
+    for name, value in [
+        ("delay_ms", 5),
+        ("reply_delay_ms", 5),
+        ("corrupt", 3),
+        ("refuse", True),
+        ("out_of_range", True),
+    ]:
         await send_control(control.address, name, value)
     assert await send_control(control.address, "clear") == {
         "delay_ms": 0.0,
         "reply_delay_ms": 0.0,
         "corrupt": 0,
         "refuse": False,
+        "out_of_range": False,
     }
 
 
@@ -217,6 +242,7 @@ async def test_lockgw_sim_fault_command(
         "reply_delay_ms": 0.0,
         "corrupt": 0,
         "refuse": False,
+        "out_of_range": False,
     }
     assert await sim_main(["fault", "--control", control.address, "refuse", "true"]) == 0
     assert _printed_json(capsys.readouterr().out)["refuse"] is True  # type: ignore[index]
@@ -246,8 +272,10 @@ async def _read_rest(reader: asyncio.StreamReader) -> bytes:
         b"\x00\x00\x00\x01\x80",  # an array
         b"\x00\x00\x00\x00",  # zero length
         b"\xff\xff\xff\xff",  # oversize declared length
-        b"\x00\x00\x00\x0b" + b"\xa2at\x66notify\x61h",  # truncated inside a valid-looking map
+        b"\x00\x00\x00\x0b" + b"\xa2at\x66notify\x61",  # a map cut short inside its frame
+        b"\x00\x00\x00\x14" + b"\xa2at\x66",  # the stream ends inside a frame
         gl.pack(gl.Notification(1, b"x")),  # a peripheral frame from a central
+        gl.pack(gl.Connect()),  # a handshake in the middle of a link
     ],
 )
 async def test_server_drops_a_central_that_sends_garbage_and_serves_others(
@@ -256,17 +284,20 @@ async def test_server_drops_a_central_that_sends_garbage_and_serves_others(
     async with make_client(device.address) as good:
         reader, writer = await _raw_link(device.server)
         writer.write(garbage)
-        if garbage.startswith(b"\x00\x00\x00\x0b"):
-            writer.write_eof()  # truncated: the body never completes
+        truncated = garbage.startswith(b"\x00\x00\x00\x14")
+        if truncated:
+            writer.write_eof()  # the body never completes
         rest = await _read_rest(reader)
         writer.close()
-        if rest:  # a goodbye naming the problem, then the end of the stream
+        assert bool(rest) is not truncated  # a goodbye naming the problem, then the end
+        if rest:
             buf = gl.FrameBuffer()
             buf.feed(rest)
             body = buf.next_frame()
             assert body is not None
             bye = gl.decode_from_peripheral(body)
-            assert isinstance(bye, gl.Disconnect) and "malformed" in bye.reason
+            assert isinstance(bye, gl.Disconnect)
+            assert "malformed" in bye.reason or "unexpected Connect" in bye.reason
         assert await good.read_gatt_char(BATTERY_LEVEL) == b"\x64"
     await _until(lambda: not device.server.connections, "server forgot the hostile link")
 
@@ -433,3 +464,23 @@ async def test_establish_connection_gives_up_on_a_refusing_device(device: Device
             max_attempts=1,
             backend=LoopbackClientBackend,
         )
+
+
+async def test_reconnect_right_after_a_failed_send_is_not_torn_down_by_the_old_link(
+    device: Device,
+) -> None:
+    lost: list[BleakClient] = []
+    client = make_client(device.address, disconnected_callback=lost.append)
+    await client.connect()
+    device.server.faults.apply("drop")
+    with contextlib.suppress(BleakError):
+        for _ in range(100):  # until the drop is noticed, by the reader or by a send
+            await client.write_gatt_char(CMD, b"x", response=False)
+            await asyncio.sleep(0.005)
+    assert not client.is_connected
+    await client.connect()
+    await asyncio.sleep(0.05)  # let any stale reader of the first link run
+    assert client.is_connected
+    assert await client.read_gatt_char(BATTERY_LEVEL) == b"\x64"
+    await client.disconnect()
+    assert lost == [client, client]

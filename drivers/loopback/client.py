@@ -83,6 +83,8 @@ class LoopbackClientBackend(BaseBleakClient):
         self._callbacks: dict[int, NotifyCallback] = {}
         self._cache: dict[int, bytes] = {}
         self._lost_reason = ""
+        #: which link a reader task serves: a stale reader never tears down a newer link
+        self._generation = 0
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -111,7 +113,9 @@ class LoopbackClientBackend(BaseBleakClient):
                 await self._open()
                 self.services = await self._discover()
             if not self._connected:  # the link died between the last answer and now
-                raise BleakError(f"{self.address}: disconnected while connecting ({self._lost_reason})")
+                raise BleakError(
+                    f"{self.address}: disconnected while connecting ({self._lost_reason})"
+                )
             self._established = True
         except BaseException:
             self._teardown("connect failed", fire=False)
@@ -148,7 +152,8 @@ class LoopbackClientBackend(BaseBleakClient):
         self._hello = first
         self._connected = True
         self._lost_reason = ""
-        self._reader_task = asyncio.create_task(self._read_loop(reader))
+        self._generation += 1
+        self._reader_task = asyncio.create_task(self._read_loop(reader, self._generation))
 
     async def _discover(self) -> BleakGATTServiceCollection:
         reply = await self._request(gl.Discover(self._new_id()), gl.Services)
@@ -210,6 +215,9 @@ class LoopbackClientBackend(BaseBleakClient):
         if self._writer is not None:
             self._writer.transport.abort()
             self._writer = None
+        task = self._reader_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()  # it ends at once; disconnect()/connect() await it where they can
         self._reader = None
         self.services = None
         if was_established and fire and self._disconnected_callback is not None:
@@ -218,11 +226,13 @@ class LoopbackClientBackend(BaseBleakClient):
             except Exception:
                 logger.exception("%s: disconnected callback failed", self.address)
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, generation: int) -> None:
         reason = "link lost"
         try:
-            while True:
+            while generation == self._generation:
                 frame = await _read_frame(reader)
+                if generation != self._generation:
+                    return
                 if not self._dispatch(frame):
                     reason = f"protocol violation: unexpected {type(frame).__name__}"
                     break
@@ -234,7 +244,8 @@ class LoopbackClientBackend(BaseBleakClient):
         except FrameError as exc:
             logger.warning("%s: malformed frame from device: %s", self.address, exc.detail)
             reason = f"malformed frame: {exc.detail}"
-        self._teardown(reason, fire=True)
+        if generation == self._generation:
+            self._teardown(reason, fire=True)
 
     def _dispatch(self, frame: gl.PeripheralFrame) -> bool:
         """Route one frame; False for a protocol violation."""
