@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simprocs import SimProcess
-from test_devices import ListSink
 
 from gateway.cli import main
 from gateway.config import load_config
@@ -24,6 +22,8 @@ from gateway.devices import DeviceManager, FileSecretStore
 from protocols.device import Action
 from protocols.errors import DeviceFailed, DeviceUnavailable
 from protocols.events import LockState
+from tests.simprocs import SimProcess
+from tests.test_devices import ListSink
 
 pytestmark = pytest.mark.slow
 
