@@ -573,3 +573,20 @@ async def test_on_demand_connects_per_command_and_lets_go_after(
                             after=mark)
         health = {h.id: h for h in mgr.health()}
         assert health["front-lock"].online and health["front-lock"].last_contact is not None
+
+
+async def test_a_door_open_at_a_restart_is_still_watched(
+    tmp_path: Path, devs: dict[str, Device]
+) -> None:
+    cfg = config(tmp_path)
+    store = paired(tmp_path)
+    devs["L1"].door = DoorState.OPEN
+    sink = ListSink()
+    async with DeviceManager.from_config(cfg, sink, secrets=store, drivers=lookup):
+        await sink.wait_for(lambda b: b.type == "lock.state" and b.door_state == "open")
+    # the gateway restarts while the door still stands open
+    sink2 = ListSink()
+    async with DeviceManager.from_config(cfg, sink2, secrets=store, drivers=lookup):
+        ev = await sink2.wait_for(lambda b: b.type == "door.left_open")
+        assert ev.device == "front-lock"
+    assert sink2.of("lock.state") == []  # nothing changed: no duplicate state event

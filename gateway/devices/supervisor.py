@@ -120,10 +120,16 @@ class Supervisor:
             else None
         )
         self.days_left: float | None = prev.days_left if prev else None
-        # watches
-        self._door_opened_at: float | None = None
+        # watches (a door or compartment open at the last snapshot is timed from now)
+        now = clock()
+        st = self.state
+        self._door_opened_at: float | None = (
+            now if st is not None and st.door is DoorState.OPEN else None
+        )
         self._door_alerted = False
-        self._compartment_opened_at: float | None = None
+        self._compartment_opened_at: float | None = (
+            now if st is not None and st.compartment is CompartmentState.OPEN else None
+        )
         self._key_alerted = False
 
     @property
