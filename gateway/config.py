@@ -137,7 +137,7 @@ class DeviceConfig(_Section):
     driver: str = Field(min_length=1)
     address: str = Field(min_length=1)
     #: "keep" = stay connected: the default, because an unlock is then one link round trip
-    #: (64 ms at BLE timing vs 615 ms connecting on demand, bench/device_connection.py) and
+    #: (p50 69 ms at BLE timing vs 509 ms connecting on demand, bench/device_connection.py) and
     #: door / jam / key notifications arrive at once instead of at the next poll;
     #: "on_demand" = connect per command and per health poll (docs/devices.md §5)
     connection: Literal["keep", "on_demand"] = "keep"

@@ -2,7 +2,7 @@
 
 Link state machine (``connection = "keep"``, the default: measured by
 ``bench/device_connection.py``, an unlock on a kept session costs one link round trip
-— p50 64 ms with 30 ms per frame — against 615 ms when connecting on demand, and only a
+— p50 69 ms with 30 ms per frame — against 509 ms when connecting on demand, and only a
 kept link hears the door open, a jam or the key taken when it happens; docs/devices.md §5)::
 
     connecting ──ok (connect + info + refresh)──► online ──link lost / no answer──► offline
