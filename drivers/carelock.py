@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 import structlog
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.exc import BleakError
+from bleak.exc import BleakError, BleakGATTProtocolError
 
 from drivers.base import Driver
 from drivers.ble import make_client
@@ -94,6 +94,8 @@ class _CarelockDriver(Driver):
     async def _bleak(self, what: str, aw: Awaitable[T]) -> T:
         try:
             return await aw
+        except BleakGATTProtocolError as exc:  # the device answered with an ATT error
+            raise DeviceFailed(self.device_id, f"{what}: {exc}") from exc
         except BleakError as exc:
             raise DeviceUnavailable(self.device_id, f"{what}: {exc}") from exc
         except FrameError as exc:

@@ -75,6 +75,11 @@ async def test_technician_starts_pairs_and_switches_a_lock(tmp_path: Path) -> No
         secrets = MemorySecrets()
         driver = CarelockLockDriver("front-lock", address, secrets=secrets)
         await driver.pair()
+        assert proc.stdout is not None
+        async with asyncio.timeout(10):  # the installer compares the two codes
+            while "paired: code" not in (line := (await proc.stdout.readline()).decode()):
+                pass
+        assert f"code {driver.pairing_code} " in line
         assert (await driver.execute(Action.UNLOCK)).lock is LockState.UNLOCKED
         code, out = await _switch(control, "door", "open")
         assert code == 0 and json.loads(out)["door"] == "open"
