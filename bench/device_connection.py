@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from simprocs import SimProcess  # noqa: E402
+sys.path[:0] = [str(ROOT)]
 
 from gateway.config import Config, DeviceConfig, SiteConfig  # noqa: E402
 from gateway.devices import DeviceManager, FileSecretStore, make_driver  # noqa: E402
 from protocols.device import Action  # noqa: E402
 from protocols.events import Envelope, EventBody  # noqa: E402
+from tests.simprocs import SimProcess  # noqa: E402
 
 
 class NullSink:
@@ -102,7 +101,9 @@ async def main(argv: list[str]) -> int:
         async with SimProcess("lock", pairing=True) as sim:
             dev = DeviceConfig(id="lock", door="front", driver="carelock-lock",
                                address=sim.address)
-            await make_driver(dev, FileSecretStore(data)).pair()
+            driver = make_driver(dev, FileSecretStore(data))
+            await driver.pair()
+            await driver.disconnect()
             rows = []
             for delay in (0, 30):
                 await sim.control("delay_ms", delay)

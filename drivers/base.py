@@ -30,7 +30,8 @@ T = TypeVar("T")
 
 class SecretStore(Protocol):
     """Where a driver keeps what pairing produced (keys, ids). The gateway's
-    implementation writes ``<data_dir>/devices/<device>.json`` with mode 0600."""
+    implementation (``gateway.devices.FileSecretStore``) writes
+    ``<data_dir>/devices/keys/<device>.json`` with mode 0600 in a 0700 directory."""
 
     def load(self, device_id: str) -> dict[str, Any] | None: ...
 

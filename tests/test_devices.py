@@ -549,3 +549,44 @@ def test_reconnect_min_above_max_is_a_config_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert any("reconnect_min" in p for p in info.value.problems)
+
+
+async def test_on_demand_connects_per_command_and_lets_go_after(
+    tmp_path: Path, devs: dict[str, Device]
+) -> None:
+    sink = ListSink()
+    cfg = config(tmp_path, connection="on_demand")
+    async with DeviceManager.from_config(cfg, sink, secrets=paired(tmp_path),
+                                         drivers=lookup) as mgr:
+        await online(sink, "front-lock")
+        drv = mgr.supervisors["front-lock"].driver
+        assert isinstance(drv, FakeDriver)
+        before = drv.connects
+        assert (await mgr.execute("front", Action.UNLOCK)).lock is LockState.UNLOCKED
+        assert drv.connects > before and not drv.is_connected
+        # polls notice an outage and the recovery
+        devs["L1"].reachable = False
+        await sink.wait_for(lambda b: b.type == "device.offline" and b.device == "front-lock")
+        devs["L1"].reachable = True
+        mark = len(sink.bodies)
+        await sink.wait_for(lambda b: b.type == "device.online" and b.device == "front-lock",
+                            after=mark)
+        health = {h.id: h for h in mgr.health()}
+        assert health["front-lock"].online and health["front-lock"].last_contact is not None
+
+
+async def test_a_door_open_at_a_restart_is_still_watched(
+    tmp_path: Path, devs: dict[str, Device]
+) -> None:
+    cfg = config(tmp_path)
+    store = paired(tmp_path)
+    devs["L1"].door = DoorState.OPEN
+    sink = ListSink()
+    async with DeviceManager.from_config(cfg, sink, secrets=store, drivers=lookup):
+        await sink.wait_for(lambda b: b.type == "lock.state" and b.door_state == "open")
+    # the gateway restarts while the door still stands open
+    sink2 = ListSink()
+    async with DeviceManager.from_config(cfg, sink2, secrets=store, drivers=lookup):
+        ev = await sink2.wait_for(lambda b: b.type == "door.left_open")
+        assert ev.device == "front-lock"
+    assert sink2.of("lock.state") == []  # nothing changed: no duplicate state event

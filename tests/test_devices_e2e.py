@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from simprocs import SimProcess
-from test_devices import ListSink
 
 from gateway.cli import main
 from gateway.config import load_config
@@ -24,6 +22,8 @@ from gateway.devices import DeviceManager, FileSecretStore
 from protocols.device import Action
 from protocols.errors import DeviceFailed, DeviceUnavailable
 from protocols.events import LockState
+from tests.simprocs import SimProcess
+from tests.test_devices import ListSink
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +92,14 @@ async def test_pair_explains_pairing_mode_then_pairs_and_devices_lists_the_base(
         assert items["front-lock"]["serial"] not in (None, "unknown")
         assert items["front-keysafe"]["state"]["key"] == "present"
         assert items["front-lock"]["paired_at"] is not None
+
+        # a technician watches the gateway supervise them (a door opened meanwhile)
+        await lock.control("door", "open")
+        assert await main(["devices", "--config", str(cfg), "--watch", "--for", "2"]) == 0
+        lines = capsys.readouterr().out
+        assert "front-lock" in lines and "device.online" in lines
+        assert "door_state=open" in lines and "front-keysafe" in lines
+        await lock.control("door", "close")
 
         # refused pairing is explained too, and the old keys stay usable
         await lock.control("pairing", "on")

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -29,10 +30,11 @@ from drivers.base import Driver
 from drivers.registry import available
 from gateway.config import Config, DeviceConfig, load_config
 from gateway.devices.battery import classify
-from gateway.devices.manager import DriverLookup, make_driver
+from gateway.devices.manager import DeviceManager, DriverLookup, make_driver
 from gateway.devices.record import DeviceRecord, StateFile, describe_state, iso
 from gateway.devices.secrets import FileSecretStore
 from protocols.errors import ConfigError, DeviceError, DeviceUnavailable, LockgwError, PairingError
+from protocols.events import Envelope, EventBody
 
 __all__ = ["register"]
 
@@ -43,8 +45,8 @@ PAIRING_HELP = """\
 The device did not accept pairing: {detail}
 
 Put it in pairing mode and run this command again within a few minutes:
-  - a carelock lock or key safe: press and hold the pairing button for 5 seconds,
-    until the light blinks blue (pairing mode ends after 5 minutes or one pairing);
+  - a carelock lock or key safe: press the pairing button under the cover (pairing mode ends
+    after 5 minutes or one pairing);
   - a simulated device: lockgw-sim switch --control HOST:PORT pairing on
     (or start it with --pairing).
 If it still refuses, the device may have refused pairing on purpose (too many
@@ -310,12 +312,55 @@ def _warnings(records: list[DeviceRecord]) -> list[str]:
     return out
 
 
+class _PrintSink:
+    """The technician's view of supervision: each event as one line (or JSON)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.seq = 0
+
+    async def emit(self, body: EventBody) -> Envelope:
+        self.seq += 1
+        now = time.time()
+        env = Envelope(
+            id=f"watch-{self.seq}", seq=self.seq, ts=iso(now) or "", site="watch", body=body
+        )
+        if self.as_json:
+            print(json.dumps(env.to_wire()), flush=True)
+        else:
+            fields = body.model_dump(mode="json", exclude={"type", "device", "door"})
+            detail = ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            who = getattr(body, "device", "")
+            print(f"{time.strftime('%H:%M:%S')}  {who:<16} {body.type:<26} {detail}", flush=True)
+        return env
+
+
+async def _watch(cfg: Config, args: argparse.Namespace) -> int:
+    """Supervise the devices here, printing every event (the service must be stopped)."""
+    print(f"Watching {len(cfg.devices)} device(s); Ctrl-C to stop.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with DeviceManager.from_config(cfg, _PrintSink(args.json), drivers=DRIVERS):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(args.for_seconds):
+                    await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
 async def _devices(args: argparse.Namespace) -> int:
     if args.drivers:
         for name in available():
             print(name)
         return 0
     cfg = load_config(args.config)
+    if args.watch:
+        return await _watch(cfg, args)
     store = FileSecretStore(cfg.site.data_dir)
     now = time.time()
     source: str
@@ -364,6 +409,10 @@ def register(subs: Any) -> None:
     d.add_argument("--probe", action="store_true",
                    help="connect to each device instead of reading the gateway's snapshot")
     d.add_argument("--drivers", action="store_true", help="list the installed drivers")
+    d.add_argument("--watch", action="store_true",
+                   help="supervise the devices here and print every event (stop the service first)")
+    d.add_argument("--for", dest="for_seconds", type=float, default=None, metavar="SECONDS",
+                   help="with --watch: stop after this many seconds")
     d.set_defaults(handler=_devices_checked)
 
 

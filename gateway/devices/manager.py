@@ -32,6 +32,7 @@ from gateway.devices.record import DeviceRecord, StateFile
 from gateway.devices.secrets import FileSecretStore
 from gateway.devices.supervisor import Supervisor
 from gateway.events import EventSink
+from gateway.health import DeviceHealth
 from protocols.device import Action, Capability, DeviceState
 from protocols.errors import DeviceUnavailable
 
@@ -159,10 +160,8 @@ class DeviceManager:
     def inventory(self) -> list[dict[str, Any]]:
         return [s.record().inventory() for s in self.supervisors.values()]
 
-    def health(self) -> list[Any]:
+    def health(self) -> list[DeviceHealth]:
         """The devices part of ``gateway.health.Snapshot``."""
-        from gateway.health import DeviceHealth
-
         return [
             DeviceHealth(
                 id=r.id,
