@@ -16,7 +16,7 @@ from protocols.errors import LockgwError
 
 __all__ = ["main", "run"]
 
-_MODULES: tuple[str, ...] = ("platform", "control", "carelock", "nuki")
+_MODULES: tuple[str, ...] = ("demo", "carelock", "nuki", "phone", "platform", "control")
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -49,3 +49,7 @@ def run() -> None:
         sys.exit(asyncio.run(main(sys.argv[1:])))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

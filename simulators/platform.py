@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import uuid
 from collections.abc import Callable
@@ -85,6 +86,12 @@ def _broker(url: str) -> tuple[str, int]:
     return u.hostname or "127.0.0.1", u.port or 1883
 
 
+#: paho's complaints about a broker that went away are expected here (we reconnect)
+_QUIET = logging.getLogger("lockgw.sim.platform.mqtt")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
 class Platform:
     """A platform's MQTT client for one site. ``async with Platform(url, site) as p:``."""
 
@@ -100,14 +107,15 @@ class Platform:
         self._task: asyncio.Task[None] | None = None
         self._new = asyncio.Condition()
         self.on_event: Callable[[dict[str, Any]], None] | None = None
+        self.disconnects = 0
 
     @property
     def root(self) -> str:
         return f"lockgw/v1/{self.site}"
 
-    async def __aenter__(self) -> Platform:
+    def _make_client(self) -> aiomqtt.Client:
         # a persistent session: events published while we are away are queued for us
-        self._client = aiomqtt.Client(
+        return aiomqtt.Client(
             self.host,
             self.port,
             identifier=self.client_id,
@@ -115,10 +123,14 @@ class Platform:
             clean_start=False,
             properties=_session_props(),
             max_queued_incoming_messages=0,
+            logger=_QUIET,
         )
+
+    async def __aenter__(self) -> Platform:
+        self._client = self._make_client()
         await self._client.__aenter__()
         await self._client.subscribe(f"{self.root}/#", qos=1)
-        self._task = asyncio.create_task(self._receive())
+        self._task = asyncio.create_task(self._run())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -129,6 +141,30 @@ class Platform:
         if self._client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.__aexit__(None, None, None)
+
+    async def _run(self) -> None:
+        """Receive; when the broker goes away, reconnect to the same session and go on
+        (the broker kept what was published meanwhile, the checker spots any loss)."""
+        delay = 0.1
+        while True:
+            try:
+                await self._receive()
+            except aiomqtt.MqttError:
+                self.disconnects += 1
+            with contextlib.suppress(aiomqtt.MqttError):
+                if self._client is not None:
+                    await self._client.__aexit__(None, None, None)
+            self._client = None
+            while self._client is None:
+                await asyncio.sleep(delay)
+                client = self._make_client()
+                try:
+                    await client.__aenter__()
+                    await client.subscribe(f"{self.root}/#", qos=1)
+                except aiomqtt.MqttError:
+                    delay = min(2.0, delay * 2)
+                    continue
+                self._client, delay = client, 0.1
 
     async def _receive(self) -> None:
         assert self._client is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,8 @@ __all__ = ["main", "run"]
 
 #: sub-command modules, in help order
 _MODULES = (
+    "run",
+    "demo",
     "keys",
     "config_cmd",
     "token",
@@ -57,14 +60,22 @@ async def main(argv: list[str]) -> int:
         return 1
 
 
+def _runner() -> Callable[[Awaitable[int]], int]:
+    """uvloop when installed (see bench/footprint.py for the measured difference);
+    ``LOCKGW_EVENT_LOOP=asyncio`` chooses the standard loop (benchmarks, debugging)."""
+    if os.environ.get("LOCKGW_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+
+            return uvloop.run  # type: ignore[return-value]
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            pass
+    return asyncio.run  # type: ignore[return-value]
+
+
 def run() -> None:
     """Console-script entry point."""
-    try:
-        import uvloop
-
-        runner: Callable[[Awaitable[int]], int] = uvloop.run  # type: ignore[assignment]
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.run  # type: ignore[assignment]
+    runner = _runner()
     try:
         code = runner(main(sys.argv[1:]))
     except KeyboardInterrupt:

@@ -1,0 +1,147 @@
+"""Phone hello → result at the door, through the real processes, and the gateway's own share.
+
+Starts what ``lockgw demo`` starts (mosquitto, a simulated lock through the loopback BLE
+transport, ``lockgw run``), then lets phones unlock: one at a time and 20 at once, with
+the device at zero added link latency and at 30 ms per frame (one BLE connection
+interval). Each phone measures hello → result; the gateway logs, per attempt, the time
+it spent deciding (token + proof + policy) and journaling (one durable SQLite
+transaction) beside the time it waited for the device — its own share is
+decision + journal, which is what the target (p99 ≤ 5 ms with 20 phones) is about.
+The baseline printed beside it is the device's own time for the same attempts.
+
+    .venv/bin/python bench/unlock_latency.py [--n 400] [--delays 0,30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from simulators.broker import MosquittoBroker  # noqa: E402
+from simulators.site import Carer, DeviceSpec, Org, SimSite  # noqa: E402
+
+PHONES = 20
+TARGET_MS = 5.0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
+
+
+def gateway_samples(log: Path, start: int) -> tuple[list[float], list[float], int]:
+    """(gateway share ms, device ms, end offset) from the ``door.attempt`` lines after ``start``."""
+    own: list[float] = []
+    device: list[float] = []
+    with log.open("rb") as f:
+        f.seek(start)
+        data = f.read()
+    for line in data.splitlines():
+        if b'"door.attempt"' not in line:
+            continue
+        rec = json.loads(line)
+        own.append(rec["decide_ms"] + rec["journal_ms"])
+        device.append(rec["device_ms"])
+    return own, device, start + len(data)
+
+
+async def phase(site: SimSite, carers: list[Carer], concurrency: int, n: int) -> tuple[list[float], int]:
+    """``n`` attempts with ``concurrency`` phones at once; (phone-side ms, denied count)."""
+    times: list[float] = []
+    denied = 0
+
+    async def phone(c: Carer, count: int) -> None:
+        nonlocal denied
+        for _ in range(count):
+            t0 = time.perf_counter()
+            result = await site.attempt(c)
+            times.append((time.perf_counter() - t0) * 1000)
+            if not result.granted:
+                denied += 1
+
+    per = max(1, n // concurrency)
+    async with asyncio.TaskGroup() as tg:
+        for c in carers[:concurrency]:
+            tg.create_task(phone(c, per))
+    return times, denied
+
+
+async def run_delay(delay: int, n: int) -> list[dict[str, float | int | str]]:
+    rows: list[dict[str, float | int | str]] = []
+    with tempfile.TemporaryDirectory(prefix="lockgw-bench-") as tmp:
+        work = Path(tmp)
+        lock = DeviceSpec("front-lock", "front", "lock", "carelock-lock")
+        async with SimSite(work, devices=[lock], delay_ms=delay) as site, MosquittoBroker(
+            workdir=work / "broker"
+        ) as broker:
+            org = site.add_org(Org("org-bench", "Bench", ("verzorgende",), ("planned",)))
+            carers = [Carer(f"p{i}", f"c-{i:03d}", org, "verzorgende") for i in range(PHONES)]
+            for c in carers:
+                site.issue(c)
+            site.write_config(broker.url, extra="[access]\nrate_limit = 100000\n")
+            await site.start_devices()
+            await site.pair_all()
+            await site.start_gateway()
+            log = work / "gateway.log"
+            await phase(site, carers, 1, 20)  # warm-up: connections, caches
+            offset = log.stat().st_size
+            for conc in (1, PHONES):
+                await asyncio.sleep(0.5)
+                times, denied = await phase(site, carers, conc, n)
+                await asyncio.sleep(0.5)  # let the log lines land
+                own, device, offset = gateway_samples(log, offset)
+                rows.append(
+                    {
+                        "delay_ms": delay,
+                        "phones": conc,
+                        "n": len(times),
+                        "denied": denied,
+                        "total_p50": statistics.median(times),
+                        "total_p99": pct(times, 99),
+                        "gw_p50": statistics.median(own) if own else float("nan"),
+                        "gw_p99": pct(own, 99),
+                        "dev_p50": statistics.median(device) if device else float("nan"),
+                        "dev_p99": pct(device, 99),
+                    }
+                )
+    return rows
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=400, help="attempts per phase")
+    ap.add_argument("--delays", default="0,30", help="per-frame link delays, ms")
+    args = ap.parse_args()
+    rows: list[dict[str, float | int | str]] = []
+    for d in (int(x) for x in args.delays.split(",")):
+        rows += await run_delay(d, args.n)
+    print(f"{'delay':>6} {'phones':>6} {'n':>5} {'denied':>6} | {'hello→result p50':>16} {'p99':>8} | "
+          f"{'gateway p50':>11} {'p99':>7} | {'device p50':>10} {'p99':>8} | gw/device p99")
+    ok = True
+    for r in rows:
+        ratio = float(r["gw_p99"]) / float(r["dev_p99"]) if float(r["dev_p99"]) > 0 else float("nan")
+        print(
+            f"{r['delay_ms']:>4}ms {r['phones']:>6} {r['n']:>5} {r['denied']:>6} | "
+            f"{r['total_p50']:>14.2f}ms {r['total_p99']:>6.2f}ms | "
+            f"{r['gw_p50']:>9.2f}ms {r['gw_p99']:>5.2f}ms | "
+            f"{r['dev_p50']:>8.2f}ms {r['dev_p99']:>6.2f}ms | {ratio:.3f}"
+        )
+        if r["phones"] == PHONES and float(r["gw_p99"]) > TARGET_MS:
+            ok = False
+    print(f"target: gateway share p99 ≤ {TARGET_MS} ms with {PHONES} phones: {'met' if ok else 'MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

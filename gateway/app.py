@@ -1,0 +1,247 @@
+"""The gateway's lifecycle: one ``AsyncExitStack`` of parts, one ``TaskGroup`` of loops.
+
+Start order (each an async context manager; a partial start rolls back):
+journal → access → devices → door service + visits → MQTT → phone link → health.
+READY is sent to systemd only when all are up. SIGTERM: ``gateway.stopping`` is
+journaled, open visits are ended honestly, parts close in reverse order — bounded by
+``STOP_TIMEOUT``. SIGHUP: config and revocations are re-read without dropping device
+or broker connections (issuers, command signers and access settings take effect;
+device and MQTT changes need a restart, which the log says).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import structlog
+
+from gateway.access import AccessController
+from gateway.config import Config, DeviceConfig, load_config
+from gateway.devices import DeviceManager
+from gateway.door import DoorService
+from gateway.health import HealthServer, Snapshot
+from gateway.journal import Journal, journal_path
+from gateway.mqtt import MqttLink
+from gateway.phone_link import PhoneLink
+from gateway.systemd import SdNotifier
+from gateway.visits import VisitLimits, VisitTracker
+from protocols.device import DeviceState
+from protocols.errors import ConfigError, JournalError
+from protocols.events import ClockUntrustedEvent, GatewayEvent
+
+__all__ = ["STOP_TIMEOUT", "Gateway", "gateway_version"]
+
+log = structlog.get_logger("lockgw.app")
+
+STOP_TIMEOUT = 10.0
+
+#: what the retained inventory topic carries (CONTRACT §4); live state has its own topic
+_INVENTORY_FIELDS = (
+    "id", "door", "driver", "kind", "manufacturer", "model", "serial", "firmware", "paired_at",
+)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def gateway_version() -> str:
+    try:
+        return version("lockgw")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+class Gateway:
+    def __init__(self, config: Config, *, notifier: SdNotifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or SdNotifier()
+        self.version = gateway_version()
+        self.started_at = time.time()
+        self.stop_event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.phone_address: str | None = None
+        self._reload_requested = False
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _limits(self, device_id: str) -> VisitLimits:
+        v = self.config.visits
+        dev: DeviceConfig | None = self.config.device(device_id)
+        return VisitLimits(
+            no_entry_after=v.no_entry_after,
+            relock_after=v.relock_after,
+            max_duration=v.max_duration,
+            door_left_open_after=dev.door_left_open_after if dev else 300,
+            key_not_returned_after=dev.key_not_returned_after if dev else 1800,
+        )
+
+    def _snapshot(self) -> Snapshot:
+        clock = self.access.clock_status()
+        return Snapshot(
+            written_at=time.time(),
+            interval=self.health.interval,
+            pid=os.getpid(),
+            version=self.version,
+            started_at=self.started_at,
+            clock_trusted=clock.trusted,
+            time_floor=clock.floor,
+            broker_connected=self.mqtt.connected,
+            journal_ok=self.journal.error is None,
+            journal_failures=self.door.journal_failures + self.journal.failures,
+            last_seq=self.journal.last_seq,
+            backlog=self.journal.backlog(),
+            devices=self.devices.health(),
+        )
+
+    async def _on_device_state(self, device_id: str, state: DeviceState) -> None:
+        await self.visits.on_state(device_id, state)
+        await self.mqtt.publish_device_state(device_id, state.model_dump(mode="json"))
+
+    async def _device_events(self) -> None:
+        async for device_id, state in self.devices.changes():
+            await self._on_device_state(device_id, state)
+
+    async def _inventory_loop(self) -> None:
+        last: list[dict[str, object]] | None = None
+        while True:
+            inv = [
+                {k: item.get(k) for k in _INVENTORY_FIELDS} for item in self.devices.inventory()
+            ]
+            if inv != last:
+                await self.mqtt.publish_inventory(inv)
+                last = inv
+            await asyncio.sleep(5)
+
+    async def _clock_check(self) -> None:
+        was_trusted = True
+        while True:
+            status = self.access.clock_status()
+            if not status.trusted and was_trusted:
+                with contextlib.suppress(JournalError):
+                    await self.journal.emit(
+                        ClockUntrustedEvent(
+                            now=_iso(status.now), floor=_iso(status.floor), detail=status.detail
+                        )
+                    )
+            was_trusted = status.trusted
+            await asyncio.sleep(10)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config.source) if self.config.source else self.config
+        except ConfigError as exc:
+            log.error("reload.refused", problems=exc.problems)
+            self.notifier.ready("reload refused: config has problems")
+            return
+        if new.devices != self.config.devices or new.mqtt != self.config.mqtt:
+            log.warning("reload.partial", detail="device and MQTT changes take effect on restart")
+        self.config = new
+        self.access.reload(new)
+        self.notifier.ready("reloaded")
+        log.info("reload.done")
+
+    async def run(self) -> None:
+        cfg = self.config
+        data_dir: Path = cfg.site.data_dir
+        await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
+        async with contextlib.AsyncExitStack() as stack:
+            self.journal = await stack.enter_async_context(
+                Journal(
+                    journal_path(data_dir), cfg.site.id, retention_days=cfg.journal.retention_days
+                )
+            )
+            self.access = AccessController(cfg)
+            self.visits = VisitTracker(self.journal, limits=self._limits)
+            self.devices = await stack.enter_async_context(
+                DeviceManager.from_config(cfg, self.journal)
+            )
+            self.door = DoorService(cfg, self.access, self.devices, self.journal, self.visits)
+            self.mqtt = await stack.enter_async_context(
+                MqttLink(
+                    cfg.mqtt,
+                    cfg.site.id,
+                    self.journal,
+                    version=self.version,
+                    on_command=self.door.on_command,
+                    on_revocation=self.door.on_revocation,
+                    on_credential=self.door.on_credential,
+                )
+            )
+            if cfg.phone_link.loopback:
+                link = await stack.enter_async_context(
+                    PhoneLink(self.door, cfg.phone_link.loopback, step_timeout=cfg.phone_link.step_timeout)
+                )
+                self.phone_address = link.address
+            self.health = await stack.enter_async_context(
+                HealthServer(data_dir, self._snapshot, metrics=cfg.health.metrics)
+            )
+            await self.journal.emit(GatewayEvent(type="gateway.started", version=self.version))
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self.visits.run()),
+                    tg.create_task(self._device_events()),
+                    tg.create_task(self._inventory_loop()),
+                    tg.create_task(self._clock_check()),
+                    tg.create_task(self.health.run()),
+                    tg.create_task(self.notifier.watchdog_loop()),
+                ]
+                self.health.write_now()
+                self.notifier.ready(
+                    f"ready: {len(cfg.devices)} device(s), phone link {self.phone_address or 'off'}"
+                )
+                self.ready.set()
+                log.info("gateway.ready", site=cfg.site.id, phone_link=self.phone_address)
+                await self.stop_event.wait()
+                self.notifier.stopping()
+                log.info("gateway.stopping")
+                for t in tasks:
+                    t.cancel()
+            await self._stop()
+
+    async def _stop(self) -> None:
+        try:
+            self.access.flush()  # the time floor and anything else not yet on disk
+        except OSError as exc:
+            log.error("gateway.flush_failed", error=str(exc))
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT / 2):
+                await self.visits.close()
+                await self.journal.emit(GatewayEvent(type="gateway.stopping", version=self.version))
+        except (TimeoutError, JournalError) as exc:
+            log.error("gateway.stop_incomplete", error=type(exc).__name__)
+
+
+async def serve(config_path: str | Path) -> int:
+    """``lockgw run``: load, run until SIGTERM/SIGINT, reload on SIGHUP."""
+    cfg = load_config(config_path)
+    gw = Gateway(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, gw.stop_event.set)
+    loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
+    try:
+        async with asyncio.timeout(None) as deadline:
+            runner = asyncio.create_task(gw.run())
+            stop_waiter = asyncio.create_task(gw.stop_event.wait())
+            await asyncio.wait({runner, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not runner.done():
+                deadline.reschedule(loop.time() + STOP_TIMEOUT)
+            await runner
+            stop_waiter.cancel()
+    except TimeoutError:
+        log.error("gateway.stop_timeout", seconds=STOP_TIMEOUT)
+        return 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    return 0

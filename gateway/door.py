@@ -1,0 +1,320 @@
+"""Decision → device → answer: what happens at the door, for phones and for signed commands.
+
+The phone hears ``granted`` only after the device confirmed; a device that does not
+answer within ``phone_link.device_timeout`` (default 5 s) gives ``device_unavailable``,
+one that answers "no" (jammed, refused) ``device_failed``. Every attempt — granted,
+denied, malformed, failed — is journaled (and so published) with all CONTRACT fields,
+and repeated denials at a door raise ``access.suspicious``.
+
+If the journal cannot write (disk full, corrupt database) the door still opens:
+care safety comes first. The attempt is logged, the phone's ``event`` is a locally
+generated id, and the health check reports that the gateway cannot journal.
+
+A crash between the device moving and the journal commit leaves no ``access.granted``
+row; the phone never heard ``granted`` either (no phantom grant), and the device's
+state change is journaled after the restart by state reconciliation (``lock.state``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from gateway.access import AccessController, AccessRequest, Decision
+from gateway.logs import redact
+from gateway.visits import VisitTracker
+from protocols.control import Command
+from protocols.device import Action, DeviceKind, DeviceState
+from protocols.errors import ControlMessageError, DeviceError, JournalError, ProtocolError, Reason
+from protocols.events import (
+    AccessDecisionEvent,
+    AlarmEvent,
+    Channel,
+    CommandResultEvent,
+    EventBody,
+    RevocationAppliedEvent,
+    SuspiciousEvent,
+)
+from protocols.phone import Challenge, Hello, Proof, Result
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+    from gateway.devices import DeviceManager
+    from gateway.events import EventSink
+
+__all__ = ["DoorService"]
+
+log = structlog.get_logger("lockgw.door")
+
+
+@dataclass
+class _Timing:
+    """Seconds spent deciding, waiting for the device, and journaling one attempt."""
+
+    decide: float = 0.0
+    device: float = 0.0
+    journal: float = 0.0
+
+
+class DoorService:
+    """Implements :class:`gateway.phone_link.DoorHandler` and the MQTT inbound handlers."""
+
+    def __init__(
+        self,
+        config: Config,
+        access: AccessController,
+        devices: DeviceManager,
+        sink: EventSink,
+        visits: VisitTracker,
+    ) -> None:
+        self.config = config
+        self.site = config.site.id
+        self.access = access
+        self.devices = devices
+        self.sink = sink
+        self.visits = visits
+        self.journal_failures = 0
+
+    # -- journal ---------------------------------------------------------------------------
+    async def _emit(self, body: EventBody) -> str:
+        try:
+            env = await self.sink.emit(body)
+        except JournalError as exc:
+            self.journal_failures += 1
+            local = f"unjournaled-{uuid.uuid4()}"
+            log.error("door.unjournaled", event=body.type, local_id=local, error=str(exc))
+            return local
+        return env.id
+
+    # -- phone link ------------------------------------------------------------------------
+    def challenge(self) -> Challenge:
+        return Challenge(nonce=self.access.new_challenge(), site=self.site)
+
+    async def malformed(self, peer: str, door: str | None, detail: str) -> Result:
+        log.info("door.malformed", peer=peer, detail=detail)
+        event = await self._emit(
+            AccessDecisionEvent(
+                type="access.denied",
+                door=door or "unknown",
+                action="unknown",
+                channel=Channel.PHONE,
+                reason=Reason.MALFORMED.value,
+            )
+        )
+        return Result(granted=False, reason=Reason.MALFORMED.value, event=event)
+
+    async def attempt(self, hello: Hello, challenge: Challenge, proof: Proof, peer: str) -> Result:
+        t0 = time.perf_counter()
+        decision = self.access.decide(
+            AccessRequest(
+                token=hello.token,
+                token_ref=hello.token_ref,
+                door=hello.door,
+                action=hello.action,
+                nonce=challenge.nonce,
+                proof=proof.sig,
+                peer=peer,
+            )
+        )
+        timing = _Timing(decide=time.perf_counter() - t0)
+        reason, event = await self._carry_out(
+            decision, hello.door, Action(hello.action), Channel.PHONE, timing=timing
+        )
+        # the gateway's own share (decision + journal) beside the device's, for bench/unlock_latency.py
+        log.info(
+            "door.attempt",
+            door=hello.door,
+            action=hello.action,
+            reason=reason.value,
+            decide_ms=round(timing.decide * 1000, 3),
+            device_ms=round(timing.device * 1000, 3),
+            journal_ms=round(timing.journal * 1000, 3),
+        )
+        return Result(granted=reason is Reason.OK, reason=reason.value, event=event)
+
+    async def _carry_out(
+        self,
+        decision: Decision,
+        door: str,
+        action: Action,
+        channel: Channel,
+        *,
+        actor: str | None = None,
+        request_id: str | None = None,
+        timing: _Timing | None = None,
+    ) -> tuple[Reason, str]:
+        timing = timing or _Timing()
+        reason = decision.reason
+        state: DeviceState | None = None
+        try:
+            device_id: str | None = self.devices.device_for(door, action)
+        except DeviceError as exc:  # no device at that door can do it: say so, never hang
+            device_id = None
+            if decision.granted:
+                reason = exc.reason
+                log.warning("door.no_device", door=door, action=action.value, detail=str(exc))
+        if decision.granted and device_id is not None:
+            t_dev = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.config.phone_link.device_timeout):
+                    state = await self.devices.execute(door, action)
+            except DeviceError as exc:
+                reason = exc.reason
+                log.warning("door.device_error", device=device_id, error=str(exc))
+            except TimeoutError:
+                reason = Reason.DEVICE_UNAVAILABLE
+            timing.device = time.perf_counter() - t_dev
+        granted = reason is Reason.OK
+        t_journal = time.perf_counter()
+        event = await self._emit(
+            AccessDecisionEvent(
+                type="access.granted" if granted else "access.denied",
+                door=door,
+                device=device_id,
+                iss=decision.iss,
+                sub=decision.sub,
+                role=decision.role,
+                purpose=decision.purpose,  # type: ignore[arg-type]
+                action=action.value,
+                token_id=decision.token_id,
+                channel=channel,
+                reason=reason.value,
+                emergency_outside_window=decision.emergency_outside_window,
+                actor=actor,
+                request_id=request_id,
+            )
+        )
+        timing.journal = time.perf_counter() - t_journal
+        if granted and device_id is not None:
+            kind = DeviceKind.KEYSAFE if action is Action.OPEN else DeviceKind.LOCK
+            await self.visits.start(
+                visit_id=event,
+                door=door,
+                device=device_id,
+                kind=kind,
+                iss=decision.iss,
+                sub=decision.sub,
+                role=decision.role,
+                purpose=decision.purpose,
+                state=state,
+            )
+        if decision.suspicious:
+            await self._emit(
+                SuspiciousEvent(
+                    door=door,
+                    count=decision.denials,
+                    window=self.config.access.suspicious_window,
+                )
+            )
+        return reason, event
+
+    # -- MQTT inbound ----------------------------------------------------------------------
+    async def on_command(self, raw: bytes) -> None:
+        """A signed command from the alarm centre or the platform (CONTRACT §5)."""
+        try:
+            cmd = self.access.verify_command(raw)
+        except ControlMessageError as exc:
+            log.warning("door.command_refused", reason=exc.reason.value, detail=exc.detail)
+            try:  # name the request in the answer when it can be read at all
+                claimed: Command | None = Command.decode(raw)
+            except ControlMessageError:
+                claimed = None
+            await self._emit(
+                CommandResultEvent(
+                    request_id=claimed.request_id if claimed else None,
+                    cmd=claimed.cmd if claimed else None,
+                    ok=False,
+                    reason=exc.reason.value,
+                    actor=claimed.actor if claimed else None,
+                    door=claimed.door if claimed else None,
+                )
+            )
+            return
+        if cmd.cmd == "alarm":
+            raised = cmd.state == "raised"
+            self.access.set_alarm(raised)
+            await self._emit(
+                AlarmEvent(
+                    type="alarm.raised" if raised else "alarm.cleared",
+                    actor=cmd.actor,
+                    request_id=cmd.request_id,
+                    reason=cmd.reason,
+                )
+            )
+            ok, reason = True, Reason.OK
+        elif cmd.cmd == "refresh":
+            ok, reason = await self._refresh(cmd.door)
+        elif cmd.door is None:
+            ok, reason = False, Reason.MALFORMED  # an opening command must name its door
+        else:
+            decision = Decision.for_command(cmd)
+            reason, _ = await self._carry_out(
+                decision,
+                cmd.door,
+                Action(cmd.cmd),
+                Channel.COMMAND,
+                actor=cmd.actor,
+                request_id=cmd.request_id,
+            )
+            ok = reason is Reason.OK
+        await self._emit(
+            CommandResultEvent(
+                request_id=cmd.request_id,
+                cmd=cmd.cmd,
+                ok=ok,
+                reason=reason.value,
+                actor=cmd.actor,
+                door=cmd.door,
+            )
+        )
+
+    async def _refresh(self, door: str | None) -> tuple[bool, Reason]:
+        """Ask the devices at ``door`` (every door when None) for their state now."""
+        doors = [door] if door else sorted({d.door for d in self.config.devices})
+        for d in doors:
+            try:
+                await self.devices.refresh(d)
+            except DeviceError as exc:
+                return False, exc.reason
+        return True, Reason.OK
+
+    async def on_revocation(self, issuer: str, raw: bytes) -> None:
+        """A retained revocation list from ``lockgw/v1/org/<issuer>/revocations``."""
+        outcome = self.access.apply_revocation(raw)
+        if outcome.status == "refused":
+            log.warning(
+                "door.revocation_refused",
+                topic_issuer=issuer,
+                reason=outcome.reason.value if outcome.reason else None,
+                detail=outcome.detail,
+            )
+            return
+        if outcome.issuer != issuer:
+            # verified against the key of the issuer it names: the topic is only a hint
+            log.warning("door.revocation_topic_mismatch", topic_issuer=issuer, iss=outcome.issuer)
+        if outcome.status == "applied" and outcome.issuer is not None and outcome.seq is not None:
+            await self._emit(
+                RevocationAppliedEvent(
+                    iss=outcome.issuer,
+                    list_seq=outcome.seq,
+                    cti_count=outcome.cti_count,
+                    sub_count=outcome.sub_count,
+                )
+            )
+        else:
+            log.info("door.revocation_ignored", issuer=outcome.issuer, seq=outcome.seq,
+                     held_seq=outcome.held_seq)
+
+    async def on_credential(self, raw: bytes) -> None:
+        """A token pushed for the gateway to hold (a phone then presents its ``cti``)."""
+        try:
+            claims = self.access.hold_token(raw)
+        except ProtocolError as exc:
+            log.warning("door.credential_refused", reason=exc.reason.value)
+            return
+        log.info("door.credential_held", token_id=redact(claims.cti), iss=claims.iss)

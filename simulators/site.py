@@ -1,0 +1,380 @@
+"""A whole simulated home on this machine: keys, config, device simulators, the gateway.
+
+Used by ``lockgw demo``, the real-process tests and the benchmarks, so all three run the
+same thing a technician would: ``lockgw-sim lock|keysafe|nuki`` processes reached through
+the loopback BLE transport, ``lockgw pair`` and ``lockgw run`` as processes, phones
+speaking the CONTRACT §3 exchange over TCP. Imports ``protocols/`` (and other
+simulators) only; the gateway is driven through its command line and the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols.control import Command, RevocationList
+from protocols.phone import Result
+from protocols.token import issue_token
+from protocols.windows import Window
+from simulators.broker import free_port
+from simulators.control import send_control
+from simulators.phone import UnlockAttempt, unlock
+
+__all__ = ["Carer", "DeviceSpec", "Org", "SimSite", "write_key"]
+
+DAY = 24 * 3600
+ALL_DAYS = 127
+
+
+def write_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """``path`` (PKCS#8 PEM, 0600) and ``path.with_suffix('.pub')`` (SPKI PEM), like ``lockgw keys new``."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    path.with_suffix(".pub").write_bytes(pub)
+
+
+def _append(path: Path) -> BinaryIO:
+    return path.open("ab")
+
+
+@dataclass
+class Org:
+    id: str
+    title: str
+    roles: tuple[str, ...]
+    purposes: tuple[str, ...]
+    doors: tuple[str, ...] = ("front",)
+    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+
+
+@dataclass
+class Carer:
+    name: str  # for narration only: the gateway and the stream see ``sub``
+    sub: str
+    org: Org
+    role: str
+    purposes: tuple[str, ...] = ("planned",)
+    phone: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    token: bytes = b""
+    cti: bytes = field(default_factory=lambda: secrets.token_bytes(16))
+
+
+@dataclass
+class DeviceSpec:
+    id: str
+    door: str
+    kind: str  # simulator: "lock" | "keysafe" | "nuki"
+    driver: str  # registry name: "carelock-lock" | "carelock-keysafe" | "nuki"
+    extra: str = ""  # extra TOML lines for its [[devices]] table
+    port: int = field(default_factory=free_port)
+    control: int = field(default_factory=free_port)
+
+
+class SimSite:
+    """``async with SimSite(dir) as site``: nothing runs until you start it."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        devices: list[DeviceSpec] | None = None,
+        delay_ms: int = 0,
+        site_id: str | None = None,
+        timezone: str = "Europe/Amsterdam",
+    ) -> None:
+        self.dir = workdir
+        self.site = site_id or f"site-{secrets.token_hex(4)}"
+        self.timezone = timezone
+        self.delay_ms = delay_ms
+        self.config = workdir / "lockgw.toml"
+        self.keys = workdir / "keys"
+        self.devices = (
+            devices
+            if devices is not None
+            else [
+                DeviceSpec("front-lock", "front", "lock", "carelock-lock"),
+                DeviceSpec("front-keysafe", "front", "keysafe", "carelock-keysafe"),
+            ]
+        )
+        self.orgs: list[Org] = []
+        self.signer = Ed25519PrivateKey.generate()
+        self.signer_id = "alarmcentrale"
+        self.phone_port = free_port()
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+
+    # -- parties -------------------------------------------------------------------------------
+    def add_org(self, org: Org) -> Org:
+        self.orgs.append(org)
+        return org
+
+    def issue(
+        self,
+        carer: Carer,
+        *,
+        windows: list[list[int]] | None = None,
+        doors: list[str] | None = None,
+        valid: int = DAY,
+        not_before: int | None = None,
+        aud: str | None = None,
+        key: Ed25519PrivateKey | None = None,
+    ) -> bytes:
+        now = int(time.time())
+        carer.token = issue_token(
+            key or carer.org.key,
+            iss=carer.org.id,
+            sub=carer.sub,
+            aud=aud or self.site,
+            holder_key=carer.phone.public_key(),
+            doors=doors or list(carer.org.doors),
+            role=carer.role,
+            purposes=list(carer.purposes),
+            exp=now + valid,
+            nbf=not_before if not_before is not None else now - 60,
+            iat=now,
+            windows=[Window(w[0], w[1], w[2]) for w in windows] if windows else (),
+            cti=carer.cti,
+        )
+        return carer.token
+
+    def command(
+        self,
+        cmd: str,
+        *,
+        door: str | None = "front",
+        valid_for: int = 60,
+        key: Ed25519PrivateKey | None = None,
+        reason: str = "alarm",
+        state: str | None = None,
+    ) -> bytes:
+        """A signed command from the alarm centre (CONTRACT §5)."""
+        return Command.new(
+            cmd,
+            site=self.site,
+            actor=self.signer_id,
+            door=door,
+            reason=reason,
+            state=state,
+            valid_for=valid_for,
+        ).sign(key or self.signer)
+
+    @staticmethod
+    def revocation(
+        org: Org, seq: int, *, cti: tuple[bytes, ...] = (), sub: tuple[str, ...] = ()
+    ) -> bytes:
+        """A signed revocation list of ``org`` (CONTRACT §5)."""
+        return RevocationList.new(org.id, seq, cti=cti, sub=sub).sign(org.key)
+
+    # -- files ---------------------------------------------------------------------------------
+    def write_config(self, broker_url: str, *, extra: str = "") -> Path:
+        self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+        parts = [
+            "# written by simulators/site.py",
+            "[site]",
+            f'id = "{self.site}"',
+            f'timezone = "{self.timezone}"',
+            'data_dir = "data"',
+            "",
+            "[mqtt]",
+            f'url = "{broker_url}"',
+            "reconnect_min = 0.2",
+            "reconnect_max = 1.0",
+            "",
+            "[phone_link]",
+            f'loopback = "127.0.0.1:{self.phone_port}"',
+            "",
+            extra,
+        ]
+        for org in self.orgs:
+            write_key(self.keys / f"{org.id}.key", org.key)
+            parts += [
+                "[[issuers]]",
+                f'id = "{org.id}"',
+                f'public_key = "keys/{org.id}.pub"',
+                "roles = [" + ", ".join(f'"{r}"' for r in org.roles) + "]",
+                "purposes = [" + ", ".join(f'"{p}"' for p in org.purposes) + "]",
+                "doors = [" + ", ".join(f'"{d}"' for d in org.doors) + "]",
+                "",
+            ]
+        write_key(self.keys / f"{self.signer_id}.key", self.signer)
+        parts += [
+            "[[command_signers]]",
+            f'id = "{self.signer_id}"',
+            f'public_key = "keys/{self.signer_id}.pub"',
+            "",
+        ]
+        for dev in self.devices:
+            parts += [
+                "[[devices]]",
+                f'id = "{dev.id}"',
+                f'door = "{dev.door}"',
+                f'driver = "{dev.driver}"',
+                f'address = "loopback://127.0.0.1:{dev.port}"',
+                dev.extra,
+                "",
+            ]
+        self.config.write_text("\n".join(parts))
+        return self.config
+
+    # -- processes -----------------------------------------------------------------------------
+    async def spawn(
+        self, name: str, *argv: str, env: dict[str, str] | None = None
+    ) -> asyncio.subprocess.Process:
+        with _append(self.dir / f"{name}.log") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *argv,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=self.dir,
+                env={**os.environ, **(env or {})},
+            )
+        self.procs[name] = proc
+        return proc
+
+    async def cli(self, *argv: str, timeout: float = 60.0) -> tuple[int, str]:
+        """``lockgw ARGV`` as a process; (exit code, stdout+stderr)."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=self.dir,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                out, _ = await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        return proc.returncode or 0, out.decode(errors="replace")
+
+    async def wait_port(self, port: int, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{what} is not listening on 127.0.0.1:{port} (see {self.dir})"
+                    ) from None
+                await asyncio.sleep(0.05)
+                continue
+            w.close()
+            with contextlib.suppress(OSError):
+                await w.wait_closed()
+            return
+
+    async def start_devices(self, *, pairing: bool = True) -> None:
+        for dev in self.devices:
+            argv = [
+                "-m",
+                "simulators.cli",
+                dev.kind,
+                "--listen",
+                f"127.0.0.1:{dev.port}",
+                "--control",
+                f"127.0.0.1:{dev.control}",
+                "--state",
+                str(self.dir / f"{dev.id}-state.json"),
+            ]
+            if pairing:
+                argv.append("--pairing")
+            if self.delay_ms:
+                argv += ["--delay", str(self.delay_ms)]
+            await self.spawn(f"sim-{dev.id}", *argv)
+        for dev in self.devices:
+            await self.wait_port(dev.port, f"the simulated {dev.kind} {dev.id}")
+
+    async def pair_all(self) -> None:
+        for dev in self.devices:
+            code, out = await self.cli("pair", "--config", str(self.config), dev.id, "--yes")
+            if code != 0:
+                raise RuntimeError(f"lockgw pair {dev.id} failed:\n{out}")
+
+    async def start_gateway(
+        self, *, wait: bool = True, env: dict[str, str] | None = None
+    ) -> asyncio.subprocess.Process:
+        proc = await self.spawn(
+            "gateway", "-m", "gateway", "run", "--config", str(self.config), env=env
+        )
+        if wait:
+            await self.wait_port(self.phone_port, "the gateway's phone link", timeout=30)
+        return proc
+
+    async def stop(
+        self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 15.0
+    ) -> int | None:
+        proc = self.procs.get(name)
+        if proc is None or proc.returncode is not None:
+            return None if proc is None else proc.returncode
+        proc.send_signal(sig)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        return proc.returncode
+
+    async def switch(self, device_id: str, name: str, value: str | None = None) -> Any:
+        dev = next(d for d in self.devices if d.id == device_id)
+        return await send_control(f"127.0.0.1:{dev.control}", name, value)
+
+    async def attempt(
+        self,
+        carer: Carer,
+        action: str = "unlock",
+        *,
+        door: str = "front",
+        phone: Ed25519PrivateKey | None = None,
+        token_ref: bytes | None = None,
+        timeout: float = 15.0,
+    ) -> Result:
+        return await unlock(
+            f"127.0.0.1:{self.phone_port}",
+            UnlockAttempt(
+                door=door,
+                action=action,
+                key=phone or carer.phone,
+                token=None if token_ref else carer.token,
+                token_ref=token_ref,
+            ),
+            timeout=timeout,
+        )
+
+    async def close(self) -> None:
+        if "gateway" in self.procs:
+            await self.stop("gateway")
+        for name in list(self.procs):
+            await self.stop(name, timeout=5)
+
+    async def __aenter__(self) -> SimSite:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,72 @@
+"""The unit's ExecStart, run the way systemd runs it (Type=notify, WatchdogSec), without systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulators.broker import MosquittoBroker
+from simulators.site import DeviceSpec, Org, SimSite
+from tests.sdnotify import NotifyListener
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "systemd" / "lockgw.service"
+
+pytestmark = pytest.mark.slow
+
+
+def exec_start(config: Path) -> list[str]:
+    """The unit's ExecStart with this checkout's venv and ``config`` in place of /opt and /etc."""
+    line = next(ln for ln in UNIT.read_text().splitlines() if ln.startswith("ExecStart="))
+    argv = shlex.split(line.removeprefix("ExecStart="))
+    assert argv[0] == "/opt/lockgw/.venv/bin/lockgw", "the guide installs into /opt/lockgw/.venv"
+    argv[0] = str(Path(sys.executable).parent / "lockgw")
+    return [str(config) if a == "/etc/lockgw/lockgw.toml" else a for a in argv]
+
+
+async def test_exec_start_notifies_ready_pings_watchdog_and_stops_in_order(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    listener = NotifyListener(tmp_path)
+    lock = DeviceSpec("front-lock", "front", "lock", "carelock-lock")
+    async with SimSite(tmp_path / "site", devices=[lock]) as site:
+        site.add_org(Org("org-a", "A", ("verzorgende",), ("planned",)))
+        config = site.write_config(broker.url)
+        await site.start_devices()
+        await site.pair_all()
+        env = {
+            "NOTIFY_SOCKET": str(listener.path),
+            "WATCHDOG_USEC": "1000000",  # WatchdogSec=1: pings every 0.5 s
+            "PYTHONUNBUFFERED": "1",
+        }
+        argv = exec_start(config)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env={**os.environ, **env}, cwd=site.dir,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            ready = await listener.wait_for("READY=1", timeout=60)
+            assert "STATUS=" in ready or any("STATUS=" in m for m in listener.messages)
+            # READY means the phone link is up: a phone can connect right now
+            await site.wait_port(site.phone_port, "phone link", timeout=1)
+            for _ in range(3):  # fresh pings keep coming, each within WatchdogSec
+                listener.messages = [m for m in listener.messages if "WATCHDOG=1" not in m]
+                await listener.wait_for("WATCHDOG=1", timeout=5)
+            proc.send_signal(signal.SIGHUP)
+            await listener.wait_for("RELOADING=1", timeout=10)
+            proc.send_signal(signal.SIGTERM)
+            await listener.wait_for("STOPPING=1", timeout=10)
+            async with asyncio.timeout(20):
+                code = await proc.wait()
+            assert code == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            listener.close()
