@@ -28,6 +28,7 @@ _MODULES = (
     "token",
     "control_cmd",
     "devices",
+    "test_open",
     "audit",
     "health",
 )

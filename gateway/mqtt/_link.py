@@ -446,20 +446,32 @@ class _EventStream:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Publish the outbox in order until ``stop``; then drain: everything committed
+        so far goes out and is acknowledged (the caller bounds how long that may take),
+        so an orderly shutdown's last events (``gateway.stopping``) reach the platform."""
         cursor = 0  # after a reconnect everything unacknowledged goes again
         buffer: deque[tuple[int, bytes]] = deque()
-        while not stop.is_set():
+        never = asyncio.Event()
+        while True:
             if self._failed is not None:
                 raise self._failed
+            draining = stop.is_set()
             if not buffer:
                 buffer.extend(await self.journal.outbox(after=cursor, limit=2 * self.window))
                 if not buffer:
-                    await self._idle(self.journal.wait_unpublished(after=cursor), stop)
-                    continue
+                    if not draining:
+                        await self._idle(self.journal.wait_unpublished(after=cursor), stop)
+                        continue
+                    if self._mids:  # wait for the last acknowledgements
+                        await self._idle(None, never)
+                        continue
+                    if self._mark_task is not None:
+                        await asyncio.gather(self._mark_task, return_exceptions=True)
+                    return
                 cursor = buffer[-1][0]
             room = self.window - len(self._mids)
             if room <= 0:
-                await self._idle(None, stop)
+                await self._idle(None, never if draining else stop)
                 continue
             for _ in range(min(room, len(buffer))):
                 seq, payload = buffer.popleft()

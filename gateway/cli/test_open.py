@@ -1,0 +1,138 @@
+"""``lockgw test-open --config F --door D``: the installer's trial opening (before the service runs).
+
+The sector's installation steps end with a test and a trial opening. This moves the real
+devices at one door through their drivers — the lock unlocks, waits, and locks again; the
+key safe opens its compartment — and prints what each device reported, battery included.
+Each opening is journaled (``access.granted``, channel ``command``, actor ``installer``),
+so the platform sees it as soon as the service starts and publishes the journal.
+
+Run it while the service is stopped (``systemctl stop lockgw``): a BLE device takes one
+connection, and the journal has one writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from typing import Any
+
+from gateway.config import load_config
+from gateway.devices import DeviceManager
+from gateway.health import read_snapshot
+from gateway.journal import Journal, journal_path
+from gateway.logs import configure_logging
+from protocols.device import Action, Capability, DeviceState
+from protocols.errors import DeviceError, LockgwError
+from protocols.events import AccessDecisionEvent, Channel
+
+__all__ = ["register"]
+
+
+def _daemon_running(pid: int | None) -> bool:
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user (the lockgw service user)
+        return True
+    return True
+
+
+def _describe(state: DeviceState) -> str:
+    parts: list[str] = []
+    if state.lock is not None:
+        parts.append(f"bolt {state.lock.value}")
+    if state.door.value != "unknown":
+        parts.append(f"door {state.door.value}")
+    if state.compartment is not None:
+        parts.append(f"compartment {state.compartment.value}")
+    if state.key is not None:
+        parts.append(f"key {state.key.value}")
+    if state.battery is not None:
+        parts.append(f"battery {state.battery} %" + (" CRITICAL" if state.battery_critical else ""))
+    return ", ".join(parts) or "no state reported"
+
+
+async def _step(
+    devices: DeviceManager, journal: Journal, door: str, action: Action, device_id: str
+) -> bool:
+    try:
+        state = await devices.execute(door, action)
+    except DeviceError as exc:
+        print(f"  {device_id}: {action.value} FAILED — {exc.reason.value}: {exc.detail or exc}")
+        ok, reason = False, exc.reason.value
+    else:
+        print(f"  {device_id}: {action.value} ok — {_describe(state)}")
+        ok, reason = True, "ok"
+    if action is not Action.LOCK:
+        with contextlib.suppress(LockgwError):
+            await journal.emit(
+                AccessDecisionEvent(
+                    type="access.granted" if ok else "access.denied",
+                    door=door,
+                    device=device_id,
+                    action=action.value,
+                    channel=Channel.COMMAND,
+                    reason=reason,
+                    actor="installer",
+                    request_id="test-open",
+                )
+            )
+    return ok
+
+
+async def _test_open(args: argparse.Namespace) -> int:
+    configure_logging("warning")
+    cfg = load_config(args.config)
+    snap = read_snapshot(cfg.site.data_dir)
+    if snap is not None and _daemon_running(snap.pid):
+        print(
+            f"lockgw test-open: the gateway service is running (pid {snap.pid}); stop it first "
+            "(systemctl stop lockgw) — a Bluetooth device takes one connection at a time",
+            file=sys.stderr,
+        )
+        return 1
+    at_door = [d for d in cfg.devices if d.door == args.door]
+    if not at_door:
+        doors = sorted({d.door for d in cfg.devices}) or ["none configured"]
+        print(
+            f"lockgw test-open: no device at door {args.door!r}; doors: {', '.join(doors)}",
+            file=sys.stderr,
+        )
+        return 1
+    only_door = cfg.model_copy(update={"devices": at_door})
+    ok = True
+    async with (
+        Journal(journal_path(cfg.site.data_dir), cfg.site.id, retention_days=cfg.journal.retention_days) as journal,
+        DeviceManager.from_config(only_door, journal) as devices,
+    ):
+        print(f"trial opening at door {args.door!r}:")
+        for dev in at_door:
+            sup = devices.supervisors[dev.id]
+            caps: Any = sup.driver.capabilities
+            if Capability.UNLOCK in caps:
+                ok &= await _step(devices, journal, args.door, Action.UNLOCK, dev.id)
+                await asyncio.sleep(args.hold)
+                if Capability.LOCK in caps:
+                    ok &= await _step(devices, journal, args.door, Action.LOCK, dev.id)
+            elif Capability.OPEN in caps:
+                ok &= await _step(devices, journal, args.door, Action.OPEN, dev.id)
+    print("result: ok" if ok else "result: FAILED — see above; `lockgw devices` shows each device")
+    return 0 if ok else 1
+
+
+def register(subs: Any) -> None:
+    p = subs.add_parser(
+        "test-open", help="installer's trial opening of one door's devices (service stopped)"
+    )
+    p.add_argument("--config", required=True, help="the TOML config file")
+    p.add_argument("--door", required=True, help="the door id, as in [[devices]] door = ...")
+    p.add_argument(
+        "--hold", type=float, default=3.0, help="seconds the lock stays unlocked (default 3)"
+    )
+    p.set_defaults(handler=_test_open)
