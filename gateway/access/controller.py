@@ -362,16 +362,19 @@ class AccessController:
                     return deny(Reason.CLOCK_UNTRUSTED, "clock untrusted: planned care waits")
                 else:
                     return deny(Reason.REVOCATION_STALE, stale)
+        # positional: granted, reason, iss, sub, role, purpose, token_id,
+        # emergency_outside_window, suspicious, clock_trusted (keywords cost µs here)
         return Decision(
-            granted=True,
-            reason=Reason.OK,
-            iss=c.iss,
-            sub=c.sub,
-            role=c.role,
-            purpose=purpose,
-            token_id=c.cti.hex(),
-            emergency_outside_window=outside_flag,
-            clock_trusted=trusted,
+            True,
+            Reason.OK,
+            c.iss,
+            c.sub,
+            c.role,
+            purpose,
+            c.cti.hex(),
+            outside_flag,
+            False,
+            trusted,
         )
 
     # -- revocations ----------------------------------------------------------------------
