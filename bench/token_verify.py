@@ -16,6 +16,7 @@ the target is ≥ 0.45.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -23,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.access import AccessController, AccessRequest
@@ -143,6 +145,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="approximate run time")
     args = ap.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory() as tmp:
         ctl, token, phone = _setup(Path(tmp))
         key = Ed25519PrivateKey.generate()

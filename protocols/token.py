@@ -207,6 +207,14 @@ _K_WIN, _K_ROLE, _K_DOORS, _K_PURPOSE = b"cwin", b"drole", b"edoors", b"gpurpose
 _PURPOSE_TEXT: Final = {b"gplanned": "planned", b"iemergency": "emergency"}
 
 
+#: encoded size of an unsigned integer by its head byte (1000: not a short uint, and the
+#: fast path gives up), and windows already seen by their exact bytes
+_UINT_SIZE: Final = tuple(
+    1 if h < 0x18 else 2 if h == 0x18 else 3 if h == 0x19 else 1000 for h in range(256)
+)
+_WINDOW_BYTES: dict[bytes, Window] = {}
+
+
 def _fast_text(p: bytes, pos: int) -> tuple[str, int]:
     ib = p[pos]
     if 0x61 <= ib <= 0x77:
@@ -260,7 +268,13 @@ def _fast_claims(p: bytes, kid: bytes | None) -> TokenClaims | None:
                 else:
                     return None
             elif 4 <= k <= 6:
-                t, pos = _fast_uint(p, pos + 1)
+                if p[pos + 1] == 0x1A and pos + 6 <= n:  # seconds since 1970: 4 bytes
+                    t = int.from_bytes(p[pos + 2 : pos + 6], "big")
+                    if t < 0x10000:
+                        return None
+                    pos += 6
+                else:
+                    t, pos = _fast_uint(p, pos + 1)
                 if k == 4 and exp is None:
                     exp = t
                 elif k == 5 and nbf is None:
@@ -314,10 +328,23 @@ def _fast_claims(p: bytes, kid: bytes | None) -> TokenClaims | None:
                 for _ in range(count):
                     if p[pos] != 0x83:
                         return None
-                    days, pos = _fast_uint(p, pos + 1)
-                    start, pos = _fast_uint(p, pos)
-                    end, pos = _fast_uint(p, pos)
-                    wins.append(Window.from_cbor([days, start, end]))
+                    e = pos + 1
+                    e += _UINT_SIZE[p[e]]
+                    e += _UINT_SIZE[p[e]]
+                    e += _UINT_SIZE[p[e]]
+                    raw_w = p[pos:e]
+                    w = _WINDOW_BYTES.get(raw_w)
+                    if w is None:
+                        days, q = _fast_uint(p, pos + 1)
+                        start, q = _fast_uint(p, q)
+                        end, q = _fast_uint(p, q)
+                        if q != e:
+                            return None
+                        w = Window.from_cbor([days, start, end])
+                        if len(_WINDOW_BYTES) < 4096:
+                            _WINDOW_BYTES[raw_w] = w
+                    wins.append(w)
+                    pos = e
                 windows = tuple(wins)
             else:
                 return None

@@ -483,3 +483,14 @@ def test_clock_status_and_flush(site: Site, ctl: AccessController) -> None:
     site.clock.t -= 3600
     st = ctl.clock_status()
     assert not st.trusted and st.floor > st.now and "behind" in st.detail
+
+
+def test_clock_trust_changes_are_logged(site: Site, ctl: AccessController) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        site.clock.t -= 3600
+        assert not ctl.alarm_raised  # any decision-time read notices
+        site.clock.t += 7200
+        assert not ctl.alarm_raised
+    assert [e["event"] for e in logs] == ["access.clock_untrusted", "access.clock_trusted"]

@@ -173,3 +173,19 @@ def test_console_script_round_trip(site: Site) -> None:
         timeout=60, check=False,
     )  # fmt: skip
     assert res2.returncode == 0 and json.loads(res2.stdout)["aud"] == SITE
+
+
+async def test_check_config_explains_matrix_and_consent_problems(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site.write_config(
+        issuer_extra="consent_from = 2026-05-01\nconsent_until = 2026-04-01\n"
+        '[issuers.matrix]\nchauffeur = ["planned"]'
+    )
+    code, _, err = await run(capsys, "check-config", "--config", str(site.config_path))
+    assert code == 1
+    assert "consent_until (2026-04-01) is before consent_from (2026-05-01)" in err
+    assert "role 'chauffeur' is not in this issuer's roles" in err
+    site.write_config(issuer_extra='[issuers.matrix]\nverzorgende = ["holiday"]')
+    code, _, err = await run(capsys, "check-config", "--config", str(site.config_path))
+    assert code == 1 and "matrix.verzorgende[0]: Input should be 'planned' or 'emergency'" in err

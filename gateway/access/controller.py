@@ -121,6 +121,7 @@ class AccessController:
             self._state, clock=clock, monotonic=monotonic, tolerance=config.access.skew_seconds
         )
         self._revocations = RevocationStore(self._state)
+        self._trusted_before = True
         used = self._state.load(_COMMANDS_FILE)
         self._used_commands: dict[str, int] = (
             {str(k): int(v) for k, v in used.items() if isinstance(v, int)}
@@ -205,6 +206,12 @@ class AccessController:
     def _now(self) -> tuple[bool, float]:
         """(trusted, the time decisions use: the clock, or the floor when it is behind)."""
         trusted, now, floor = self._floor.check()
+        if trusted is not self._trusted_before:
+            self._trusted_before = trusted
+            if trusted:
+                log.info("access.clock_trusted", now=now, floor=floor)
+            else:
+                log.warning("access.clock_untrusted", now=now, floor=floor, behind=floor - now)
         return trusted, (now if now >= floor else floor)
 
     def flush(self) -> None:
@@ -362,16 +369,19 @@ class AccessController:
                     return deny(Reason.CLOCK_UNTRUSTED, "clock untrusted: planned care waits")
                 else:
                     return deny(Reason.REVOCATION_STALE, stale)
+        # positional: granted, reason, iss, sub, role, purpose, token_id,
+        # emergency_outside_window, suspicious, clock_trusted (keywords cost µs here)
         return Decision(
-            granted=True,
-            reason=Reason.OK,
-            iss=c.iss,
-            sub=c.sub,
-            role=c.role,
-            purpose=purpose,
-            token_id=c.cti.hex(),
-            emergency_outside_window=outside_flag,
-            clock_trusted=trusted,
+            True,
+            Reason.OK,
+            c.iss,
+            c.sub,
+            c.role,
+            purpose,
+            c.cti.hex(),
+            outside_flag,
+            False,
+            trusted,
         )
 
     # -- revocations ----------------------------------------------------------------------
@@ -397,6 +407,7 @@ class AccessController:
                 issuer, seq = unverified.iss, unverified.seq
             except ControlMessageError:
                 pass
+            log.warning("access.revocation_refused", iss=issuer, seq=seq, reason=exc.reason.value)
             return RevocationOutcome("refused", issuer, seq, reason=exc.reason, detail=exc.detail)
         held = self._revocations.get(rl.iss)
         held_seq = held.seq if held is not None else None
@@ -411,6 +422,7 @@ class AccessController:
                 ns,
                 detail=f"seq {rl.seq} is not above the held seq {held_seq}",
             )
+        log.info("access.revocation_applied", iss=rl.iss, seq=rl.seq, cti=nc, sub=ns)
         return RevocationOutcome("applied", rl.iss, rl.seq, held_seq, nc, ns)
 
     def revocation_status(self) -> list[RevocationStatus]:
