@@ -40,6 +40,9 @@ from gateway.mqtt.loadgen import run_load  # noqa: E402
 from simulators.broker import MosquittoBroker  # noqa: E402
 
 WINDOW = 100
+#: CPU seconds per message in this process (all threads), best run: less sensitive to
+#: other load on the machine than the rates
+CPU: dict[str, float] = {}
 
 
 # -- the subscriber (a separate process) ---------------------------------------------
@@ -111,13 +114,14 @@ async def raw_rate(broker: MosquittoBroker, count: int, uvloop: bool) -> float:
             finally:
                 sem.release()
 
-        start = time.time()
+        start, cpu0 = time.time(), time.process_time()
         for _ in range(count):
             await sem.acquire()
             t = asyncio.create_task(one())
             tasks.add(t)
             t.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
+        CPU["raw"] = min(CPU.get("raw", 1e9), (time.process_time() - cpu0) / count)
         return await finish(sub, start, count)
 
 
@@ -130,8 +134,10 @@ async def pipeline_rate(broker: MosquittoBroker, count: int, uvloop: bool, data:
         MqttLink(cfg, site, journal, version="bench", window=WINDOW) as link,
     ):
         await link.wait_connected(10)
-        start = time.time()
+        start, cpu0 = time.time(), time.process_time()
         await run_load(journal, count, concurrency=100, progress=False)
+        cpu = (time.process_time() - cpu0) / count
+        CPU["pipeline"] = min(CPU.get("pipeline", 1e9), cpu)
         rate = await finish(sub, start, count)
         assert journal.backlog() == 0 and journal.last_seq == count
         return rate
@@ -156,6 +162,10 @@ async def main(args: argparse.Namespace) -> int:
     print(f"raw aiomqtt QoS 1 pipelined publish -> subscriber: {raw:9.0f} msg/s")
     print(f"journal (WAL, synchronous=FULL) -> MqttLink -> subscriber: {best:9.0f} events/s")
     print(f"ratio pipeline / raw: {best / raw:.2f}  (targets: >= 5000 events/s, >= 0.5)")
+    print(
+        f"publisher-process CPU per message: raw {CPU['raw'] * 1e6:.0f} us, "
+        f"pipeline {CPU['pipeline'] * 1e6:.0f} us (journal + link, all threads)"
+    )
     load = os.getloadavg()[0]
     print(
         f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the end (other work skews both)"

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.journal import (
     Journal,
@@ -300,3 +302,61 @@ async def test_an_unexpected_error_fails_that_batch_and_the_journal_carries_on(
         assert (await j.emit(battery())).seq == 3  # no gap: the failed one got no seq
         assert await j.verify() is None
         assert j.backlog() == 3
+
+
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("emit"), st.integers(1, 30)),
+            st.tuples(st.just("mark"), st.integers(0, 40)),
+            st.tuples(st.just("age"), st.integers(1, 100)),
+            st.tuples(st.just("retain"), st.just(0)),
+            st.tuples(st.just("reopen"), st.just(0)),
+        ),
+        max_size=12,
+    )
+)
+@settings(max_examples=40)
+def test_any_mix_of_emits_marks_retention_and_restarts_keeps_the_chain(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]]
+) -> None:
+    path = journal_path(tmp_path_factory.mktemp("prop"))
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+
+    def clock() -> float:
+        return now[0].timestamp()
+
+    async def run() -> None:
+        expected = 0
+        published = 0
+        j = Journal(path, SITE, retention_days=30, clock=clock)
+        await j.__aenter__()
+        try:
+            for op, n in ops:
+                if op == "emit":
+                    envs = await asyncio.gather(*(j.emit(battery()) for _ in range(n)))
+                    assert [e.seq for e in envs] == list(range(expected + 1, expected + n + 1))
+                    expected += n
+                elif op == "mark":
+                    published = max(published, min(n, expected))
+                    await j.mark_published(published)
+                elif op == "age":
+                    now[0] += timedelta(days=n)
+                elif op == "retain":
+                    await j.apply_retention(now[0])
+                else:
+                    await j.__aexit__(None, None, None)
+                    j = Journal(path, SITE, retention_days=30, clock=clock)
+                    await j.__aenter__()
+                assert j.last_seq == expected
+                assert j.backlog() == expected - published
+                assert await j.verify() is None
+                kept = [e.seq for e in await j.read()]
+                assert kept == list(range(expected - len(kept) + 1, expected + 1))
+                assert [e.seq for e in await j.unpublished(1000)] == list(
+                    range(published + 1, expected + 1)
+                )
+        finally:
+            await j.__aexit__(None, None, None)
+
+    asyncio.run(run())

@@ -67,7 +67,11 @@ _REASONS = {
     "device_failed": "the lock could not do it",
 }
 
-_PURPOSE = {"planned": "planned care", "emergency": "emergency (alarm)"}
+_PURPOSE = {
+    "planned": "planned care",
+    "emergency": "emergency (alarm)",
+    "remote": "remote opening (signed command)",
+}
 
 
 def _who(w: dict[str, Any]) -> str:

@@ -112,10 +112,6 @@ def _tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-class _Stop(Exception):
-    """The link is stopping (internal)."""
-
-
 class MqttLink:
     """The gateway's one MQTT connection; see the module docstring."""
 
