@@ -159,13 +159,13 @@ class DeviceConfig(_Section):
     driver: str = Field(min_length=1)
     address: str = Field(min_length=1)
     #: "keep" = stay connected: the default, because an unlock is then one link round trip
-    #: (p50 69 ms at BLE timing vs 509 ms connecting on demand, bench/device_connection.py) and
+    #: (p50 64 ms at BLE timing vs 490 ms connecting on demand, bench/device_connection.py) and
     #: door / jam / key notifications arrive at once instead of at the next poll;
     #: "on_demand" = connect per command and per health poll (docs/devices.md §5)
     connection: Literal["keep", "on_demand"] = "keep"
     battery_low: int = Field(default=20, ge=1, le=99)
     battery_critical: int = Field(default=10, ge=1, le=99)
-    #: seconds between health polls (a refresh of the device's state)
+    #: a device quiet this many seconds is polled (a refresh of its state)
     health_interval: float = Field(default=60.0, gt=0)
     #: seconds the door may stand open before door.left_open
     door_left_open_after: float = Field(default=300.0, gt=0)

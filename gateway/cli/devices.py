@@ -59,7 +59,7 @@ address in the config is right; then run this command again."""
 
 
 @contextlib.contextmanager
-def _logs_to_stderr() -> Iterator[None]:
+def _logs_to_stderr(level: int = logging.WARNING) -> Iterator[None]:
     """Installer commands print for people (or JSON for scripts) on stdout; the drivers'
     log lines go to stderr, warnings and worse only."""
     old = structlog.get_config()
@@ -69,7 +69,7 @@ def _logs_to_stderr() -> Iterator[None]:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.dev.ConsoleRenderer(colors=False),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
@@ -420,5 +420,6 @@ async def _devices_checked(args: argparse.Namespace) -> int:
     if not args.drivers and not args.config:
         print("lockgw devices: --config is required (or --drivers)", file=sys.stderr)
         return 2
-    with _logs_to_stderr():
+    # --watch prints every event itself: only errors from the log
+    with _logs_to_stderr(logging.ERROR if args.watch else logging.WARNING):
         return await _devices(args)

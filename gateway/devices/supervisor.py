@@ -2,7 +2,7 @@
 
 Link state machine (``connection = "keep"``, the default: measured by
 ``bench/device_connection.py``, an unlock on a kept session costs one link round trip
-— p50 69 ms with 30 ms per frame — against 509 ms when connecting on demand, and only a
+— p50 64 ms with 30 ms per frame — against 490 ms when connecting on demand, and only a
 kept link hears the door open, a jam or the key taken when it happens; docs/devices.md §5)::
 
     connecting ──ok (connect + info + refresh)──► online ──link lost / no answer──► offline
@@ -492,12 +492,18 @@ class Supervisor:
                     self._log.info("device.reconnect_in", seconds=round(delay, 2), attempt=attempt)
                     await asyncio.sleep(delay)
                     continue
-            # connected: watch the link, poll every health_interval (or at once when woken)
-            due = time.monotonic() + self.cfg.health_interval
+            # connected: watch the link; poll once the device has been quiet for
+            # health_interval (a command or notification counts as contact, so a busy
+            # device is not polled and a command rarely waits behind a poll), or at once
+            # when a failed command asks for a look
             self._wake.clear()
-            while self.driver.is_connected and time.monotonic() < due and not self._wake.is_set():
+            while self.driver.is_connected and not self._wake.is_set():
+                quiet_until = (self.last_contact or 0.0) + self.cfg.health_interval
+                remaining = quiet_until - self._clock()
+                if remaining <= 0:
+                    break
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(LINK_CHECK, max(0.0, due - time.monotonic()))):
+                    async with asyncio.timeout(min(LINK_CHECK, remaining)):
                         await self._wake.wait()
             if not self.driver.is_connected:
                 await self._set_offline("link lost")
