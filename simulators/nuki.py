@@ -203,7 +203,7 @@ class NukiSimulator:
         control.register(
             "jam", self._jam, "the motor blocks on the next actions: true/false (default true)"
         )
-        control.register("door", self._door, "door sensor: open/closed")
+        control.register("door", self._door, "door sensor: open/close(d)")
         control.register(
             "battery", self._battery, "battery percent 0..100 (critical at 10 or less)"
         )
@@ -220,7 +220,7 @@ class NukiSimulator:
         return self.snapshot()
 
     async def _door(self, value: Any) -> dict[str, Any]:
-        if value not in {"open", "closed"}:
+        if value not in {"open", "closed", "close"}:  # "close" as for the carelock lock
             raise ValueError("door is open or closed")
         await self.set_door(value == "open")
         return self.snapshot()
