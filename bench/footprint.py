@@ -66,17 +66,17 @@ async def wait_connected(site: SimSite, n: int, timeout: float = 120) -> None:
     print(f"  (not every device reported healthy within {timeout:.0f} s)", file=sys.stderr)
 
 
-async def load(site: SimSite, carers: list[Carer], doors: list[str], seconds: float) -> int:
+async def load(site: SimSite, carers: list[Carer], mine: dict[str, list[str]], seconds: float) -> int:
     done = 0
     end = time.monotonic() + seconds
 
     async def phone(i: int) -> None:
         nonlocal done
         c = carers[i]
-        k = i
+        k = 0
         while time.monotonic() < end:
-            await site.attempt(c, door=doors[k % len(doors)])
-            k += len(carers)
+            await site.attempt(c, door=mine[c.sub][k % len(mine[c.sub])])
+            k += 1
             done += 1
 
     async with asyncio.TaskGroup() as tg:
@@ -99,8 +99,9 @@ async def main() -> int:
         async with SimSite(work, devices=devices) as site, MosquittoBroker(workdir=work / "broker") as broker:
             org = site.add_org(Org("org-bench", "Bench", ("verzorgende",), ("planned",), tuple(doors)))
             carers = [Carer(f"p{i}", f"c-{i:03d}", org, "verzorgende") for i in range(20)]
-            for c in carers:
-                site.issue(c, doors=doors)
+            mine = {c.sub: doors[i :: len(carers)] for i, c in enumerate(carers)}
+            for c in carers:  # a token names at most 32 doors: each carer has a few
+                site.issue(c, doors=mine[c.sub])
             site.write_config(broker.url, extra="[access]\nrate_limit = 100000\n")
             t = time.monotonic()
             await site.start_devices()
@@ -111,7 +112,7 @@ async def main() -> int:
                 await wait_connected(site, args.devices)
                 await asyncio.sleep(3)
                 idle_cpu, idle_rss = await measure(proc.pid, args.idle)
-                task = asyncio.create_task(load(site, carers, doors, args.load))
+                task = asyncio.create_task(load(site, carers, mine, args.load))
                 load_cpu, load_rss = await measure(proc.pid, args.load)
                 n = await task
                 rows.append((loop, idle_rss, idle_cpu, load_rss, load_cpu, n / args.load))

@@ -40,9 +40,13 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
-def gateway_samples(log: Path, start: int) -> tuple[list[float], list[float], int]:
-    """(gateway share ms, device ms, end offset) from the ``door.attempt`` lines after ``start``."""
+def gateway_samples(
+    log: Path, start: int
+) -> tuple[list[float], list[float], list[float], list[float], int]:
+    """(gateway share, decision, journal, device ms, end offset) from ``door.attempt`` lines."""
     own: list[float] = []
+    decide: list[float] = []
+    journal: list[float] = []
     device: list[float] = []
     with log.open("rb") as f:
         f.seek(start)
@@ -52,8 +56,10 @@ def gateway_samples(log: Path, start: int) -> tuple[list[float], list[float], in
             continue
         rec = json.loads(line)
         own.append(rec["decide_ms"] + rec["journal_ms"])
+        decide.append(rec["decide_ms"])
+        journal.append(rec["journal_ms"])
         device.append(rec["device_ms"])
-    return own, device, start + len(data)
+    return own, decide, journal, device, start + len(data)
 
 
 async def phase(site: SimSite, carers: list[Carer], concurrency: int, n: int) -> tuple[list[float], int]:
@@ -100,7 +106,7 @@ async def run_delay(delay: int, n: int) -> list[dict[str, float | int | str]]:
                 await asyncio.sleep(0.5)
                 times, denied = await phase(site, carers, conc, n)
                 await asyncio.sleep(0.5)  # let the log lines land
-                own, device, offset = gateway_samples(log, offset)
+                own, decide, journal, device, offset = gateway_samples(log, offset)
                 rows.append(
                     {
                         "delay_ms": delay,
@@ -111,6 +117,8 @@ async def run_delay(delay: int, n: int) -> list[dict[str, float | int | str]]:
                         "total_p99": pct(times, 99),
                         "gw_p50": statistics.median(own) if own else float("nan"),
                         "gw_p99": pct(own, 99),
+                        "decide_p99": pct(decide, 99),
+                        "journal_p99": pct(journal, 99),
                         "dev_p50": statistics.median(device) if device else float("nan"),
                         "dev_p99": pct(device, 99),
                     }
@@ -127,14 +135,14 @@ async def main() -> int:
     for d in (int(x) for x in args.delays.split(",")):
         rows += await run_delay(d, args.n)
     print(f"{'delay':>6} {'phones':>6} {'n':>5} {'denied':>6} | {'hello→result p50':>16} {'p99':>8} | "
-          f"{'gateway p50':>11} {'p99':>7} | {'device p50':>10} {'p99':>8} | gw/device p99")
+          f"{'gateway p50':>11} {'p99':>7} (decide p99, journal p99) | {'device p50':>10} {'p99':>8} | gw/device p99")
     ok = True
     for r in rows:
         ratio = float(r["gw_p99"]) / float(r["dev_p99"]) if float(r["dev_p99"]) > 0 else float("nan")
         print(
             f"{r['delay_ms']:>4}ms {r['phones']:>6} {r['n']:>5} {r['denied']:>6} | "
             f"{r['total_p50']:>14.2f}ms {r['total_p99']:>6.2f}ms | "
-            f"{r['gw_p50']:>9.2f}ms {r['gw_p99']:>5.2f}ms | "
+            f"{r['gw_p50']:>9.2f}ms {r['gw_p99']:>5.2f}ms ({r['decide_p99']:.2f}, {r['journal_p99']:.2f}) | "
             f"{r['dev_p50']:>8.2f}ms {r['dev_p99']:>6.2f}ms | {ratio:.3f}"
         )
         if r["phones"] == PHONES and float(r["gw_p99"]) > TARGET_MS:

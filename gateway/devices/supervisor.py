@@ -382,21 +382,24 @@ class Supervisor:
             self._on_record()
         self._wake.set()
 
-    async def execute(self, action: Action) -> DeviceState:
-        """Do ``action`` now: serialised, bounded by ``command_timeout`` from the call."""
+    async def _operate(
+        self, what: str, op: Callable[[], Awaitable[DeviceState]]
+    ) -> DeviceState:
+        """One device operation: serialised, connected first, bounded by ``command_timeout``
+        from the call; failures recorded and raised as DeviceUnavailable / DeviceFailed."""
         try:
             async with asyncio.timeout(self.cfg.command_timeout):
                 async with self._op:
                     try:
                         if not self.driver.is_connected:
                             await self._connect_locked()
-                        state = await self.driver.execute(action)
+                        state = await op()
                     finally:
                         if self.cfg.connection == "on_demand":
                             await self._drop_link()
         except TimeoutError:
             exc: DeviceError = DeviceUnavailable(
-                self.id, f"{action.value}: no answer in {self.cfg.command_timeout:g} s"
+                self.id, f"{what}: no answer in {self.cfg.command_timeout:g} s"
             )
             await self._failed(exc)
             raise exc from None
@@ -407,6 +410,11 @@ class Supervisor:
             await self._failed(err)
             raise
         await self.apply(state)
+        return state
+
+    async def execute(self, action: Action) -> DeviceState:
+        """Do ``action`` now: serialised, bounded by ``command_timeout`` from the call."""
+        state = await self._operate(action.value, lambda: self.driver.execute(action))
         if action is not Action.OPEN and state.lock is LockState.JAMMED:
             jammed = DeviceFailed(self.id, f"{action.value}: the lock is jammed")
             await self._failed(jammed)
@@ -415,29 +423,7 @@ class Supervisor:
         return state
 
     async def refresh(self) -> DeviceState:
-        try:
-            async with asyncio.timeout(self.cfg.command_timeout):
-                async with self._op:
-                    try:
-                        if not self.driver.is_connected:
-                            await self._connect_locked()
-                        state = await self.driver.refresh()
-                    finally:
-                        if self.cfg.connection == "on_demand":
-                            await self._drop_link()
-        except TimeoutError:
-            exc: DeviceError = DeviceUnavailable(
-                self.id, f"refresh: no answer in {self.cfg.command_timeout:g} s"
-            )
-            await self._failed(exc)
-            raise exc from None
-        except PairingError as err:
-            await self._failed(err)
-            raise DeviceUnavailable(self.id, err.detail) from err
-        except DeviceError as err:
-            await self._failed(err)
-            raise
-        await self.apply(state)
+        state = await self._operate("refresh", self.driver.refresh)
         await self._set_online()
         return state
 
