@@ -306,14 +306,21 @@ class SimSite:
             if self.delay_ms:
                 argv += ["--delay", str(self.delay_ms)]
             await self.spawn(f"sim-{dev.id}", *argv)
+        # many simulators starting at once on a small machine take a while each
+        budget = 20.0 + 2.0 * len(self.devices)
         for dev in self.devices:
-            await self.wait_port(dev.port, f"the simulated {dev.kind} {dev.id}")
+            await self.wait_port(dev.port, f"the simulated {dev.kind} {dev.id}", timeout=budget)
 
-    async def pair_all(self) -> None:
+    async def pair_all(self, *, attempts: int = 3) -> None:
+        """``lockgw pair`` every device, as an installer would (again when one times out:
+        on a busy machine a simulator may answer late)."""
         for dev in self.devices:
-            code, out = await self.cli("pair", "--config", str(self.config), dev.id, "--yes")
-            if code != 0:
-                raise RuntimeError(f"lockgw pair {dev.id} failed:\n{out}")
+            for attempt in range(attempts):
+                code, out = await self.cli("pair", "--config", str(self.config), dev.id, "--yes")
+                if code == 0:
+                    break
+                if attempt == attempts - 1:
+                    raise RuntimeError(f"lockgw pair {dev.id} failed:\n{out}")
 
     async def start_gateway(
         self, *, wait: bool = True, env: dict[str, str] | None = None
