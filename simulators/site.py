@@ -53,6 +53,19 @@ def write_key(path: Path, key: Ed25519PrivateKey) -> None:
     path.with_suffix(".pub").write_bytes(pub)
 
 
+_handed_out: set[int] = set()
+
+
+def _unique_port() -> int:
+    """A free loopback port not handed out before in this process (the OS may offer a
+    just-released port again, and a site with 50 devices asks for 100 of them)."""
+    while True:
+        port = free_port()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
 def _append(path: Path) -> BinaryIO:
     return path.open("ab")
 
@@ -86,8 +99,8 @@ class DeviceSpec:
     kind: str  # simulator: "lock" | "keysafe" | "nuki"
     driver: str  # registry name: "carelock-lock" | "carelock-keysafe" | "nuki"
     extra: str = ""  # extra TOML lines for its [[devices]] table
-    port: int = field(default_factory=free_port)
-    control: int = field(default_factory=free_port)
+    port: int = field(default_factory=_unique_port)
+    control: int = field(default_factory=_unique_port)
 
 
 class SimSite:
@@ -119,7 +132,7 @@ class SimSite:
         self.orgs: list[Org] = []
         self.signer = Ed25519PrivateKey.generate()
         self.signer_id = "alarmcentrale"
-        self.phone_port = free_port()
+        self.phone_port = _unique_port()
         self.procs: dict[str, asyncio.subprocess.Process] = {}
 
     # -- parties -------------------------------------------------------------------------------
