@@ -65,6 +65,8 @@ class Org:
     purposes: tuple[str, ...]
     doors: tuple[str, ...] = ("front",)
     key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    #: extra TOML lines for its [[issuers]] table (consent dates, revocation_max_age, matrix)
+    extra: str = ""
 
 
 @dataclass
@@ -185,7 +187,9 @@ class SimSite:
         return RevocationList.new(org.id, seq, cti=cti, sub=sub).sign(org.key)
 
     # -- files ---------------------------------------------------------------------------------
-    def write_config(self, broker_url: str, *, extra: str = "") -> Path:
+    def write_config(self, broker_url: str, *, extra: str = "", phone_link: str = "") -> Path:
+        """``extra``: TOML appended after the site's tables; ``phone_link``: lines for its
+        ``[phone_link]`` table (``device_timeout = 2``), which ``extra`` cannot declare again."""
         self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
         parts = [
             "# written by simulators/site.py",
@@ -201,6 +205,7 @@ class SimSite:
             "",
             "[phone_link]",
             f'loopback = "127.0.0.1:{self.phone_port}"',
+            phone_link,
             "",
             extra,
         ]
@@ -213,6 +218,7 @@ class SimSite:
                 "roles = [" + ", ".join(f'"{r}"' for r in org.roles) + "]",
                 "purposes = [" + ", ".join(f'"{p}"' for p in org.purposes) + "]",
                 "doors = [" + ", ".join(f'"{d}"' for d in org.doors) + "]",
+                org.extra,
                 "",
             ]
         write_key(self.keys / f"{self.signer_id}.key", self.signer)
