@@ -346,7 +346,10 @@ class SimSite:
             await proc.wait()
         return proc.returncode
 
-    async def switch(self, device_id: str, name: str, value: str | None = None) -> Any:
+    async def switch(
+        self, device_id: str, name: str, value: str | float | bool | None = None
+    ) -> Any:
+        """A device switch (text: `"on"`, `"3000"`) or a link fault (a number: `delay_ms`, 30)."""
         dev = next(d for d in self.devices if d.id == device_id)
         return await send_control(f"127.0.0.1:{dev.control}", name, value)
 
