@@ -300,6 +300,29 @@ async def test_malformed_hello_is_answered_and_published(
         check_fields(ev, reason="malformed", granted=False)
 
 
+async def test_lock_answering_after_the_deadline_is_reconciled(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """The lock acts only after the door's deadline (``slow`` 2.5 s, device_timeout 2 s):
+    the phone rightly hears ``device_unavailable`` — but the bolt did move, and the stream
+    must say so soon (``lock.state`` unlocked), not at the next health poll a minute later.
+    (It did not, before the supervisor looked at a device whose command was abandoned.)"""
+    inside, _ = windows_now()
+    org = west()
+    async with home(tmp_path, broker, [org]) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        await sim.switch("front-lock", "slow", "2500")
+        ev = await expect(sim, platform, anna, "device_unavailable", timeout=DEVICE_TIMEOUT + 3)
+        state = await platform.wait_for(
+            lambda e: e["type"] == "lock.state" and e["lock"] == "unlocked",
+            after_seq=ev["seq"],
+            timeout=15,
+        )
+        assert state["device"] == "front-lock"
+        assert await lock_state(sim) == "unlocked"
+
+
 # -- 2. a replayed proof ------------------------------------------------------------------------
 
 
