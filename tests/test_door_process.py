@@ -99,6 +99,14 @@ async def home(
                 raise
 
 
+async def restart_gateway(sim: SimSite, platform: Platform) -> None:
+    """SIGTERM the gateway, start it again, wait until the platform hears it started."""
+    assert await sim.stop("gateway") == 0
+    before = platform.checker.last_seq
+    await sim.start_gateway()
+    await platform.wait_for(lambda e: e["type"] == "gateway.started", after_seq=before)
+
+
 async def event_for(platform: Platform, result: Result, timeout: float = 15.0) -> Event:
     """The access event the platform received for one phone result."""
     return await platform.wait_for(lambda e: e.get("id") == result.event, timeout=timeout)
@@ -502,6 +510,9 @@ async def command_result(platform: Platform, raw: bytes, after_seq: int = 0) -> 
 
 
 async def test_alarm_centre_flow(tmp_path: Path, broker: MosquittoBroker) -> None:
+    """Alarm raised → an emergency token outside its window opens (flagged); a signed remote
+    unlock opens (channel ``command``); replayed / expired / unknown-key / tampered commands
+    are refused with their reason, across a gateway restart; alarm cleared → refused again."""
     _, outside = windows_now()
     org = west()
     async with home(tmp_path, broker, [org]) as (sim, platform):
@@ -528,6 +539,8 @@ async def test_alarm_centre_flow(tmp_path: Path, broker: MosquittoBroker) -> Non
         assert access["actor"] == sim.signer_id and access["device"] == "front-lock", access
         assert await lock_state(sim) == "unlocked"
         await relock(sim, platform)
+        # a restart (an update in the night) forgets neither the alarm nor used commands
+        await restart_gateway(sim, platform)
 
         # replayed, expired, wrongly signed: refused with a reason, the lock stays shut
         replay = await command_result(platform, raw, after_seq=done["seq"])
@@ -553,6 +566,9 @@ async def test_alarm_centre_flow(tmp_path: Path, broker: MosquittoBroker) -> Non
         assert len([e for e in platform.checker.events if e.get("request_id") == rid
                     and e["type"] == "access.granted"]) == 1  # fmt: skip
 
+        ev = await expect(sim, platform, sanne, "ok")  # the alarm is still raised
+        assert ev["emergency_outside_window"] is True, ev
+
         cleared = await command_result(platform, sim.command("alarm", state="cleared"))
         assert cleared["ok"], cleared
         await platform.wait_for(lambda e: e["type"] == "alarm.cleared")
@@ -564,6 +580,8 @@ async def test_alarm_centre_flow(tmp_path: Path, broker: MosquittoBroker) -> Non
 
 
 async def test_held_credential_presented_by_cti(tmp_path: Path, broker: MosquittoBroker) -> None:
+    """A token pushed on ``lockgw/v1/<site>/credentials`` opens by its ``cti`` alone, also
+    after a restart; before the push the same reference is refused (``malformed``)."""
     inside, _ = windows_now()
     org = west()
     async with home(tmp_path, broker, [org]) as (sim, platform):
@@ -578,6 +596,11 @@ async def test_held_credential_presented_by_cti(tmp_path: Path, broker: Mosquitt
                 if "door.credential_held" in log.read_text(errors="replace"):
                     break
                 await asyncio.sleep(0.05)
+        await expect(sim, platform, chidi, "ok", token_ref=chidi.cti)
+        assert await lock_state(sim) == "unlocked"
+        # kept: a restarted gateway still holds it
+        await relock(sim, platform)
+        await restart_gateway(sim, platform)
         await expect(sim, platform, chidi, "ok", token_ref=chidi.cti)
         assert await lock_state(sim) == "unlocked"
 
