@@ -448,18 +448,23 @@ class _EventStream:
     async def run(self, stop: asyncio.Event) -> None:
         cursor = 0  # after a reconnect everything unacknowledged goes again
         buffer: deque[tuple[int, bytes]] = deque()
-        while not stop.is_set():
+        while True:
             if self._failed is not None:
                 raise self._failed
+            # an orderly stop still sends what was journaled before it (gateway.stopping,
+            # the visits it ended): the caller bounds this last pass
+            stopping = stop.is_set()
             if not buffer:
                 buffer.extend(await self.journal.outbox(after=cursor, limit=2 * self.window))
                 if not buffer:
+                    if stopping:
+                        return
                     await self._idle(self.journal.wait_unpublished(after=cursor), stop)
                     continue
                 cursor = buffer[-1][0]
             room = self.window - len(self._mids)
             if room <= 0:
-                await self._idle(None, stop)
+                await self._idle(None, None if stopping else stop)
                 continue
             for _ in range(min(room, len(buffer))):
                 seq, payload = buffer.popleft()
@@ -469,13 +474,12 @@ class _EventStream:
                 self._mids[info.mid] = seq
                 self._order.append(seq)
 
-    async def _idle(self, also: Awaitable[None] | None, stop: asyncio.Event) -> None:
+    async def _idle(self, also: Awaitable[None] | None, stop: asyncio.Event | None) -> None:
         """Sleep until an ack (room, failure), ``also`` or ``stop``."""
         self._wake.clear()
-        waits: set[asyncio.Task[Any]] = {
-            asyncio.create_task(stop.wait()),
-            asyncio.create_task(self._wake.wait()),
-        }
+        waits: set[asyncio.Task[Any]] = {asyncio.create_task(self._wake.wait())}
+        if stop is not None:
+            waits.add(asyncio.create_task(stop.wait()))
         if also is not None:
             waits.add(asyncio.ensure_future(also))
         try:
