@@ -78,6 +78,8 @@ class Org:
     purposes: tuple[str, ...]
     doors: tuple[str, ...] = ("front",)
     key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    #: extra TOML lines for its [[issuers]] table (consent dates, revocation_max_age, matrix)
+    extra: str = ""
 
 
 @dataclass
@@ -198,7 +200,9 @@ class SimSite:
         return RevocationList.new(org.id, seq, cti=cti, sub=sub).sign(org.key)
 
     # -- files ---------------------------------------------------------------------------------
-    def write_config(self, broker_url: str, *, extra: str = "") -> Path:
+    def write_config(self, broker_url: str, *, extra: str = "", phone_link: str = "") -> Path:
+        """``extra``: TOML appended after the site's tables; ``phone_link``: lines for its
+        ``[phone_link]`` table (``device_timeout = 2``), which ``extra`` cannot declare again."""
         self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
         parts = [
             "# written by simulators/site.py",
@@ -214,6 +218,7 @@ class SimSite:
             "",
             "[phone_link]",
             f'loopback = "127.0.0.1:{self.phone_port}"',
+            phone_link,
             "",
             extra,
         ]
@@ -226,6 +231,7 @@ class SimSite:
                 "roles = [" + ", ".join(f'"{r}"' for r in org.roles) + "]",
                 "purposes = [" + ", ".join(f'"{p}"' for p in org.purposes) + "]",
                 "doors = [" + ", ".join(f'"{d}"' for d in org.doors) + "]",
+                org.extra,
                 "",
             ]
         write_key(self.keys / f"{self.signer_id}.key", self.signer)
@@ -360,7 +366,10 @@ class SimSite:
             await proc.wait()
         return proc.returncode
 
-    async def switch(self, device_id: str, name: str, value: str | None = None) -> Any:
+    async def switch(
+        self, device_id: str, name: str, value: str | float | bool | None = None
+    ) -> Any:
+        """A device switch (text: `"on"`, `"3000"`) or a link fault (a number: `delay_ms`, 30)."""
         dev = next(d for d in self.devices if d.id == device_id)
         return await send_control(f"127.0.0.1:{dev.control}", name, value)
 

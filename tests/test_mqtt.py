@@ -269,3 +269,22 @@ async def test_the_event_window_stays_below_the_brokers_receive_maximum(tmp_path
         await asyncio.gather(*(j.emit(battery(i % 100)) for i in range(300)))
         await sub.wait_seq(300)
     sub.assert_complete(300)
+
+
+async def test_an_orderly_stop_sends_what_was_journaled_just_before_it(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The gateway journals gateway.stopping and closes the link at once: the stream
+    still carries it (the feeder used to leave on the stop signal with it unsent, and
+    the platform heard it only after the next start — seen as a flaky demo)."""
+    async with (
+        Collector(broker.host, broker.port, Topics.events(SITE)) as sub,
+        Journal(journal_path(tmp_path), SITE, retention_days=30) as j,
+    ):
+        for round_ in range(5):
+            async with MqttLink(cfg(broker.url), SITE, j, version="t") as link:
+                await link.wait_connected(10)
+                await j.emit(battery(round_))  # and leave at once, as Gateway._stop does
+            await sub.wait_seq(round_ + 1, timeout=10)
+            assert j.backlog() == 0
+    sub.assert_complete(5)

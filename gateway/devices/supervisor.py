@@ -409,6 +409,12 @@ class Supervisor:
         except DeviceError as err:
             await self._failed(err)
             raise
+        except asyncio.CancelledError:
+            # the caller gave up first (the door's own deadline, a shutdown): the command
+            # may have reached the device and moved it — look at it again at once, so the
+            # state it is really in gets journaled (the link loop refreshes when woken)
+            self._wake.set()
+            raise
         await self.apply(state)
         return state
 

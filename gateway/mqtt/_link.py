@@ -477,13 +477,12 @@ class _EventStream:
                 self._mids[info.mid] = seq
                 self._order.append(seq)
 
-    async def _idle(self, also: Awaitable[None] | None, stop: asyncio.Event) -> None:
+    async def _idle(self, also: Awaitable[None] | None, stop: asyncio.Event | None) -> None:
         """Sleep until an ack (room, failure), ``also`` or ``stop``."""
         self._wake.clear()
-        waits: set[asyncio.Task[Any]] = {
-            asyncio.create_task(stop.wait()),
-            asyncio.create_task(self._wake.wait()),
-        }
+        waits: set[asyncio.Task[Any]] = {asyncio.create_task(self._wake.wait())}
+        if stop is not None:
+            waits.add(asyncio.create_task(stop.wait()))
         if also is not None:
             waits.add(asyncio.ensure_future(also))
         try:
