@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from bleak.exc import BleakError, BleakGATTProtocolError
@@ -62,6 +62,18 @@ class Driver(ABC):
         self.timeout = timeout
         self._lock = asyncio.Lock()
         self._events: asyncio.Queue[DeviceState] = asyncio.Queue(maxsize=256)
+        self._link_listeners: list[Callable[[], None]] = []
+
+    # -- link loss ------------------------------------------------------------------------
+    def on_link_lost(self, cb: Callable[[], None]) -> None:
+        """Call ``cb()`` (from the event loop) when an established link drops by itself,
+        so a supervisor need not poll ``is_connected``."""
+        self._link_listeners.append(cb)
+
+    def _link_lost(self) -> None:
+        """Subclasses call this from bleak's disconnected callback."""
+        for cb in self._link_listeners:
+            cb()
 
     # -- what subclasses write ------------------------------------------------------------
     @abstractmethod

@@ -203,6 +203,7 @@ class _CarelockDriver(Driver):
         self._session = None
         self._fail(DeviceUnavailable(self.device_id, "link lost"))
         self._log.info("carelock.link_lost")
+        self._link_lost()
 
     def _fail(self, exc: Exception) -> None:
         if self._pending is not None and not self._pending[1].done():

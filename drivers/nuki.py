@@ -192,6 +192,7 @@ class NukiDriver(Driver):
         """The link went down: a waiting exchange fails now, not at its timeout."""
         if client is self._client:
             self._inbox.put_nowait(_LOST)
+            self._link_lost()
 
     async def _connect(self) -> None:
         if self.is_connected:

@@ -95,6 +95,7 @@ class Device:
     def drop_link(self) -> None:
         if self.link is not None:
             self.link.connected = False
+            self.link._link_lost()  # as bleak's disconnected callback makes a real driver do
 
     def notify(self) -> None:
         if self.link is not None and self.link.connected:

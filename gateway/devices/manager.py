@@ -109,10 +109,17 @@ class DeviceManager:
         return cls(devices, sink, state_file=StateFile(cfg.site.data_dir), secrets=store)
 
     def _paired_at_for(self, device_id: str) -> Callable[[], str | None]:
+        known: list[str] = []  # once paired, the date is kept (the file is read once)
+
         def paired_at() -> str | None:
+            if known:
+                return known[0]
             store = self.secrets
             if isinstance(store, FileSecretStore):
-                return store.paired_at(device_id)
+                when = store.paired_at(device_id)
+                if when:
+                    known.append(when)
+                return when
             return None
 
         return paired_at

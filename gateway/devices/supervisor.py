@@ -60,7 +60,8 @@ __all__ = ["Supervisor", "backoff_delay"]
 log = structlog.get_logger("lockgw.devices")
 
 #: how often the supervisor looks at the driver's link flag (a local attribute, no radio)
-LINK_CHECK = 0.2
+#: a safety net only: drivers report a lost link at once (Driver.on_link_lost)
+LINK_CHECK = 5.0
 #: a battery event is also sent when the level moved this many points since the last one
 BATTERY_REPORT_STEP = 5
 
@@ -103,7 +104,8 @@ class Supervisor:
         self._log = log.bind(device=cfg.id, door=cfg.door)
         self._op = asyncio.Lock()  # one conversation with the device at a time
         self._apply_lock = asyncio.Lock()  # events leave in the order states arrived
-        self._wake = asyncio.Event()  # poll now (after a failed command)
+        self._wake = asyncio.Event()  # poll now (after a failed command), or the link is gone
+        driver.on_link_lost(self._wake.set)
         self._changed = asyncio.Event()  # a watch deadline may have moved
         self._needs_reset = False  # the link answered badly: drop it before trusting it again
         # what we know
