@@ -126,11 +126,35 @@ async def run_delay(delay: int, n: int) -> list[dict[str, float | int | str]]:
     return rows
 
 
+def commit_floor(directory: Path, n: int = 300) -> tuple[float, float]:
+    """p50/p99 ms of one durable one-row SQLite commit (WAL, synchronous=FULL) on this disk:
+    the floor under the journal's share, whatever the gateway does."""
+    import sqlite3
+
+    db = sqlite3.connect(directory / "floor.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (x BLOB)")
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        db.execute("BEGIN")
+        db.execute("INSERT INTO t VALUES (?)", (b"x" * 300,))
+        db.execute("COMMIT")
+        times.append((time.perf_counter() - t0) * 1000)
+    db.close()
+    return statistics.median(times), pct(times, 99)
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=400, help="attempts per phase")
     ap.add_argument("--delays", default="0,30", help="per-frame link delays, ms")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lockgw-floor-", dir=tempfile.gettempdir()) as tmp:
+        floor50, floor99 = commit_floor(Path(tmp))
+    print(f"this disk: one durable SQLite commit p50 {floor50:.2f} ms, p99 {floor99:.2f} ms "
+          "(the floor under the journal's share)")
     rows: list[dict[str, float | int | str]] = []
     for d in (int(x) for x in args.delays.split(",")):
         rows += await run_delay(d, args.n)
