@@ -630,6 +630,39 @@ async def test_repeated_denials_suspicious_then_rate_limited(
         assert len([e for e in platform.checker.events if e["type"] == "access.suspicious"]) == 1
 
 
+async def test_repeated_malformed_exchanges_are_suspicious_too(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """Garbage sent at a door counts like any denial: a hello for ``front`` followed by a
+    proof that is no proof, three times, raises ``access.suspicious`` for ``front``.
+    (Malformed exchanges used to be journaled but never counted.)"""
+    inside, _ = windows_now()
+    org = west()
+    extra = "[access]\nsuspicious_after = 3\nsuspicious_window = 60\n"
+    async with home(tmp_path, broker, [org], extra=extra) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        hello = Hello(door="front", action="unlock", token=anna.token)
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", sim.phone_port)
+            try:
+                writer.write(pack(encode_frame(hello)))
+                n = int.from_bytes(await reader.readexactly(4), "big")
+                assert isinstance(decode_frame(await reader.readexactly(n)), Challenge)
+                writer.write(pack(b"\xa2\x61t\x65proof\x63sig\x43abc"))  # a 3-byte "sig"
+                n = int.from_bytes(await reader.readexactly(4), "big")
+                result = decode_frame(await reader.readexactly(n))
+            finally:
+                writer.close()
+            assert isinstance(result, Result) and result.reason == "malformed", result
+            ev = await event_for(platform, result)
+            check_fields(ev, reason="malformed", granted=False)
+            assert ev["door"] == "front"
+        sus = await platform.wait_for(lambda e: e["type"] == "access.suspicious")
+        assert (sus["door"], sus["count"]) == ("front", 3), sus
+        await expect(sim, platform, anna, "ok")  # the carer herself is not locked out
+
+
 async def test_clock_behind_the_time_floor(tmp_path: Path, broker: MosquittoBroker) -> None:
     """The stored time floor is an hour ahead of the clock (as after a clock set back
     while the gateway was stopped): planned care waits (``clock_untrusted``), the gateway
