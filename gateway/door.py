@@ -97,15 +97,22 @@ class DoorService:
 
     async def malformed(self, peer: str, door: str | None, detail: str) -> Result:
         log.info("door.malformed", peer=peer, detail=detail)
+        at = door or "unknown"
+        # counted like any denial: garbage sent at a door is an attack on it too
+        denials, suspicious = self.access.record_malformed(peer, at)
         event = await self._emit(
             AccessDecisionEvent(
                 type="access.denied",
-                door=door or "unknown",
+                door=at,
                 action="unknown",
                 channel=Channel.PHONE,
                 reason=Reason.MALFORMED.value,
             )
         )
+        if suspicious:
+            await self._emit(
+                SuspiciousEvent(door=at, count=denials, window=self.config.access.suspicious_window)
+            )
         return Result(granted=False, reason=Reason.MALFORMED.value, event=event)
 
     async def attempt(self, hello: Hello, challenge: Challenge, proof: Proof, peer: str) -> Result:

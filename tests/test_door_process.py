@@ -142,6 +142,8 @@ async def expect(
     check_fields(ev, reason=reason, granted=reason == "ok")
     assert ev["door"] == "front" and ev["action"] == "unlock", ev
     assert ev["device"] == "front-lock", ev
+    if reason == "ok":
+        assert ev["purpose"] in ("planned", "emergency"), ev
     if verified:
         assert (ev["iss"], ev["sub"], ev["role"]) == (carer.org.id, carer.sub, carer.role), ev
         assert ev["token_id"] == carer.cti.hex(), ev
@@ -159,7 +161,10 @@ async def lock_state(sim: SimSite) -> str:
 
 
 async def test_every_phone_denial_reason(tmp_path: Path, broker: MosquittoBroker) -> None:
-    """Each CONTRACT §3 reason through the real gateway and lock; ``nonce_reused``,
+    """Each CONTRACT §3 reason through the real gateway and lock, phone answer and
+    published event alike: malformed … revocation_stale, then device_failed (jam) and
+    device_unavailable (out of range, link dropped and refused, simulator stopped) within
+    the device timeout. ``nonce_reused`` (unreachable from a phone: see the replay test),
     ``rate_limited`` and ``clock_untrusted`` have tests of their own below."""
     inside, outside = windows_now()
     today = datetime.now(ZoneInfo(ZONE)).date()
@@ -628,6 +633,39 @@ async def test_repeated_denials_suspicious_then_rate_limited(
         await expect(sim, platform, anna, "rate_limited", phone=thief)
         await expect(sim, platform, anna, "ok")
         assert len([e for e in platform.checker.events if e["type"] == "access.suspicious"]) == 1
+
+
+async def test_repeated_malformed_exchanges_are_suspicious_too(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """Garbage sent at a door counts like any denial: a hello for ``front`` followed by a
+    proof that is no proof, three times, raises ``access.suspicious`` for ``front``.
+    (Malformed exchanges used to be journaled but never counted.)"""
+    inside, _ = windows_now()
+    org = west()
+    extra = "[access]\nsuspicious_after = 3\nsuspicious_window = 60\n"
+    async with home(tmp_path, broker, [org], extra=extra) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        hello = Hello(door="front", action="unlock", token=anna.token)
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", sim.phone_port)
+            try:
+                writer.write(pack(encode_frame(hello)))
+                n = int.from_bytes(await reader.readexactly(4), "big")
+                assert isinstance(decode_frame(await reader.readexactly(n)), Challenge)
+                writer.write(pack(b"\xa2\x61t\x65proof\x63sig\x43abc"))  # a 3-byte "sig"
+                n = int.from_bytes(await reader.readexactly(4), "big")
+                result = decode_frame(await reader.readexactly(n))
+            finally:
+                writer.close()
+            assert isinstance(result, Result) and result.reason == "malformed", result
+            ev = await event_for(platform, result)
+            check_fields(ev, reason="malformed", granted=False)
+            assert ev["door"] == "front"
+        sus = await platform.wait_for(lambda e: e["type"] == "access.suspicious")
+        assert (sus["door"], sus["count"]) == ("front", 3), sus
+        await expect(sim, platform, anna, "ok")  # the carer herself is not locked out
 
 
 async def test_clock_behind_the_time_floor(tmp_path: Path, broker: MosquittoBroker) -> None:

@@ -259,6 +259,12 @@ class AccessController:
             reason, detail = exc.reason, exc.detail
         return self._denied(req, claims, reason, detail)
 
+    def record_malformed(self, peer: str, door: str) -> tuple[int, bool]:
+        """A phone exchange refused before any decision (a frame that does not parse):
+        counted like every denial, for rate limiting and the ``suspicious`` flag.
+        Returns (denials at ``door`` in the suspicious window, newly suspicious)."""
+        return self._limiter.record_denial(peer, door)
+
     def _denied(
         self, req: AccessRequest, claims: TokenClaims | None, reason: Reason, detail: str
     ) -> Decision:
