@@ -68,7 +68,6 @@ class Gateway:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.phone_address: str | None = None
-        self._reload_requested = False
 
     # -- pieces ----------------------------------------------------------------------------
     def _limits(self, device_id: str) -> VisitLimits:
@@ -135,7 +134,9 @@ class Gateway:
 
     # -- lifecycle -------------------------------------------------------------------------
     def request_reload(self) -> None:
-        self._reload_requested = True
+        if not self.ready.is_set():  # SIGHUP while starting: send it again once ready
+            log.info("reload.ignored", detail="still starting")
+            return
         self.notifier.reloading()
         try:
             new = load_config(self.config.source) if self.config.source else self.config
@@ -147,6 +148,7 @@ class Gateway:
             log.warning("reload.partial", detail="device and MQTT changes take effect on restart")
         self.config = new
         self.access.reload(new)
+        self.door.config = new  # device timeout, suspicious window
         self.notifier.ready("reloaded")
         log.info("reload.done")
 
