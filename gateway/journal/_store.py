@@ -181,7 +181,6 @@ class Writer(threading.Thread):
         self._clock_ns = clock_ns
         self._q: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None
-        self._durable_mode = True  # the connection opens with synchronous = FULL
         self.state = _State()
         self.ready: asyncio.Future[None] = loop.create_future()
 
@@ -261,15 +260,6 @@ class Writer(threading.Thread):
         seq0, head0, backlog0 = st.seq, st.head, st.backlog
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         appended = False
-        # Only appends need the fsync at commit: a round of publish marks (or retention)
-        # lost to a power cut means events sent again (de-duplicated by id), never lost
-        # ones, so it commits without waiting for the disk and does not hold up the
-        # next append's fsync. (WAL + NORMAL: durable at the next FULL commit or checkpoint.)
-        durable = any(isinstance(j, _Append) for j in batch)
-        if durable != self._durable_mode:
-            with _suppress_sqlite():
-                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                self._durable_mode = durable
         try:
             conn.execute("BEGIN IMMEDIATE")
             rows: list[tuple[int, str, str, str, str | None, bytes, bytes]] = []
