@@ -80,6 +80,23 @@ def read_snapshot(data_dir: Path) -> Snapshot | None:
         return None
 
 
+def running_daemon(data_dir: Path) -> int | None:
+    """The pid of a gateway daemon running on ``data_dir`` (from its snapshot), or None.
+    Installer commands that talk to devices directly refuse while it runs: a BLE
+    device takes one connection, and the journal has one writer."""
+    snap = read_snapshot(data_dir)
+    pid = snap.pid if snap is not None else None
+    if not pid or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user (the lockgw service user)
+        return pid
+    return pid
+
+
 def evaluate(data_dir: Path, snap: Snapshot | None, now: float | None = None) -> list[str]:
     """Every problem, in words for a monitoring page; empty = healthy."""
     now = time.time() if now is None else now

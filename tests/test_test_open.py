@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -46,3 +47,26 @@ async def test_trial_opening_of_a_door_without_devices_says_which_doors_exist(
         code, out = await site.cli("test-open", "--config", str(site.config), "--door", "back")
         assert code == 1
         assert "no device at door 'back'" in out and "front" in out
+
+
+async def test_installer_commands_refuse_while_the_service_runs(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """A BLE device takes one connection and the journal has one writer: pair and
+    test-open say to stop the service first, and leave the running gateway alone."""
+    async with SimSite(tmp_path) as site:
+        site.add_org(Org("org-a", "A", ("verzorgende",), ("planned",)))
+        site.write_config(broker.url)
+        await site.start_devices()
+        await site.pair_all()
+        gateway = await site.start_gateway()
+        health = site.dir / "data" / "health.json"
+        for _ in range(100):  # the daemon writes its snapshot (with its pid) once ready
+            if health.exists() and str(gateway.pid) in health.read_text():
+                break
+            await asyncio.sleep(0.1)
+        code, out = await site.cli("pair", "--config", str(site.config), "front-lock", "--yes")
+        assert code == 1 and "service is running" in out and "systemctl stop lockgw" in out
+        code, out = await site.cli("test-open", "--config", str(site.config), "--door", "front")
+        assert code == 1 and "service is running" in out
+        assert gateway.returncode is None

@@ -33,6 +33,7 @@ from gateway.devices.battery import classify
 from gateway.devices.manager import DeviceManager, DriverLookup, make_driver
 from gateway.devices.record import DeviceRecord, StateFile, describe_state, iso
 from gateway.devices.secrets import FileSecretStore
+from gateway.health import running_daemon
 from protocols.errors import ConfigError, DeviceError, DeviceUnavailable, LockgwError, PairingError
 from protocols.events import Envelope, EventBody
 
@@ -137,6 +138,14 @@ async def _pair_quiet(args: argparse.Namespace) -> int:
         return 2
     cfg = load_config(args.config)
     dev = _device(cfg, device_id)
+    pid = running_daemon(cfg.site.data_dir)
+    if pid is not None:
+        print(
+            f"lockgw pair: the gateway service is running (pid {pid}) and holds the device's "
+            "connection; stop it first (systemctl stop lockgw), pair, then start it again",
+            file=sys.stderr,
+        )
+        return 1
     store = FileSecretStore(cfg.site.data_dir)
     if store.load(dev.id) is not None and not args.yes:
         when = store.paired_at(dev.id) or "earlier"

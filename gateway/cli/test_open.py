@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from typing import Any
 
 from gateway.config import load_config
 from gateway.devices import DeviceManager
-from gateway.health import read_snapshot
+from gateway.health import running_daemon
 from gateway.journal import Journal, journal_path
 from gateway.logs import configure_logging
 from protocols.device import Action, Capability, DeviceState
@@ -29,18 +28,6 @@ from protocols.errors import DeviceError, LockgwError
 from protocols.events import AccessDecisionEvent, Channel
 
 __all__ = ["register"]
-
-
-def _daemon_running(pid: int | None) -> bool:
-    if not pid or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user (the lockgw service user)
-        return True
-    return True
 
 
 def _describe(state: DeviceState) -> str:
@@ -89,10 +76,10 @@ async def _step(
 async def _test_open(args: argparse.Namespace) -> int:
     configure_logging("warning")
     cfg = load_config(args.config)
-    snap = read_snapshot(cfg.site.data_dir)
-    if snap is not None and _daemon_running(snap.pid):
+    pid = running_daemon(cfg.site.data_dir)
+    if pid is not None:
         print(
-            f"lockgw test-open: the gateway service is running (pid {snap.pid}); stop it first "
+            f"lockgw test-open: the gateway service is running (pid {pid}); stop it first "
             "(systemctl stop lockgw) — a Bluetooth device takes one connection at a time",
             file=sys.stderr,
         )
