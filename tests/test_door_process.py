@@ -325,6 +325,12 @@ async def test_lock_answering_after_the_deadline_is_reconciled(
     async with home(tmp_path, broker, [org]) as (sim, platform):
         anna = Carer("Anna", "anna", org, "verzorgende")
         sim.issue(anna, windows=inside)
+        # the supervisor has connected and taken its first look (a command racing that
+        # first look is not what this test is about)
+        await platform.wait_for(
+            lambda e: e["type"] == "device.online" and e.get("device") == "front-lock",
+            timeout=15,
+        )
         await sim.switch("front-lock", "slow", "2500")
         ev = await expect(sim, platform, anna, "device_unavailable", timeout=DEVICE_TIMEOUT + 3)
         state = await platform.wait_for(
