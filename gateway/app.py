@@ -93,7 +93,7 @@ class Gateway:
             time_floor=clock.floor,
             broker_connected=self.mqtt.connected,
             journal_ok=self.journal.error is None,
-            journal_failures=self.door.journal_failures + self.journal.failures,
+            journal_failures=self.journal.failures,  # every refused emit, the door's included
             last_seq=self.journal.last_seq,
             backlog=self.journal.backlog(),
             devices=self.devices.health(),

@@ -78,14 +78,12 @@ class DoorService:
         self.devices = devices
         self.sink = sink
         self.visits = visits
-        self.journal_failures = 0
 
     # -- journal ---------------------------------------------------------------------------
     async def _emit(self, body: EventBody) -> str:
         try:
             env = await self.sink.emit(body)
         except JournalError as exc:
-            self.journal_failures += 1
             local = f"unjournaled-{uuid.uuid4()}"
             log.error("door.unjournaled", event=body.type, local_id=local, error=str(exc))
             return local
