@@ -120,10 +120,12 @@ class Sign1(NamedTuple):
     kid: bytes | None
     payload: bytes
     signature: bytes
+    #: the Sig_structure (what was signed), when the decoder had it in hand; else built
+    tbs: bytes = b""
 
     def verify(self, key: Ed25519PublicKey, error: ErrorType) -> None:
         try:
-            key.verify(self.signature, sig_structure(self.protected, self.payload))
+            key.verify(self.signature, self.tbs or sig_structure(self.protected, self.payload))
         except InvalidSignature:
             raise _bad(error, "signature does not verify", Reason.BAD_SIGNATURE) from None
 
@@ -159,44 +161,44 @@ def _parse_protected(data: bytes, error: ErrorType) -> bytes | None:
 
 
 def _fast_sign1(raw: bytes) -> Sign1 | None:
-    try:
-        return _fast_sign1_unsafe(raw)
-    except IndexError:  # truncated: the generic path says so
-        return None
-
-
-def _fast_sign1_unsafe(raw: bytes) -> Sign1 | None:
     """The common layout in one pass: [61(] 18([bstr(<24) protected, {}, bstr payload,
     bstr(64)]) with a protected header seen before. Anything else: None, and the generic
-    strict path decides (a differential test pins that both agree)."""
-    pos = 2 if raw[:2] == b"\xd8\x3d" else 0
-    if raw[pos : pos + 2] != b"\xd2\x84":
-        return None
-    plen = raw[pos + 2] - 0x40
-    if not 0 < plen < 24:
-        return None
-    protected = raw[pos + 3 : pos + 3 + plen]
-    kid = _PROTECTED_CACHE.get(protected, b"")
-    pos += 3 + plen
-    if kid == b"" or raw[pos : pos + 1] != b"\xa0":
-        return None
-    head = raw[pos + 1] if pos + 1 < len(raw) else 0
-    if head == 0x58:
-        size = raw[pos + 2]
-        start = pos + 3
-        if size < 24:
+    strict path decides (a differential test pins that both agree). The Sig_structure is
+    cut from the same bytes: its protected and payload byte strings, heads included, are
+    the message's own (both in shortest form, which this path checks)."""
+    try:
+        pos = 2 if raw[:2] == b"\xd8\x3d" else 0
+        if raw[pos : pos + 2] != b"\xd2\x84":
             return None
-    elif head == 0x59:
-        size = (raw[pos + 2] << 8) | raw[pos + 3]
-        start = pos + 4
-        if size < 0x100:
+        plen = raw[pos + 2] - 0x40
+        if not 0 < plen < 24:
             return None
-    else:
+        pstart = pos + 2
+        pos += 3 + plen
+        protected = raw[pstart + 1 : pos]
+        kid = _PROTECTED_CACHE.get(protected, b"")
+        if kid == b"" or raw[pos] != 0xA0:
+            return None
+        head = raw[pos + 1]
+        if head == 0x58:
+            size = raw[pos + 2]
+            start = pos + 3
+            if size < 24:
+                return None
+        elif head == 0x59:
+            size = (raw[pos + 2] << 8) | raw[pos + 3]
+            start = pos + 4
+            if size < 0x100:
+                return None
+        else:
+            return None
+        end = start + size
+        if raw[end : end + 2] != b"\x58\x40" or end + 66 != len(raw):
+            return None
+        tbs = b"".join((_SIG1_PREFIX, raw[pstart:pos], b"\x40", raw[pos + 1 : end]))
+        return Sign1(protected, kid, raw[start:end], raw[end + 2 :], tbs)
+    except IndexError:  # truncated: the generic path says so
         return None
-    end = start + size
-    if raw[end : end + 2] != b"\x58\x40" or end + 66 != len(raw):
-        return None
-    return Sign1(protected, kid, raw[start:end], raw[end + 2 :])
 
 
 def decode_sign1(raw: bytes, error: ErrorType, *, max_size: int) -> Sign1:
@@ -238,7 +240,7 @@ def _generic_sign1(raw: bytes, error: ErrorType) -> Sign1:
         if kid is not None and ukid != kid:
             raise _bad(error, "protected and unprotected kid differ")
         kid = ukid
-    return Sign1(protected=protected, kid=kid, payload=payload, signature=signature)
+    return Sign1(protected, kid, payload, signature, sig_structure(protected, payload))
 
 
 class KeyRing(Mapping[str, Ed25519PublicKey]):

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from protocols.errors import ProtocolError, Reason
 
-__all__ = ["PROOF_CONTEXT", "proof_message", "sign_proof", "verify_proof"]
+__all__ = ["PROOF_CONTEXT", "phone_key", "proof_message", "sign_proof", "verify_proof"]
 
 PROOF_CONTEXT: Final = "lockgw-unlock-v1"
 
@@ -65,7 +65,9 @@ def sign_proof(key: Ed25519PrivateKey, nonce: bytes, site: str, door: str, actio
 _HOLDERS: dict[bytes, Ed25519PublicKey] = {}
 
 
-def _holder(raw: bytes) -> Ed25519PublicKey:
+def phone_key(raw: bytes) -> Ed25519PublicKey:
+    """The phone's key object for a token's raw ``cnf`` key (parsed once per phone);
+    ValueError when it is not an Ed25519 public key."""
     key = _HOLDERS.get(raw)
     if key is None:
         key = Ed25519PublicKey.from_public_bytes(raw)  # ValueError when not 32 bytes
@@ -88,7 +90,7 @@ def verify_proof(
     if type(sig) is not bytes or len(sig) != 64:
         raise ProtocolError(Reason.BAD_PROOF, "a proof is a 64-byte Ed25519 signature")
     try:
-        key = _holder(holder_key) if isinstance(holder_key, bytes) else holder_key
+        key = phone_key(holder_key) if isinstance(holder_key, bytes) else holder_key
         key.verify(sig, proof_message(nonce, site, door, action))
     except (InvalidSignature, ValueError):
         raise ProtocolError(

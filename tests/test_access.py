@@ -494,3 +494,23 @@ def test_clock_trust_changes_are_logged(site: Site, ctl: AccessController) -> No
         site.clock.t += 7200
         assert not ctl.alarm_raised
     assert [e["event"] for e in logs] == ["access.clock_untrusted", "access.clock_trusted"]
+
+
+def test_outstanding_challenges_are_bounded_and_expired_ones_swept(
+    site: Site, ctl: AccessController
+) -> None:
+    from gateway.access.controller import _MAX_NONCES
+
+    first = ctl.new_challenge()
+    for _ in range(_MAX_NONCES + 10):  # a flood of hellos that never answer
+        ctl.new_challenge()
+    assert len(ctl._nonces) <= _MAX_NONCES
+    t = site.token()
+    proof = sign_proof(phone(site), first, SITE, "front", "unlock")
+    assert ctl.decide(AccessRequest("front", "unlock", first, proof, t)).reason is (
+        Reason.NONCE_REUSED
+    )  # the oldest gave way
+    site.clock.advance(31)  # every challenge so far has expired ...
+    for _ in range(300):  # ... and goes at the next refill of random bytes (every 256)
+        ctl.new_challenge()
+    assert len(ctl._nonces) <= 300

@@ -240,3 +240,40 @@ def test_revocation_list_round_trip_and_checks() -> None:
     with pytest.raises(ControlMessageError) as e:
         RevocationList.verify(rl.sign(Ed25519PrivateKey.generate()), KEYS)
     assert e.value.reason is Reason.BAD_SIGNATURE
+
+
+def test_verify_presentation_checks_token_then_proof_like_the_two_calls() -> None:
+    from protocols.cose import KeyRing
+    from protocols.token import ProofError, verify_presentation
+
+    ring = KeyRing(KEYS)
+    raw = issue_token(
+        ISSUER, iss="org", sub="carer-1", aud="site-1", holder_key=PHONE.public_key(),
+        doors=["front"], role="verzorgende", purposes=["planned"], exp=NOW + 3600,
+    )  # fmt: skip
+    nonce = os.urandom(16)
+    where = {"nonce": nonce, "site": "site-1", "door": "front", "action": "unlock"}
+    good = sign_proof(PHONE, nonce, "site-1", "front", "unlock")
+    assert verify_presentation(raw, ring, good, **where) == verify_token(raw, KEYS)
+
+    # the wrong phone, a proof for another door, a proof of the wrong size: bad_proof,
+    # and the (good) token's claims travel with the error for the journal
+    other = Ed25519PrivateKey.generate()
+    for proof in (
+        sign_proof(other, nonce, "site-1", "front", "unlock"),
+        sign_proof(PHONE, nonce, "site-1", "back", "unlock"),
+        good[:63],
+        "x" * 64,
+    ):
+        with pytest.raises(ProofError) as exc:
+            verify_presentation(raw, ring, proof, **where)  # type: ignore[arg-type]
+        assert exc.value.reason is Reason.BAD_PROOF and exc.value.claims.sub == "carer-1"
+
+    # a tampered token is bad_signature even when its proof is also wrong: the token first
+    tampered = raw[:-1] + bytes([raw[-1] ^ 1])
+    with pytest.raises(TokenError) as terr:
+        verify_presentation(tampered, ring, b"\x00" * 64, **where)
+    assert terr.value.reason is Reason.BAD_SIGNATURE
+    with pytest.raises(TokenError) as uerr:
+        verify_presentation(raw, KeyRing({}), good, **where)
+    assert uerr.value.reason is Reason.UNKNOWN_ISSUER

@@ -75,6 +75,8 @@ class RateLimiter:
         self._flagged: dict[str, float] = {}
 
     def peer_limited(self, peer: str) -> bool:
+        if peer not in self._peers._hits:  # no recent denial: the common case, no clock read
+            return False
         return self._peers.count(peer, self._monotonic()) >= self.limit
 
     def door_limited(self, door: str) -> bool:
