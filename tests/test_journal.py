@@ -99,6 +99,43 @@ async def test_outbox_drains_only_what_is_marked(tmp_path: Path) -> None:
         assert [e.seq for e in await j.unpublished(100)] == [5, 8, 9, 10]
 
 
+async def test_outbox_from_memory_answers_exactly_what_sqlite_answers(tmp_path: Path) -> None:
+    """The publisher's reads come from the in-memory tail when it covers them; whatever
+    the mix of emits, marks and cursors, the answer is the one SQLite gives."""
+    import random
+
+    rnd = random.Random(7)
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+
+        async def from_sqlite(after: int, limit: int) -> list[tuple[int, bytes]]:
+            saved, j._tail = j._tail, type(j._tail)(maxlen=j._tail.maxlen)
+            try:
+                return await j.outbox(after, limit)  # no tail: the SQLite query
+            finally:
+                j._tail = saved
+
+        served_from_memory = 0
+        published = 0
+        for _ in range(300):
+            r = rnd.random()
+            if r < 0.5:
+                await asyncio.gather(*(j.emit(battery(i)) for i in range(rnd.randint(1, 5))))
+            elif r < 0.75 and j.last_seq > published:
+                published = rnd.randint(published + 1, j.last_seq)
+                await j.mark_published(published)
+            after = rnd.choice([0, published, published + rnd.randint(0, 6)])
+            limit = rnd.randint(1, 8)
+            tail_hit = bool(j._tail) and after >= j._published_upto and (
+                j._tail[0][0] <= after + 1
+            )
+            served_from_memory += tail_hit
+            assert await j.outbox(after, limit) == await from_sqlite(after, limit)
+        assert served_from_memory > 50  # the tail did serve most of the publisher's reads
+        await j.mark_published(seqs=[published + 1])  # a hole: SQLite answers from now on
+        assert not j._tail
+        assert await j.outbox(published, 5) == await from_sqlite(published, 5)
+
+
 async def test_wait_unpublished_wakes_on_a_new_event(tmp_path: Path) -> None:
     async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
         waiter = asyncio.create_task(j.wait_unpublished(after=0))

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -54,6 +56,8 @@ T = TypeVar("T")
 
 #: how often retention runs while the journal is open, seconds
 RETENTION_INTERVAL = 3600.0
+#: at most this many committed, unpublished events kept in memory for the publisher
+TAIL_MAX = 4096
 
 
 def journal_path(data_dir: Path | str) -> Path:
@@ -103,6 +107,11 @@ class Journal:
         self._retention_task: asyncio.Task[None] | None = None
         self._open = False
         self._broken: JournalError | None = None
+        #: the newest committed, not yet published events (seq, wire JSON), contiguous:
+        #: the publisher reads them from here instead of reading back what was just
+        #: written (each read was a hop to the reader thread; bench/event_pipeline.py)
+        self._tail: deque[tuple[int, bytes]] = deque(maxlen=TAIL_MAX)
+        self._published_upto = 0
 
     # -- lifecycle ---------------------------------------------------------------
     async def __aenter__(self) -> Journal:
@@ -227,8 +236,17 @@ class Journal:
         """The broker acknowledged these events: take them off the outbox. Returns how many."""
         writer = self._require_writer()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        writer.submit(_Mark(up_to_seq, tuple(seqs), fut))
-        return await fut
+        marked = tuple(seqs)
+        writer.submit(_Mark(up_to_seq, marked, fut))
+        n = await fut
+        tail = self._tail
+        if marked:
+            tail.clear()  # holes: the outbox in SQLite answers from now on
+        if up_to_seq is not None:
+            self._published_upto = max(self._published_upto, up_to_seq)
+            while tail and tail[0][0] <= up_to_seq:
+                tail.popleft()
+        return n
 
     async def apply_retention(self, now: datetime | None = None) -> int:
         """Delete published events older than ``retention_days``; return how many."""
@@ -272,6 +290,11 @@ class Journal:
             if self._error is not None:
                 log.info("journal.recovered")
             self._error = None
+        if c.rows:
+            tail = self._tail
+            if tail and c.rows[0][0] != tail[-1][0] + 1:
+                tail.clear()  # never a gap in the tail
+            tail.extend(c.rows)
         if c.last_seq != self._last_seq:
             self._last_seq = c.last_seq
             self._new.set()
@@ -322,7 +345,14 @@ class Journal:
         return int(last), int(backlog)
 
     async def outbox(self, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
-        """Unpublished events with ``seq > after``, oldest first, as ``(seq, wire JSON)``."""
+        """Unpublished events with ``seq > after``, oldest first, as ``(seq, wire JSON)``.
+
+        Served from memory when the newest committed events cover ``after + 1`` onwards
+        (the publisher keeping up); otherwise read from SQLite."""
+        tail = self._tail
+        if tail and after >= self._published_upto and tail[0][0] <= after + 1:
+            start = after + 1 - tail[0][0]
+            return list(itertools.islice(tail, start, start + limit))
 
         def q(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
             rows = conn.execute(

@@ -146,6 +146,9 @@ class Committed:
     error: str | None
     appended: bool
     failed_appends: int = 0
+    #: (seq, wire payload) of every event this round committed, in order: the journal
+    #: keeps the newest in memory so the publisher need not read back what was written
+    rows: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -263,6 +266,7 @@ class Writer(threading.Thread):
         try:
             conn.execute("BEGIN IMMEDIATE")
             rows: list[tuple[int, str, str, str, str | None, bytes, bytes]] = []
+            written: list[tuple[int, bytes]] = []
             now = self._clock_ns()
             ts = utc_ms(now)
             ms = now // 1_000_000
@@ -274,6 +278,7 @@ class Writer(threading.Thread):
                     st.head = link(st.head, payload)
                     door = getattr(job.body, "door", None)
                     rows.append((st.seq, eid, ts, job.body.type, door, payload, st.head))
+                    written.append((st.seq, payload))
                     env = Envelope.model_construct(
                         v=1, id=eid, seq=st.seq, ts=ts, site=self.site, body=job.body
                     )
@@ -316,7 +321,7 @@ class Writer(threading.Thread):
             n_appends = sum(1 for j in batch if isinstance(j, _Append))
             failed = [(j.fut, None, err) for j in batch if j.fut is not None]
             return Committed(failed, st.seq, 0, str(err), False, n_appends)
-        return Committed(results, st.seq, st.backlog - backlog0, None, appended)
+        return Committed(results, st.seq, st.backlog - backlog0, None, appended, rows=written)
 
     def _flush(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
