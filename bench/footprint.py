@@ -2,8 +2,8 @@
 
 A Pi-class hub has 1–4 GB and shares its cores with the OS. This starts mosquitto, 50
 simulated carelock locks (one ``lockgw-sim lock`` process each, 50 doors), pairs them
-with ``lockgw pair`` and runs ``lockgw run`` twice — with uvloop (the default) and with
-the standard asyncio loop (``LOCKGW_EVENT_LOOP=asyncio``) — reading the gateway's own
+with ``lockgw pair`` and runs ``lockgw run`` twice — with the standard asyncio loop (the
+default) and with uvloop (``LOCKGW_EVENT_LOOP=uvloop``) — reading the gateway's own
 RSS and CPU time from /proc: idle (all devices connected and supervised, nobody at a
 door) and under load (phones unlocking doors continuously).
 
@@ -123,9 +123,10 @@ async def main() -> int:
     uv, std = rows[0], rows[1]
     print(f"uvloop / asyncio: idle RSS {uv[1] / std[1]:.2f}×, load CPU {uv[4] / std[4]:.2f}×, "
           f"unlocks/s {uv[5] / std[5]:.2f}×")
-    ok = uv[3] <= RSS_TARGET_MB and uv[2] <= IDLE_CPU_TARGET
-    print(f"targets (uvloop, {args.devices} devices): RSS ≤ {RSS_TARGET_MB:.0f} MB "
-          f"(peak {uv[3]:.1f}), idle CPU ≤ {IDLE_CPU_TARGET}% ({uv[2]:.2f}%): {'met' if ok else 'MISSED'}")
+    ok = all(r[3] <= RSS_TARGET_MB and r[2] <= IDLE_CPU_TARGET for r in rows)
+    print(f"targets (both loops, {args.devices} devices): RSS ≤ {RSS_TARGET_MB:.0f} MB "
+          f"(peak {max(r[3] for r in rows):.1f}), idle CPU ≤ {IDLE_CPU_TARGET}% "
+          f"({max(r[2] for r in rows):.2f}%): {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
 
 
