@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import cbor2
 
+from protocols import strict_cbor
 from protocols.errors import FrameError
 
 __all__ = [
@@ -132,9 +133,9 @@ def decode_frame(data: bytes) -> PhoneFrame:
     if len(data) > MAX_FRAME:
         raise FrameError(f"frame of {len(data)} bytes exceeds {MAX_FRAME}")
     try:
-        m = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises many types on hostile input
-        raise FrameError(f"not CBOR: {type(exc).__name__}") from None
+        m = strict_cbor.loads(data)
+    except strict_cbor.StrictCBORError as exc:
+        raise FrameError(f"not plain CBOR: {exc}") from None
     if not isinstance(m, dict):
         raise FrameError("a frame is a CBOR map")
     t = m.get("t")

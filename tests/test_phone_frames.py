@@ -117,3 +117,25 @@ def test_a_lost_chunk_is_detected() -> None:
         r.add(parts[2])
     with pytest.raises(FrameError):
         r.add(parts[3])  # no first chunk any more
+
+
+def test_frames_must_be_plain_cbor_with_one_meaning() -> None:
+    """Trailing bytes, duplicate keys, tags, floats and long-form lengths are refused
+    (cbor2.loads accepted all of them: it ignores trailing bytes, keeps the last of two
+    keys and builds objects from tags — a regex from tag 35 — out of a stranger's bytes)."""
+    good = cbor2.dumps({"t": "proof", "sig": b"s" * 64}, canonical=True)
+    assert decode_frame(good) == Proof(sig=b"s" * 64)
+    dup = b"\xa3" + good[1:] + b"\x61t\x65proof"  # a third entry repeats "t"
+    tagged = cbor2.dumps({"t": "proof", "sig": cbor2.CBORTag(35, "a+")}, canonical=True)
+    floaty = cbor2.dumps({"t": "result", "granted": 1.0, "reason": "ok", "event": "e"})
+    long_len = b"\xa2\x61t\x78\x05proof\x63sig\x58\x40" + b"s" * 64  # "proof" with a 1-byte length
+    for bad, why in (
+        (good + b"\x00", "trailing"),
+        (dup, "duplicate"),
+        (tagged, "tag"),
+        (floaty, "float"),
+        (long_len, "shortest"),
+    ):
+        with pytest.raises(FrameError) as exc:
+            decode_frame(bad)
+        assert why in str(exc.value), (why, str(exc.value))
