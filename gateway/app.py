@@ -206,6 +206,8 @@ class Gateway:
                 await self.stop_event.wait()
                 self.notifier.stopping()
                 log.info("gateway.stopping")
+                # an unlock under way finishes (lock, journal, answer) before the rest stops
+                await self.door.close(min(cfg.phone_link.device_timeout + 1.0, STOP_TIMEOUT / 2))
                 for t in tasks:
                     t.cancel()
             await self._stop()

@@ -78,6 +78,10 @@ class DoorService:
         self.devices = devices
         self.sink = sink
         self.visits = visits
+        #: attempts past the proof: they run to their end (device, journal) even when the
+        #: phone's connection goes or the daemon is stopping (see :meth:`close`)
+        self._in_flight: set[asyncio.Task[Result]] = set()
+        self._closing = False
 
     # -- journal ---------------------------------------------------------------------------
     async def _emit(self, body: EventBody) -> str:
@@ -114,6 +118,44 @@ class DoorService:
         return Result(granted=False, reason=Reason.MALFORMED.value, event=event)
 
     async def attempt(self, hello: Hello, challenge: Challenge, proof: Proof, peer: str) -> Result:
+        """Decide, open, journal, answer. Once begun, an attempt is not cut short by its
+        connection closing or by SIGTERM: a lock that moved is always journaled."""
+        if self._closing:
+            event = await self._emit(
+                AccessDecisionEvent(
+                    type="access.denied",
+                    door=hello.door,
+                    action=hello.action,
+                    channel=Channel.PHONE,
+                    reason=Reason.DEVICE_UNAVAILABLE.value,
+                )
+            )
+            log.info("door.stopping_refused", door=hello.door, peer=peer)
+            return Result(granted=False, reason=Reason.DEVICE_UNAVAILABLE.value, event=event)
+        task = asyncio.create_task(self._attempt(hello, challenge, proof, peer))
+        self._in_flight.add(task)
+        task.add_done_callback(self._attempt_done)
+        return await asyncio.shield(task)
+
+    def _attempt_done(self, task: asyncio.Task[Result]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("door.attempt_failed", error=repr(exc))
+
+    async def close(self, timeout: float) -> int:
+        """Stopping: refuse new attempts (``device_unavailable``) and wait up to ``timeout``
+        seconds for those in flight to finish. Returns how many did not finish in time."""
+        self._closing = True
+        pending = set(self._in_flight)
+        if not pending:
+            return 0
+        log.info("door.settling", attempts=len(pending))
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        if late:
+            log.error("door.attempts_unfinished", attempts=len(late))
+        return len(late)
+
+    async def _attempt(self, hello: Hello, challenge: Challenge, proof: Proof, peer: str) -> Result:
         t0 = time.perf_counter()
         decision = self.access.decide(
             AccessRequest(

@@ -507,6 +507,49 @@ async def test_gateway_killed_mid_unlock(tmp_path: Path, broker: MosquittoBroker
         assert {e["id"] for e in journal} >= {e["id"] for e in platform.checker.events}
 
 
+async def test_gateway_stopped_mid_unlock_finishes_it(tmp_path: Path, broker: MosquittoBroker) -> None:
+    """SIGTERM (``systemctl restart``) while the lock is working: the unlock under way runs
+    to its end — the phone hears ``ok``, the journal holds its ``access.granted`` before
+    ``gateway.stopping`` — and the daemon exits 0; a phone arriving while it settles hears
+    ``device_unavailable`` (journaled) instead of a door that opens as the daemon goes."""
+    inside, _ = windows_now()
+    org = west()
+    async with home(tmp_path, broker, [org], device_timeout=4) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        bram = Carer("Bram", "bram", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        sim.issue(bram, windows=inside)
+        assert await lock_state(sim) == "locked"
+        await sim.switch("front-lock", "delay_ms", 800)
+        attempt = asyncio.create_task(sim.attempt(anna, timeout=30))
+        async with asyncio.timeout(15):  # the lock has moved; its answer is on the way
+            while await lock_state(sim) != "unlocked":
+                assert not attempt.done(), attempt.result()
+                await asyncio.sleep(0.02)
+        assert not attempt.done()
+        gateway = sim.procs["gateway"]
+        gateway.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        late = await sim.attempt(bram, timeout=10)  # arrives while the daemon settles
+        assert (late.granted, late.reason) == (False, "device_unavailable"), late
+        result = await attempt
+        assert result.granted, result
+        assert await gateway.wait() == 0
+        await event_for(platform, result)  # published while the daemon drained its outbox
+        await sim.switch("front-lock", "clear")
+        assert await lock_state(sim) == "unlocked"
+
+        journal = await audit(sim)
+        types = [e["type"] for e in journal]
+        granted = [e for e in journal if e["type"] == "access.granted"]
+        assert [e["sub"] for e in granted] == ["anna"] and granted[0]["id"] == result.event
+        refused = [e for e in journal if e["id"] == late.event]
+        assert refused and refused[0]["reason"] == "device_unavailable", refused
+        assert types.index("access.granted") < types.index("gateway.stopping"), types
+        code, out = await sim.cli("audit", "verify", "--config", str(sim.config))
+        assert code == 0, out
+
+
 # -- 5. the alarm centre ------------------------------------------------------------------------
 
 
