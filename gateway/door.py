@@ -10,6 +10,8 @@ If the journal cannot write (disk full, corrupt database) the door still opens:
 care safety comes first. The attempt is logged, the phone's ``event`` is a locally
 generated id, and the health check reports that the gateway cannot journal.
 
+Once the proof is in, an attempt (and a signed remote opening) runs to its end even if
+the phone goes away or SIGTERM arrives: the daemon waits for it (:meth:`DoorService.close`).
 A crash between the device moving and the journal commit leaves no ``access.granted``
 row; the phone never heard ``granted`` either (no phantom grant), and the device's
 state change is journaled after the restart by state reconciliation (``lock.state``).
@@ -20,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
     from gateway.events import EventSink
 
 __all__ = ["DoorService"]
+
+T = TypeVar("T")
 
 log = structlog.get_logger("lockgw.door")
 
@@ -80,7 +85,7 @@ class DoorService:
         self.visits = visits
         #: attempts past the proof: they run to their end (device, journal) even when the
         #: phone's connection goes or the daemon is stopping (see :meth:`close`)
-        self._in_flight: set[asyncio.Task[Result]] = set()
+        self._in_flight: set[asyncio.Task[Any]] = set()
         self._closing = False
 
     # -- journal ---------------------------------------------------------------------------
@@ -132,12 +137,17 @@ class DoorService:
             )
             log.info("door.stopping_refused", door=hello.door, peer=peer)
             return Result(granted=False, reason=Reason.DEVICE_UNAVAILABLE.value, event=event)
-        task = asyncio.create_task(self._attempt(hello, challenge, proof, peer))
+        return await self._to_the_end(self._attempt(hello, challenge, proof, peer))
+
+    async def _to_the_end(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` as its own task that its caller's cancellation does not reach,
+        counted for :meth:`close`."""
+        task = asyncio.create_task(work)
         self._in_flight.add(task)
-        task.add_done_callback(self._attempt_done)
+        task.add_done_callback(self._work_done)
         return await asyncio.shield(task)
 
-    def _attempt_done(self, task: asyncio.Task[Result]) -> None:
+    def _work_done(self, task: asyncio.Task[Any]) -> None:
         self._in_flight.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("door.attempt_failed", error=repr(exc))
@@ -262,7 +272,11 @@ class DoorService:
 
     # -- MQTT inbound ----------------------------------------------------------------------
     async def on_command(self, raw: bytes) -> None:
-        """A signed command from the alarm centre or the platform (CONTRACT §5)."""
+        """A signed command from the alarm centre or the platform (CONTRACT §5); like a
+        phone's attempt, it runs to its end once begun (see :meth:`attempt`)."""
+        await self._to_the_end(self._on_command(raw))
+
+    async def _on_command(self, raw: bytes) -> None:
         try:
             cmd = self.access.verify_command(raw)
         except ControlMessageError as exc:
@@ -298,6 +312,8 @@ class DoorService:
             ok, reason = await self._refresh(cmd.door)
         elif cmd.door is None:
             ok, reason = False, Reason.MALFORMED  # an opening command must name its door
+        elif self._closing:
+            ok, reason = False, Reason.DEVICE_UNAVAILABLE  # stopping: no door opens now
         else:
             decision = Decision.for_command(cmd)
             reason, _ = await self._carry_out(
