@@ -150,7 +150,7 @@ class DoorService:
     def _work_done(self, task: asyncio.Task[Any]) -> None:
         self._in_flight.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("door.attempt_failed", error=repr(exc))
+            log.error("door.failed", task=task.get_name(), error=repr(exc))
 
     async def close(self, timeout: float) -> int:
         """Stopping: refuse new attempts (``device_unavailable``) and wait up to ``timeout``
