@@ -370,8 +370,12 @@ class DoorService:
                 )
             )
         else:
-            log.info("door.revocation_ignored", issuer=outcome.issuer, seq=outcome.seq,
-                     held_seq=outcome.held_seq)
+            log.info(
+                "door.revocation_ignored",
+                issuer=outcome.issuer,
+                seq=outcome.seq,
+                held_seq=outcome.held_seq,
+            )
 
     async def on_credential(self, raw: bytes) -> None:
         """A token pushed for the gateway to hold (a phone then presents its ``cti``)."""

@@ -246,12 +246,13 @@ def _generic_sign1(raw: bytes, error: ErrorType) -> Sign1:
 class KeyRing(Mapping[str, Ed25519PublicKey]):
     """Owner id → Ed25519 public key, with the kid of each precomputed for lookup."""
 
-    __slots__ = ("_by_id", "_by_kid", "_kids")
+    __slots__ = ("_by_id", "_by_kid", "_entries", "_kids")
 
     def __init__(self, keys: Mapping[str, Ed25519PublicKey] | None = None) -> None:
         self._by_id: dict[str, Ed25519PublicKey] = dict(keys or {})
         self._kids: dict[str, bytes] = {i: kid_of(k) for i, k in self._by_id.items()}
         self._by_kid: dict[bytes, str] = {kid: i for i, kid in self._kids.items()}
+        self._entries = {i: (k, self._kids[i]) for i, k in self._by_id.items()}
 
     @classmethod
     def of(cls, keys: KeyRing | Mapping[str, Ed25519PublicKey]) -> KeyRing:
@@ -271,6 +272,10 @@ class KeyRing(Mapping[str, Ed25519PublicKey]):
 
     def kid(self, owner: str) -> bytes | None:
         return self._kids.get(owner)
+
+    def entry(self, owner: str) -> tuple[Ed25519PublicKey, bytes] | None:
+        """(key, kid) of ``owner`` in one lookup (the decision's hot path)."""
+        return self._entries.get(owner)
 
     def owner_of(self, kid: bytes) -> str | None:
         return self._by_kid.get(kid)

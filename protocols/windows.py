@@ -23,10 +23,12 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "DAY_NAMES",
+    "LocalClock",
     "Window",
     "WindowSpecError",
     "format_window",
     "in_windows",
+    "in_windows_at",
     "local_day_minute",
     "parse_window",
     "windows_from_specs",
@@ -84,6 +86,71 @@ def local_day_minute(instant: float, tz: ZoneInfo) -> tuple[int, int]:
     """(day bit Mon=1…Sun=64, wall-clock minute of the day) of a UTC instant in ``tz``."""
     local = datetime.fromtimestamp(instant, tz)
     return 1 << local.weekday(), local.hour * 60 + local.minute
+
+
+_DAY: Final = 86400
+#: how far ahead a zone's next offset change is looked for, and the sampling step (a
+#: change and its reversal within one step would be missed: no zone has ever done that)
+_HORIZON: Final = 400 * _DAY
+_STEP: Final = _DAY
+
+
+def _offset(tz: ZoneInfo, instant: float) -> int:
+    off = datetime.fromtimestamp(instant, tz).utcoffset()
+    return int(off.total_seconds()) if off is not None else 0
+
+
+class LocalClock:
+    """Day and minute of the day in one zone for UTC instants, without a datetime per
+    question: the UTC offset is constant between two of the zone's changes, so it is
+    looked up (with ZoneInfo, exactly to the second) once per period — months, under
+    daylight saving — and the rest is arithmetic. Any instant outside the held period,
+    earlier or later, looks the period up again, so clocks set back or jumping are fine.
+    Checked against ZoneInfo across both Amsterdam changes in ``tests/test_windows.py``.
+    """
+
+    __slots__ = ("_from", "_offset", "_until", "tz")
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._from = self._until = 0.0
+        self._offset = 0
+
+    def day_minute(self, instant: float) -> tuple[int, int]:
+        """(day bit Mon=1…Sun=64, wall-clock minute of the day) of ``instant``."""
+        if not self._from <= instant < self._until:
+            self._period(instant)
+        local = int(instant // 1) + self._offset
+        return 1 << (local // _DAY + 3) % 7, local % _DAY // 60  # 1970-01-01 was a Thursday
+
+    def _period(self, instant: float) -> None:
+        tz, start = self.tz, float(int(instant // 1))
+        off = _offset(tz, start)
+        lo, hi = start, start + _HORIZON
+        t = start
+        while t < start + _HORIZON:  # the first day sample with another offset ...
+            nxt = t + _STEP
+            if _offset(tz, nxt) != off:
+                lo, hi = t, nxt
+                while hi - lo > 1:  # ... and the change to the second inside that day
+                    mid = (lo + hi) // 2
+                    if _offset(tz, mid) == off:
+                        lo = mid
+                    else:
+                        hi = mid
+                break
+            t = nxt
+        self._from, self._until, self._offset = start, hi, off
+
+
+def in_windows_at(windows: Sequence[Window], day_bit: int, minute: int) -> bool:
+    """:func:`in_windows` for a day and minute already known (:class:`LocalClock`)."""
+    if not windows:
+        return True
+    for w in windows:  # noqa: SIM110 - a plain loop is cheaper than any() on the hot path
+        if w.days & day_bit and w.start <= minute < w.end:
+            return True
+    return False
 
 
 def in_windows(windows: Sequence[Window], instant: float, tz: ZoneInfo) -> bool:

@@ -108,3 +108,27 @@ def test_gateway_decides_windows_in_the_site_zone_across_dst(tmp_path: Path) -> 
     assert attempt(ctl, t, site.keys["phone"]).granted
     site.clock.advance(3600)  # 08:30 CEST
     assert attempt(ctl, t, site.keys["phone"]).reason is Reason.OUTSIDE_WINDOW
+
+
+@pytest.mark.parametrize(
+    "zone", ["Europe/Amsterdam", "UTC", "America/St_Johns", "Australia/Lord_Howe", "Asia/Kathmandu"]
+)
+def test_local_clock_agrees_with_zoneinfo_everywhere_and_across_every_change(zone: str) -> None:
+    """LocalClock holds one UTC offset per period between the zone's changes; it must give
+    what a datetime gives, second by second around both Amsterdam changes of 2026, for
+    random instants from 1970 to 2039, and when the clock jumps back and forth."""
+    import random
+
+    from protocols.windows import LocalClock
+
+    tz = ZoneInfo(zone)
+    lc = LocalClock(tz)
+    rnd = random.Random(zone)
+    spring, autumn = utc(2026, 3, 29, 1, 0), utc(2026, 10, 25, 1, 0)
+    instants = [spring + s for s in range(-1800, 1800, 7)] + [
+        autumn + s for s in range(-1800, 1800, 7)
+    ]
+    instants += [rnd.uniform(0, 2.2e9) for _ in range(1500)]  # jumps both ways
+    instants += [spring - 0.5, spring - 0.001, spring, spring + 0.001, autumn - 0.001, autumn]
+    for t in instants:
+        assert lc.day_minute(t) == local_day_minute(t, tz), (zone, t)

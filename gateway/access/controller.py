@@ -66,7 +66,7 @@ from protocols.token import (
     verify_presentation,
     verify_token,
 )
-from protocols.windows import in_windows
+from protocols.windows import LocalClock, in_windows_at
 
 __all__ = ["AccessController"]
 
@@ -177,6 +177,7 @@ class AccessController:
         self.config = config
         self.site = config.site.id
         self._tz = ZoneInfo(config.site.timezone)
+        self._local = LocalClock(self._tz)
         acc = config.access
         self._skew = acc.skew_seconds
         self._nonce_ttl = float(acc.nonce_ttl)
@@ -386,7 +387,10 @@ class AccessController:
             )
         emergency = "emergency" in usable
         windows_known = trusted or mode == "all"
-        inside = in_windows(c.windows, t, self._tz) if windows_known else not c.windows
+        if windows_known:
+            inside = not c.windows or in_windows_at(c.windows, *self._local.day_minute(t))
+        else:
+            inside = not c.windows
         outside_flag = False
         alarm = False
         if inside:
