@@ -451,6 +451,27 @@ async def audit(sim: SimSite) -> list[Event]:
     return events
 
 
+async def unlock_under_way(
+    sim: SimSite, org: Org, *, delay_ms: int
+) -> tuple[Carer, Carer, asyncio.Task[Result]]:
+    """Anna unlocks over a slow link (``delay_ms`` each way); returns (Anna, Bram, her
+    attempt) once the lock has moved and its answer is still on the way."""
+    inside, _ = windows_now()
+    anna = Carer("Anna", "anna", org, "verzorgende")
+    bram = Carer("Bram", "bram", org, "verzorgende")
+    sim.issue(anna, windows=inside)
+    sim.issue(bram, windows=inside)
+    assert await lock_state(sim) == "locked"
+    await sim.switch("front-lock", "delay_ms", delay_ms)
+    attempt = asyncio.create_task(sim.attempt(anna, timeout=30))
+    async with asyncio.timeout(15):
+        while await lock_state(sim) != "unlocked":
+            assert not attempt.done(), attempt.result()
+            await asyncio.sleep(0.02)
+    assert not attempt.done()
+    return anna, bram, attempt
+
+
 async def test_gateway_killed_mid_unlock(tmp_path: Path, broker: MosquittoBroker) -> None:
     """``kill -9`` while the lock is working: no phantom grant, the journal tells the truth.
 
@@ -461,23 +482,9 @@ async def test_gateway_killed_mid_unlock(tmp_path: Path, broker: MosquittoBroker
     attempt, its chain verifies, the stream goes on without a gap, the lock's real state
     (unlocked) is reconciled and journaled, and the next carer gets in.
     """
-    inside, _ = windows_now()
     org = west()
     async with home(tmp_path, broker, [org], device_timeout=10) as (sim, platform):
-        anna = Carer("Anna", "anna", org, "verzorgende")
-        bram = Carer("Bram", "bram", org, "verzorgende")
-        sim.issue(anna, windows=inside)
-        sim.issue(bram, windows=inside)
-        assert await lock_state(sim) == "locked"
-        await sim.switch("front-lock", "delay_ms", 1500)
-        attempt = asyncio.create_task(sim.attempt(anna, timeout=30))
-        async with asyncio.timeout(15):  # the lock has moved; its answer is on the way
-            while True:
-                if await lock_state(sim) == "unlocked":
-                    break
-                assert not attempt.done(), attempt.result()
-                await asyncio.sleep(0.02)
-        assert not attempt.done()
+        anna, bram, attempt = await unlock_under_way(sim, org, delay_ms=1500)
         assert await sim.stop("gateway", sig=signal.SIGKILL) == -signal.SIGKILL
         with pytest.raises(PhoneError):
             await attempt
@@ -512,21 +519,9 @@ async def test_gateway_stopped_mid_unlock_finishes_it(tmp_path: Path, broker: Mo
     to its end — the phone hears ``ok``, the journal holds its ``access.granted`` before
     ``gateway.stopping`` — and the daemon exits 0; a phone arriving while it settles hears
     ``device_unavailable`` (journaled) instead of a door that opens as the daemon goes."""
-    inside, _ = windows_now()
     org = west()
     async with home(tmp_path, broker, [org], device_timeout=4) as (sim, platform):
-        anna = Carer("Anna", "anna", org, "verzorgende")
-        bram = Carer("Bram", "bram", org, "verzorgende")
-        sim.issue(anna, windows=inside)
-        sim.issue(bram, windows=inside)
-        assert await lock_state(sim) == "locked"
-        await sim.switch("front-lock", "delay_ms", 800)
-        attempt = asyncio.create_task(sim.attempt(anna, timeout=30))
-        async with asyncio.timeout(15):  # the lock has moved; its answer is on the way
-            while await lock_state(sim) != "unlocked":
-                assert not attempt.done(), attempt.result()
-                await asyncio.sleep(0.02)
-        assert not attempt.done()
+        _, bram, attempt = await unlock_under_way(sim, org, delay_ms=800)
         gateway = sim.procs["gateway"]
         gateway.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
