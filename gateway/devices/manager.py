@@ -78,6 +78,8 @@ class DeviceManager:
         self._subscribers: set[asyncio.Queue[tuple[str, DeviceState]]] = set()
         self._dirty = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the snapshot being written off the loop, awaited before the last one at exit
+        self._snapshot_job: asyncio.Future[None] | None = None
         _, previous = state_file.read() if state_file else (None, {})
         self.supervisors: dict[str, Supervisor] = {}
         for dev, driver in devices:
@@ -224,14 +226,21 @@ class DeviceManager:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            self.write_snapshot()
+            # the records are frozen values; the file's write and fsync happen off the
+            # loop, which would otherwise stand still for a disk flush twice a second
+            # while doors are in use (bench/unlock_latency.py)
+            job = asyncio.get_running_loop().run_in_executor(
+                None, self.write_snapshot, list(self.records().values())
+            )
+            self._snapshot_job = job
+            await asyncio.shield(job)
             await asyncio.sleep(SNAPSHOT_INTERVAL)
 
-    def write_snapshot(self) -> None:
+    def write_snapshot(self, records: list[DeviceRecord] | None = None) -> None:
         if self.state_file is None:
             return
         try:
-            self.state_file.write(list(self.records().values()))
+            self.state_file.write(list(self.records().values()) if records is None else records)
         except OSError as exc:  # a full disk must not stop the doors
             log.error("devices.snapshot_failed", error=str(exc))
 
@@ -249,4 +258,6 @@ class DeviceManager:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(s.close() for s in self.supervisors.values()))
+        if self._snapshot_job is not None:  # an older snapshot must not land after the last
+            await asyncio.gather(self._snapshot_job, return_exceptions=True)
         self.write_snapshot()
