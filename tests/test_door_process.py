@@ -89,6 +89,13 @@ async def home(
         async with Platform(broker.url, sim.site) as platform:
             await sim.start_gateway()
             await platform.wait_for(lambda e: e["type"] == "gateway.started", timeout=30)
+            # the lock's supervisor has connected and taken its first look, so a test's
+            # first command does not race that look (over a slowed link, the two together
+            # outlast command_timeout: it happened once in CI)
+            await platform.wait_for(
+                lambda e: e["type"] == "device.online" and e.get("device") == "front-lock",
+                timeout=15,
+            )
             try:
                 yield sim, platform
             except BaseException:
@@ -325,12 +332,6 @@ async def test_lock_answering_after_the_deadline_is_reconciled(
     async with home(tmp_path, broker, [org]) as (sim, platform):
         anna = Carer("Anna", "anna", org, "verzorgende")
         sim.issue(anna, windows=inside)
-        # the supervisor has connected and taken its first look (a command racing that
-        # first look is not what this test is about)
-        await platform.wait_for(
-            lambda e: e["type"] == "device.online" and e.get("device") == "front-lock",
-            timeout=15,
-        )
         await sim.switch("front-lock", "slow", "2500")
         ev = await expect(sim, platform, anna, "device_unavailable", timeout=DEVICE_TIMEOUT + 3)
         state = await platform.wait_for(
