@@ -130,6 +130,8 @@ class Gateway:
                         )
                     )
             was_trusted = status.trusted
+            # the floor's file and its fsync: off the loop, off the door's path
+            await asyncio.to_thread(self.access.persist_time_floor)
             await asyncio.sleep(10)
 
     # -- lifecycle -------------------------------------------------------------------------

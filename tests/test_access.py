@@ -514,3 +514,21 @@ def test_outstanding_challenges_are_bounded_and_expired_ones_swept(
     for _ in range(300):  # ... and goes at the next refill of random bytes (every 256)
         ctl.new_challenge()
     assert len(ctl._nonces) <= 300
+
+
+def test_the_time_floor_is_saved_off_the_decision_path(site: Site) -> None:
+    """A decision never writes the floor's file (an fsync on an SD card is tens of ms);
+    the daemon's clock check does, once it is PERSIST_EVERY seconds behind."""
+    from gateway.access.clock import PERSIST_EVERY
+
+    ctl = site.controller()
+    path = site.root / "data" / "access" / "time_floor.json"
+    assert ctl.persist_time_floor()  # a first start: the clock is far past the build floor
+    assert not ctl.persist_time_floor()  # saved; nothing due now
+    before = path.read_bytes()
+    site.clock.advance(PERSIST_EVERY + 1)
+    assert attempt(ctl, site.token(), phone(site)).granted
+    assert path.read_bytes() == before  # the decision wrote nothing
+    assert ctl.persist_time_floor()
+    assert json.loads(path.read_text())["floor"] == site.clock.t
+    assert not ctl.persist_time_floor()  # and not again until it is due again

@@ -4,7 +4,8 @@ A hub without a clock battery boots with a wrong time until NTP answers, and any
 with a shell can set the clock. The gateway therefore keeps a *floor*: the latest
 wall-clock time it knows has passed. It rises with every trusted reading, moves on
 with the monotonic clock while the gateway runs (time passes even when the wall clock
-is set back), is written to disk at most every :data:`PERSIST_EVERY` seconds and on
+is set back), is written to disk at most every :data:`PERSIST_EVERY` seconds (by the
+daemon's clock check, off the decision path: :meth:`TimeFloor.persist_due`) and on
 :meth:`flush` (shutdown), and never starts below :data:`BUILD_FLOOR`.
 
 The clock is *trusted* while it reads no earlier than the floor minus the tolerance
@@ -17,6 +18,7 @@ is right removes ``time_floor.json`` while lockgw is stopped.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -59,6 +61,7 @@ class TimeFloor:
         self._base = floor
         self._mono = monotonic()
         self._written = floor
+        self._saving = threading.Lock()
         self.check()  # a reading at start raises the floor when the clock is ahead of it
 
     def floor(self) -> float:
@@ -72,8 +75,6 @@ class TimeFloor:
         floor = self._base + (mono - self._mono)
         if now >= floor:
             self._base, self._mono = now, mono
-            if now - self._written >= PERSIST_EVERY:
-                self._persist(now)
             return True, now, now
         return now >= floor - self.tolerance, now, floor
 
@@ -88,9 +89,22 @@ class TimeFloor:
             )
         return ClockStatus(trusted=trusted, now=now, floor=floor, detail=detail)
 
+    def persist_due(self) -> bool:
+        """Write the floor when it has moved :data:`PERSIST_EVERY` seconds past what is on
+        disk; True when it wrote. The daemon calls this from its clock check, on a worker
+        thread: a decision never waits for this file's fsync."""
+        floor = self.floor()
+        if floor - self._written < PERSIST_EVERY:
+            return False
+        self._persist(floor)
+        return True
+
     def _persist(self, value: float) -> None:
-        if self._state.save(_FILE, {"floor": value}):
-            self._written = value
+        with self._saving:  # persist_due (a worker thread) and flush (shutdown) may meet
+            if value < self._written:
+                return  # a later floor is on disk already
+            if self._state.save(_FILE, {"floor": value}):
+                self._written = value
 
     def flush(self) -> None:
         self.check()

@@ -248,6 +248,11 @@ class AccessController:
         """Persist the time floor (the daemon calls this on shutdown)."""
         self._floor.flush()
 
+    def persist_time_floor(self) -> bool:
+        """Persist the time floor when it is due (every ``PERSIST_EVERY`` seconds); the
+        daemon calls this on a worker thread, so no decision waits for the disk."""
+        return self._floor.persist_due()
+
     # -- alarm ----------------------------------------------------------------------------
     def set_alarm(self, raised: bool, *, until: float | None = None) -> None:
         """Raise (until ``until``, default now + ``access.alarm_expiry``) or clear."""
