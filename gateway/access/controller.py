@@ -225,10 +225,6 @@ class AccessController:
         nonces[nonce] = now + self._nonce_ttl
         return nonce
 
-    def _take_nonce(self, nonce: bytes) -> bool:
-        expires = self._nonces.pop(nonce, None)
-        return expires is not None and expires >= self._monotonic()
-
     # -- time -----------------------------------------------------------------------------
     def clock_status(self) -> ClockStatus:
         return self._floor.status()
@@ -274,7 +270,7 @@ class AccessController:
     def decide(self, req: AccessRequest) -> Decision:
         limiter = self._limiter
         if limiter.peer_limited(req.peer):
-            self._take_nonce(req.nonce)
+            self._nonces.pop(req.nonce, None)  # used up, even though refused unheard
             denials, suspicious = limiter.record_denial(req.peer, req.door, count_peer=False)
             return Decision(
                 granted=False,
@@ -359,7 +355,7 @@ class AccessController:
             return deny(
                 req, c, Reason.CLOCK_UNTRUSTED, "clock behind the time floor; nothing opens"
             )
-        issuer = self._issuers[c.iss]  # verify_token found its key, so it is configured
+        issuer = self._issuers[c.iss]  # verify_presentation found its key: configured
         if issuer.consent_from is not None or issuer.consent_until is not None:
             today = datetime.fromtimestamp(t, self._tz).date()
             if (issuer.consent_from is not None and today < issuer.consent_from) or (
