@@ -41,7 +41,8 @@ def test_every_event_type_and_topic_is_documented() -> None:
 
 
 def test_a_published_event_validates_against_its_schema_fields() -> None:
-    from gateway.journal._chain import envelope_from_wire, uuid7, wire_payload
+    from gateway.journal import envelope_from_wire
+    from gateway.journal._chain import uuid7, wire_payload
     from protocols.events import LockState, LockStateEvent
 
     body = LockStateEvent(device="front-lock", door="front", lock=LockState.LOCKED)

@@ -316,7 +316,7 @@ def test_envelope_round_trips_through_the_wire() -> None:
     assert json.loads(payload) == env.to_wire()
 
 
-async def test_an_unexpected_error_fails_that_batch_and_the_journal_carries_on(
+def test_an_unexpected_error_fails_that_batch_and_the_store_carries_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import gateway.journal._store as store
@@ -331,14 +331,59 @@ async def test_an_unexpected_error_fails_that_batch_and_the_journal_carries_on(
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(store, "wire_payload", flaky)
+    s = store.Store(jpath(tmp_path), SITE, max_bytes=None)
+    s.open()
+
+    def append() -> store.Job:
+        return ("a", "battery", "front", battery().model_dump_json(), 1_700_000_000_000_000_000)
+
+    try:
+        assert s.round([append(), append()]).results[1][1][1] == 2
+        bad = s.round([append(), ("m", 1, ())])
+        assert bad.error is not None and "internal error" in bad.error
+        assert [ok for ok, _ in bad.results] == [False, False]
+        assert bad.results[0][1][0] == "JournalError"
+        ok = s.round([append()])
+        assert ok.error is None and ok.results[0][1][1] == 3  # no gap: the failed one got no seq
+        assert s.backlog == 3
+    finally:
+        s.close()
+    conn = sqlite3.connect(jpath(tmp_path))
+    try:
+        from gateway.journal._store import verify_chain
+
+        assert verify_chain(conn) is None
+    finally:
+        conn.close()
+
+
+async def test_a_killed_writer_process_is_restarted_and_nothing_answered_is_lost(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+
     async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
-        await j.emit(battery())
-        await j.emit(battery())
-        with pytest.raises(JournalError, match="internal error"):
-            await j.emit(battery())
-        assert (await j.emit(battery())).seq == 3  # no gap: the failed one got no seq
+        first = await asyncio.gather(*(j.emit(battery(i)) for i in range(5)))
+        assert j._writer is not None
+        os.kill(j._writer.proc.pid, signal.SIGKILL)
+        # until a new writer runs, emits fail with a clear error (the door path logs them)
+        with pytest.raises(JournalError, match="writer"):
+            for _ in range(100):
+                await j.emit(battery())
+                await asyncio.sleep(0.01)
+        for _ in range(500):
+            if j.error is None:
+                break
+            await asyncio.sleep(0.01)
+        assert j.error is None
+        env = await j.emit(battery(99))
+        assert env.seq == j.last_seq
         assert await j.verify() is None
-        assert j.backlog() == 3
+        seqs = [e.seq for e in await j.read()]
+        assert seqs == list(range(1, len(seqs) + 1))  # gap-free across the restart
+        assert [e.seq for e in first] == [1, 2, 3, 4, 5]
+        assert j.failures >= 1
 
 
 @given(
@@ -397,3 +442,47 @@ def test_any_mix_of_emits_marks_retention_and_restarts_keeps_the_chain(
             await j.__aexit__(None, None, None)
 
     asyncio.run(run())
+
+
+def test_only_a_round_that_records_something_waits_for_the_disk(tmp_path: Path) -> None:
+    """Appends and retention commit with synchronous=FULL (fsync); a round of publish
+    marks alone with NORMAL: losing one to a power cut only means publishing again."""
+    from gateway.journal._store import Store
+
+    s = Store(jpath(tmp_path), SITE, max_bytes=None)
+    s.open()
+    try:
+        conn = s._conn
+        assert conn is not None
+
+        def mode() -> int:
+            return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+        append = ("a", "battery", "front", battery().model_dump_json(), 1_700_000_000_000_000_000)
+        s.round([append, append])
+        assert mode() == 2  # FULL
+        assert s.round([("m", 1, ())]).results == [(True, 1)]
+        assert mode() == 1  # NORMAL
+        s.round([("m", None, (2,)), append])  # an append in the round: FULL again
+        assert mode() == 2
+        assert s.backlog == 1
+    finally:
+        s.close()
+    conn2 = sqlite3.connect(jpath(tmp_path))
+    try:  # the marks are there for the next reader, and the chain holds
+        assert conn2.execute("SELECT seq FROM outbox").fetchall() == [(3,)]
+    finally:
+        conn2.close()
+
+
+def test_the_journal_works_on_uvloop(tmp_path: Path) -> None:
+    """``LOCKGW_EVENT_LOOP=uvloop`` runs the daemon on uvloop: its transports differ."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> tuple[int, int]:
+        async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+            envs = await asyncio.gather(*(j.emit(battery(i)) for i in range(20)))
+            await j.mark_published(10)
+            return envs[-1].seq, j.backlog()
+
+    assert uvloop.run(run()) == (20, 10)

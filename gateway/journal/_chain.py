@@ -1,4 +1,5 @@
-"""The journal's hash chain and wire helpers: pure functions, no I/O.
+"""The journal's hash chain and wire helpers: pure functions, no I/O, standard library only
+(the journal's writer process imports this and nothing heavier).
 
 Each row's link is ``SHA-256(previous link || payload)`` where ``payload`` is the
 exact UTF-8 JSON published on MQTT (CONTRACT §4). The first row links to
@@ -9,21 +10,13 @@ checkpoint's stored hash.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from datetime import UTC, datetime
-from typing import Any
 
-from pydantic import TypeAdapter
-
-from protocols.events import Envelope, EventBody
-
-__all__ = ["GENESIS", "envelope_from_wire", "link", "utc_ms", "uuid7", "wire_payload"]
+__all__ = ["GENESIS", "link", "utc_ms", "uuid7", "wire_payload"]
 
 GENESIS = bytes(32)
-
-_BODY: TypeAdapter[EventBody] = TypeAdapter(EventBody)
 
 
 def link(prev: bytes, payload: bytes) -> bytes:
@@ -56,9 +49,3 @@ def wire_payload(eid: str, seq: int, ts: str, site_json: str, body_json: str) ->
     head = f'{{"v":1,"id":"{eid}","seq":{seq},"ts":"{ts}","site":{site_json},'
     return (head + body_json[1:]).encode()
 
-
-def envelope_from_wire(data: dict[str, Any] | bytes | str) -> Envelope:
-    """Parse a published/journaled event back into an :class:`Envelope`."""
-    obj: dict[str, Any] = json.loads(data) if isinstance(data, bytes | str) else dict(data)
-    head = {k: obj.pop(k) for k in ("v", "id", "seq", "ts", "site") if k in obj}
-    return Envelope(**head, body=_BODY.validate_python(obj))

@@ -6,8 +6,9 @@ One transaction per batch of events assigns each its gap-free ``seq`` (surviving
 restarts), links it into a SHA-256 hash chain and marks it unpublished (the
 outbox). ``emit`` returns only once that transaction is committed with
 ``synchronous=FULL``; many concurrent emits share one commit (group commit).
-SQLite runs on two threads of the journal's own — a writer and a reader — never
-on the event loop.
+SQLite never runs on the event loop: the journal's writer is a process of its own
+(``_child``, so a commit never waits for the loop to release the GIL) and reads run
+on a reader thread.
 """
 
 from __future__ import annotations
@@ -28,27 +29,26 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import structlog
+from pydantic import TypeAdapter
 
 from protocols.errors import JournalCorrupt, JournalError, JournalFull
 from protocols.events import Envelope, EventBody
 
-from ._chain import envelope_from_wire, utc_ms
+from ._chain import utc_ms
 from ._store import (
+    ERRORS,
     BrokenLink,
     Checkpoint,
-    Committed,
-    Writer,
-    _Append,
-    _Mark,
-    _Retain,
+    Round,
     blob,
     connect,
     latest_checkpoint,
     map_error,
     verify_chain,
 )
+from ._writer import Pending, WriterProcess
 
-__all__ = ["Journal", "journal_path"]
+__all__ = ["Journal", "envelope_from_wire", "journal_path"]
 
 log = structlog.get_logger("lockgw.journal")
 
@@ -58,6 +58,17 @@ T = TypeVar("T")
 RETENTION_INTERVAL = 3600.0
 #: at most this many committed, unpublished events kept in memory for the publisher
 TAIL_MAX = 4096
+#: the longest wait between attempts to restart a writer process that died, seconds
+RESTART_MAX_DELAY = 30.0
+
+_BODY: TypeAdapter[EventBody] = TypeAdapter(EventBody)
+
+
+def envelope_from_wire(data: dict[str, Any] | bytes | str) -> Envelope:
+    """Parse a published/journaled event back into an :class:`Envelope`."""
+    obj: dict[str, Any] = json.loads(data) if isinstance(data, bytes | str) else dict(data)
+    head = {k: obj.pop(k) for k in ("v", "id", "seq", "ts", "site") if k in obj}
+    return Envelope(**head, body=_BODY.validate_python(obj))
 
 
 def journal_path(data_dir: Path | str) -> Path:
@@ -94,7 +105,8 @@ class Journal:
         self.max_bytes = max_bytes
         self.read_only = read_only
         self._clock = clock
-        self._writer: Writer | None = None
+        self._writer: WriterProcess | None = None
+        self._restart_task: asyncio.Task[None] | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
@@ -120,31 +132,17 @@ class Journal:
             if self.read_only:
                 self._last_seq, self._backlog = await self._read(self._counts)
             else:
-                loop = asyncio.get_running_loop()
-                writer = Writer(
-                    self.path,
-                    self.site,
-                    loop,
-                    self._delivered,
-                    max_bytes=self.max_bytes,
-                    clock_ns=lambda: int(self._clock() * 1_000_000_000),
-                )
-                writer.start()
                 try:
-                    await writer.ready
+                    writer, (seq, _, backlog) = await self._start_writer()
                 except (JournalCorrupt, JournalFull) as exc:
                     # care first: the daemon keeps running (doors keep opening) and
                     # reports that it cannot journal; every emit raises this error
-                    await asyncio.to_thread(writer.join)
                     self._broken = exc
                     self._error = str(exc)
                     log.error("journal.cannot_open", error=self._error)
-                except BaseException:
-                    await asyncio.to_thread(writer.join)
-                    raise
                 else:
                     self._writer = writer
-                    self._last_seq, self._backlog = writer.state.seq, writer.state.backlog
+                    self._last_seq, self._backlog = seq, backlog
                     self._retention_task = asyncio.create_task(self._retention_loop())
         except BaseException:
             await self._close_reader()
@@ -163,13 +161,13 @@ class Journal:
         tb: TracebackType | None,
     ) -> None:
         self._open = False
-        if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
+        for task in (self._retention_task, self._restart_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._writer is not None:
-            self._writer.stop()
-            await asyncio.to_thread(self._writer.join)
+            await self._writer.close()
             self._writer = None
         await self._close_reader()
         self._new.set()
@@ -208,11 +206,54 @@ class Journal:
         """Events committed but not yet acknowledged by the broker."""
         return self._backlog
 
+    # -- the writer process ------------------------------------------------------------
+    async def _start_writer(self) -> tuple[WriterProcess, tuple[int, bytes, int]]:
+        return await WriterProcess.start(
+            self.path, self.site, self.max_bytes, self._delivered, self._writer_lost
+        )
+
+    def _writer_lost(self, writer: WriterProcess, err: JournalError, failed_appends: int) -> None:
+        """On the loop: the writer process died (killed, out of memory). What it had not
+        answered has failed (nothing it answered is lost); start another."""
+        if writer is not self._writer or not self._open:
+            return
+        self._failures += failed_appends
+        self._writer = None
+        self._error = f"journal {self.path}: {err}; restarting it"
+        log.error("journal.writer_lost", error=str(err), exit_code=writer.proc.returncode)
+        self._restart_task = asyncio.create_task(self._restart_writer())
+
+    async def _restart_writer(self) -> None:
+        delay = 0.1
+        while self._open:
+            try:
+                writer, (seq, _, backlog) = await self._start_writer()
+            except JournalError as exc:
+                self._error = str(exc)
+                log.error("journal.writer_restart_failed", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_MAX_DELAY)
+                continue
+            if not self._open:
+                await writer.close()
+                return
+            self._writer = writer
+            self._error = None
+            self._last_seq, self._backlog = seq, backlog
+            self._tail.clear()  # what the old writer last committed may not have reached us
+            log.info("journal.writer_restarted", last_seq=seq, backlog=backlog)
+            self._new.set()
+            self._new = asyncio.Event()
+            return
+
     # -- writing -----------------------------------------------------------------------
-    def _require_writer(self) -> Writer:
+    def _require_writer(self) -> WriterProcess:
         if self._broken is not None and self._open:
             self._failures += 1
             raise type(self._broken)(str(self._broken))
+        if self._open and not self.read_only and (self._writer is None or not self._writer.alive):
+            self._failures += 1
+            raise JournalError(self._error or f"journal {self.path}: its writer is not running")
         if self._writer is None or not self._open:
             raise JournalError(
                 f"journal {self.path} is " + ("read-only" if self.read_only else "not open")
@@ -227,7 +268,9 @@ class Journal:
         """
         writer = self._require_writer()
         fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        writer.submit(_Append(body, body.model_dump_json(), fut))
+        ns = int(self._clock() * 1_000_000_000)
+        door = getattr(body, "door", None)
+        writer.submit(("a", body.type, door, body.model_dump_json(), ns), fut, body)
         return await fut
 
     async def mark_published(
@@ -237,7 +280,7 @@ class Journal:
         writer = self._require_writer()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         marked = tuple(seqs)
-        writer.submit(_Mark(up_to_seq, marked, fut))
+        writer.submit(("m", up_to_seq, marked), fut)
         n = await fut
         tail = self._tail
         if marked:
@@ -254,7 +297,7 @@ class Journal:
         now = now or datetime.fromtimestamp(self._clock(), UTC)
         cutoff = _ts(now - timedelta(days=self.retention_days))
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        writer.submit(_Retain(cutoff, _ts(now), fut))
+        writer.submit(("r", cutoff, _ts(now)), fut)
         n = await fut
         if n:
             log.info("journal.retention", deleted=n, before=cutoff)
@@ -268,13 +311,18 @@ class Journal:
                 log.warning("journal.retention_failed", error=str(exc))
             await asyncio.sleep(RETENTION_INTERVAL)
 
-    def _delivered(self, c: Committed) -> None:
-        """On the loop: results of one writer round."""
-        for fut, value, exc in c.results:
+    def _delivered(self, c: Round, answered: list[Pending]) -> None:
+        """On the loop: results of one writer round, for the jobs it answers (in order)."""
+        for (ok, value), (fut, body) in zip(c.results, answered, strict=True):
             if fut.done():
                 continue
-            if exc is not None:
-                fut.set_exception(exc)
+            if not ok:
+                fut.set_exception(ERRORS.get(value[0], JournalError)(value[1]))
+            elif body is not None:
+                eid, seq, ts = value
+                fut.set_result(
+                    Envelope.model_construct(v=1, id=eid, seq=seq, ts=ts, site=self.site, body=body)
+                )
             else:
                 fut.set_result(value)
         self._backlog += c.backlog_delta

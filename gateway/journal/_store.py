@@ -1,29 +1,37 @@
-"""SQLite access for the journal: schema, the writer thread (group commit), read queries.
+"""SQLite access for the journal: schema, the write side (:class:`Store`, group commit),
+read queries.
 
-Everything here runs on a thread of its own, never on the event loop. The writer
-thread owns the only write connection; it takes every job queued since its last
-commit and applies them in one transaction (group commit), then hands the results
-back to the loop with one ``call_soon_threadsafe``.
+Nothing here runs on the event loop. :class:`Store` runs in the journal's writer
+process (``_child``): it owns the only write connection and applies every job queued
+since its last round in one transaction. The read queries run on the journal's reader
+thread. Standard library only (the writer process starts without pydantic).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import queue
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from protocols.errors import JournalCorrupt, JournalError, JournalFull
-from protocols.events import Envelope, EventBody
 
 from ._chain import GENESIS, link, utc_ms, uuid7, wire_payload
 
-__all__ = ["BrokenLink", "Checkpoint", "Committed", "Writer", "blob", "connect", "map_error"]
+__all__ = [
+    "ERRORS",
+    "BrokenLink",
+    "Checkpoint",
+    "Job",
+    "Outcome",
+    "Round",
+    "Store",
+    "blob",
+    "connect",
+    "map_error",
+]
 
 SCHEMA_VERSION = "1"
 
@@ -112,35 +120,24 @@ def connect(path: Path, *, read_only: bool, max_bytes: int | None = None) -> sql
     return conn
 
 
-@dataclass(slots=True)
-class _Append:
-    body: EventBody
-    body_json: str
-    fut: asyncio.Future[Envelope]
+#: what the journal asks of the writer, one tuple per job (plain data: it crosses a pipe)
+#: ``("a", type, door, body_json, ns)`` append an event stamped ``ns`` (Unix ns);
+#: ``("m", up_to, seqs)`` take events off the outbox; ``("r", cutoff, created)`` retention
+Job = tuple[Any, ...]
+#: a job's outcome: ``(True, value)`` or ``(False, (error class name, message))``;
+#: an append's value is ``(id, seq, ts)``, a mark's or retention's a row count
+Outcome = tuple[bool, Any]
+
+ERRORS: dict[str, type[JournalError]] = {
+    cls.__name__: cls for cls in (JournalError, JournalFull, JournalCorrupt)
+}
 
 
 @dataclass(slots=True)
-class _Mark:
-    up_to: int | None
-    seqs: tuple[int, ...]
-    fut: asyncio.Future[int] | None
+class Round:
+    """What one writer round (one transaction, group commit) tells the journal."""
 
-
-@dataclass(slots=True)
-class _Retain:
-    cutoff: str
-    created: str
-    fut: asyncio.Future[int]
-
-
-_Job = _Append | _Mark | _Retain
-
-
-@dataclass(slots=True)
-class Committed:
-    """What one writer round tells the loop."""
-
-    results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+    results: list[Outcome]
     last_seq: int
     backlog_delta: int
     error: str | None
@@ -151,50 +148,39 @@ class Committed:
     rows: list[tuple[int, bytes]] = field(default_factory=list)
 
 
-@dataclass
-class _State:
-    seq: int = 0
-    head: bytes = GENESIS
-    backlog: int = 0
-    pending: list[_Job] = field(default_factory=list)
+def _failed(err: JournalError) -> Outcome:
+    return (False, (type(err).__name__, str(err)))
 
 
-class Writer(threading.Thread):
-    """The one thread that writes the journal (group commit)."""
+class Store:
+    """The journal's only write connection: every job queued since the last round in one
+    transaction (group commit). Synchronous and single-threaded; the writer process
+    (``_child``) runs it, tests may call it directly."""
 
     MAX_BATCH = 2000
 
-    def __init__(
-        self,
-        path: Path,
-        site: str,
-        loop: asyncio.AbstractEventLoop,
-        deliver: Callable[[Committed], None],
-        *,
-        max_bytes: int | None,
-        clock_ns: Callable[[], int],
-    ) -> None:
-        super().__init__(name="journal-writer", daemon=True)
+    def __init__(self, path: Path, site: str, *, max_bytes: int | None) -> None:
         self.path = path
         self.site = site
         self._site_json = json.dumps(site)
-        self._loop = loop
-        self._deliver = deliver
         self._max_bytes = max_bytes
-        self._clock_ns = clock_ns
-        self._q: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None
-        self.state = _State()
-        self.ready: asyncio.Future[None] = loop.create_future()
+        self._durable = True  # connect() sets synchronous=FULL
+        self.seq = 0
+        self.head = GENESIS
+        self.backlog = 0
 
-    # -- called from the loop --------------------------------------------------
-    def submit(self, job: _Job) -> None:
-        self._q.put(job)
+    def open(self) -> None:
+        """Open (creating when new) and read where the chain stands. Raises JournalError."""
+        try:
+            self._open()
+        except JournalError:
+            raise
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path, self._max_bytes) from exc
+        except OSError as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from exc
 
-    def stop(self) -> None:
-        self._q.put(None)
-
-    # -- the thread ------------------------------------------------------------
     def _open(self) -> None:
         conn = connect(self.path, read_only=False, max_bytes=self._max_bytes)
         self._conn = conn
@@ -217,135 +203,106 @@ class Writer(threading.Thread):
                 "SELECT seq, hash FROM checkpoints ORDER BY seq DESC LIMIT 1"
             ).fetchone()
             last = cp if cp is not None else (0, GENESIS)
-        self.state.seq, self.state.head = int(last[0]), bytes(last[1])
-        self.state.backlog = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        self.seq, self.head = int(last[0]), bytes(last[1])
+        self.backlog = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
-    def run(self) -> None:
-        try:
-            self._open()
-        except (sqlite3.Error, JournalError, OSError) as exc:
-            err = (
-                exc if isinstance(exc, JournalError) else _map_any(exc, self.path, self._max_bytes)
-            )
-            self._loop.call_soon_threadsafe(_set_exc, self.ready, err)
-            return
-        self._loop.call_soon_threadsafe(_set_result, self.ready, None)
-        try:
-            self._serve()
-        finally:
-            assert self._conn is not None
+    def close(self) -> None:
+        if self._conn is not None:
             self._conn.close()
+            self._conn = None
 
-    def _serve(self) -> None:
-        while True:
-            job = self._q.get()
-            if job is None:
-                return
-            batch = [job]
-            stop = False
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._loop.call_soon_threadsafe(self._deliver, self._round(batch))
-            if stop:
-                return
-
-    def _round(self, batch: list[_Job]) -> Committed:
+    def round(self, batch: Sequence[Job]) -> Round:
+        """Apply ``batch`` in one transaction; on failure none of it, and the chain's head
+        stays where it was."""
         conn = self._conn
-        assert conn is not None
-        st = self.state
-        seq0, head0, backlog0 = st.seq, st.head, st.backlog
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        appended = False
+        assert conn is not None, "Store.open() first"
+        seq0, head0, backlog0 = self.seq, self.head, self.backlog
+        results: list[Outcome] = []
+        n_appends = sum(1 for j in batch if j[0] == "a")
         try:
+            self._sync(any(j[0] != "m" for j in batch))
             conn.execute("BEGIN IMMEDIATE")
             rows: list[tuple[int, str, str, str, str | None, bytes, bytes]] = []
             written: list[tuple[int, bytes]] = []
-            now = self._clock_ns()
-            ts = utc_ms(now)
-            ms = now // 1_000_000
             for job in batch:
-                if isinstance(job, _Append):
-                    st.seq += 1
-                    eid = uuid7(ms)
-                    payload = wire_payload(eid, st.seq, ts, self._site_json, job.body_json)
-                    st.head = link(st.head, payload)
-                    door = getattr(job.body, "door", None)
-                    rows.append((st.seq, eid, ts, job.body.type, door, payload, st.head))
-                    written.append((st.seq, payload))
-                    env = Envelope.model_construct(
-                        v=1, id=eid, seq=st.seq, ts=ts, site=self.site, body=job.body
-                    )
-                    results.append((job.fut, env, None))
+                if job[0] == "a":
+                    _, typ, door, body_json, ns = job
+                    self.seq += 1
+                    ts = utc_ms(ns)
+                    eid = uuid7(ns // 1_000_000)
+                    payload = wire_payload(eid, self.seq, ts, self._site_json, body_json)
+                    self.head = link(self.head, payload)
+                    rows.append((self.seq, eid, ts, typ, door, payload, self.head))
+                    written.append((self.seq, payload))
+                    results.append((True, (eid, self.seq, ts)))
                 else:
                     # marks and retention see the appends before them in this batch
                     self._flush(conn, rows)
                     rows = []
-                    if isinstance(job, _Mark):
-                        n = self._mark(conn, job)
-                        if job.fut is not None:
-                            results.append((job.fut, n, None))
+                    if job[0] == "m":
+                        results.append((True, self._mark(conn, job[1], job[2])))
                     else:
-                        results.append((job.fut, self._retain(conn, job), None))
+                        results.append((True, self._retain(conn, job[1], job[2])))
             self._flush(conn, rows)
-            appended = any(isinstance(j, _Append) for j in batch)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with _suppress_sqlite():
                 conn.execute("ROLLBACK")
-            st.seq, st.head, st.backlog = seq0, head0, backlog0
+            self.seq, self.head, self.backlog = seq0, head0, backlog0
             err = map_error(exc, self.path, self._max_bytes)
-            failed: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
-                (j.fut, None, err) for j in batch if j.fut is not None
-            ]
+            outcomes = [_failed(err)] * len(batch)
             # publishing marks only delete rows: retry them alone so a full disk
             # does not also stop the outbox from draining
-            marks = [j for j in batch if isinstance(j, _Mark)]
+            marks = [i for i, j in enumerate(batch) if j[0] == "m"]
             if marks and len(marks) < len(batch):
-                retry = self._round(list(marks))
-                failed = [r for r in failed if r[0] not in {m.fut for m in marks}]
-                failed += retry.results
-            n_appends = sum(1 for j in batch if isinstance(j, _Append))
-            return Committed(failed, st.seq, st.backlog - backlog0, str(err), False, n_appends)
+                retry = self.round([batch[i] for i in marks])
+                for i, outcome in zip(marks, retry.results, strict=True):
+                    outcomes[i] = outcome
+            return Round(outcomes, self.seq, self.backlog - backlog0, str(err), False, n_appends)
         except Exception as exc:  # a bug must not leave emitters waiting or the head astray
             with _suppress_sqlite():
                 conn.execute("ROLLBACK")
-            st.seq, st.head, st.backlog = seq0, head0, backlog0
+            self.seq, self.head, self.backlog = seq0, head0, backlog0
             err = JournalError(f"journal {self.path}: internal error {exc!r}")
-            n_appends = sum(1 for j in batch if isinstance(j, _Append))
-            failed = [(j.fut, None, err) for j in batch if j.fut is not None]
-            return Committed(failed, st.seq, 0, str(err), False, n_appends)
-        return Committed(results, st.seq, st.backlog - backlog0, None, appended, rows=written)
+            return Round([_failed(err)] * len(batch), self.seq, 0, str(err), False, n_appends)
+        return Round(
+            results, self.seq, self.backlog - backlog0, None, n_appends > 0, rows=written
+        )
+
+    def _sync(self, durable: bool) -> None:
+        """``synchronous=FULL`` (fsync at commit) for a round that records something;
+        ``NORMAL`` for one that only takes published events off the outbox. A mark lost
+        to a power cut only means the event is published again (consumers deduplicate
+        by ``id``, CONTRACT §4), and the next durable commit's fsync carries it anyway:
+        WAL frames reach the disk in order. Halves the fsyncs of a busy door."""
+        if durable != self._durable:
+            assert self._conn is not None
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
 
     def _flush(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
             return
         conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         conn.executemany("INSERT INTO outbox VALUES (?)", [(r[0],) for r in rows])
-        self.state.backlog += len(rows)
+        self.backlog += len(rows)
 
-    def _mark(self, conn: sqlite3.Connection, job: _Mark) -> int:
-        if job.up_to is not None:
-            cur = conn.execute("DELETE FROM outbox WHERE seq <= ?", (job.up_to,))
+    def _mark(self, conn: sqlite3.Connection, up_to: int | None, seqs: Sequence[int]) -> int:
+        if up_to is not None:
+            cur = conn.execute("DELETE FROM outbox WHERE seq <= ?", (up_to,))
         else:
-            cur = conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in job.seqs])
+            cur = conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
         n = max(cur.rowcount, 0)
-        self.state.backlog -= n
+        self.backlog -= n
         return n
 
-    def _retain(self, conn: sqlite3.Connection, job: _Retain) -> int:
+    def _retain(self, conn: sqlite3.Connection, cutoff: str, created: str) -> int:
         """Delete the oldest published rows before ``cutoff``; keep a checkpoint."""
         first_unpublished = conn.execute("SELECT min(seq) FROM outbox").fetchone()[0]
         first_recent = conn.execute(
-            "SELECT min(seq) FROM events WHERE ts >= ?", (job.cutoff,)
+            "SELECT min(seq) FROM events WHERE ts >= ?", (cutoff,)
         ).fetchone()[0]
-        limit = self.state.seq
+        limit = self.seq
         for bound in (first_unpublished, first_recent):
             if bound is not None:
                 limit = min(limit, int(bound) - 1)
@@ -356,7 +313,7 @@ class Writer(threading.Thread):
             return 0
         conn.execute(
             "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
-            (row[0], row[1], row[2], job.created),
+            (row[0], row[1], row[2], created),
         )
         cur = conn.execute("DELETE FROM events WHERE seq <= ?", (row[0],))
         return max(cur.rowcount, 0)
@@ -368,22 +325,6 @@ class _suppress_sqlite:
 
     def __exit__(self, et: type[BaseException] | None, *_: object) -> bool:
         return et is not None and issubclass(et, sqlite3.Error)
-
-
-def _map_any(exc: BaseException, path: Path, max_bytes: int | None) -> JournalError:
-    if isinstance(exc, sqlite3.Error):
-        return map_error(exc, path, max_bytes)
-    return JournalError(f"journal {path}: {exc}")
-
-
-def _set_result(fut: asyncio.Future[None], value: None) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exc(fut: asyncio.Future[None], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
 
 
 # -- read side (runs on the reader thread) -----------------------------------------

@@ -1,0 +1,196 @@
+"""The gateway's side of the journal's writer process (``_child``).
+
+:meth:`WriterProcess.start` makes a socketpair, starts the child with one end and
+speaks to it through the event loop with the other: :meth:`submit` writes a job frame
+(the transport sends at once when its buffer is empty), and every answer frame is
+handed to ``deliver`` straight from the socket's read callback, together with the
+futures of the jobs it answers (the child answers in the order it was asked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import structlog
+
+from protocols.errors import JournalError
+
+from ._child import FrameReader, frame
+from ._store import ERRORS, Job, Round
+
+__all__ = ["Pending", "WriterProcess"]
+
+log = structlog.get_logger("lockgw.journal")
+
+#: how long the child may take to open the database and say so, seconds
+START_TIMEOUT = 30.0
+#: how long closing waits for the child to finish what it was given, seconds
+STOP_TIMEOUT = 30.0
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+
+#: a submitted job's future and, for an append, its body (the envelope is built here)
+Pending = tuple[asyncio.Future[Any], Any]
+
+
+class WriterProcess(asyncio.Protocol):
+    """One writer child process and the jobs it has not answered yet."""
+
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        deliver: Callable[[Round, list[Pending]], None],
+        lost: Callable[[WriterProcess, JournalError, int], None],
+    ) -> None:
+        self.proc = proc
+        self._deliver = deliver
+        self._lost = lost
+        self._frames = FrameReader()
+        self._pending: deque[Pending] = deque()
+        self._transport: asyncio.Transport | None = None
+        self._closing = False
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[tuple[int, bytes, int]] = loop.create_future()
+        self.gone: asyncio.Future[None] = loop.create_future()
+
+    @classmethod
+    async def start(
+        cls,
+        path: Path,
+        site: str,
+        max_bytes: int | None,
+        deliver: Callable[[Round, list[Pending]], None],
+        lost: Callable[[WriterProcess, JournalError, int], None],
+    ) -> tuple[WriterProcess, tuple[int, bytes, int]]:
+        """Start a child for ``path``; (the process, (last seq, chain head, backlog)).
+        Raises the child's JournalError when it cannot open the journal."""
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gateway.journal._child",
+                str(theirs.fileno()),
+                str(path),
+                site,
+                str(max_bytes or 0),
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except OSError as exc:
+            ours.close()
+            raise JournalError(f"journal {path}: cannot start its writer process ({exc})") from exc
+        finally:
+            theirs.close()
+        loop = asyncio.get_running_loop()
+        writer: WriterProcess | None = None
+        try:
+            _, writer = await loop.create_unix_connection(
+                lambda: cls(proc, deliver, lost), sock=ours
+            )
+            async with asyncio.timeout(START_TIMEOUT):
+                state = await writer.ready
+        except BaseException:
+            if writer is None:
+                ours.close()
+            else:
+                writer._closing = True
+                if writer._transport is not None:
+                    writer._transport.abort()
+            await _reap(proc, 0.0)
+            raise
+        return writer, state
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream transport (uvloop's is not a subclass of asyncio.Transport)
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._frames.feed(data)
+        for msg in self._frames.take(1 << 30):
+            if not self.ready.done():
+                self._hello(msg)
+                continue
+            n = len(msg.results)
+            answered = [self._pending.popleft() for _ in range(n)]
+            self._deliver(msg, answered)
+
+    def _hello(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "ready":
+            self.ready.set_result((int(msg[1]), bytes(msg[2]), int(msg[3])))
+        else:
+            self.ready.set_exception(ERRORS.get(msg[1], JournalError)(msg[2]))
+
+    def eof_received(self) -> bool | None:
+        return None  # close our end too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        code = self.proc.returncode
+        err = JournalError(
+            "the journal's writer process stopped"
+            + (f" (exit code {code})" if code is not None else "")
+            + (f": {exc}" if exc else "")
+        )
+        if not self.ready.done():
+            self.ready.set_exception(err)
+        pending, self._pending = list(self._pending), deque()
+        unconfirmed = JournalError(
+            f"{err}, before confirming this (it may have been recorded just before)"
+        )
+        for fut, _ in pending:
+            if not fut.done():
+                fut.set_exception(unconfirmed)
+        if not self.gone.done():
+            self.gone.set_result(None)
+        if not self._closing:
+            self._lost(self, err, sum(1 for _, body in pending if body is not None))
+
+    # -- used by the journal --------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self._transport is not None and not self._closing
+
+    def submit(self, job: Job, fut: asyncio.Future[Any], body: Any = None) -> None:
+        if self._transport is None or self._closing:
+            raise JournalError("the journal's writer process is not running")
+        self._pending.append((fut, body))
+        self._transport.write(frame(job))
+
+    async def close(self) -> None:
+        """Let the child apply and answer everything sent, then exit."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._transport is not None:
+            self._transport.write_eof()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await asyncio.shield(self.gone)
+        if self._transport is not None:
+            self._transport.abort()
+        await _reap(self.proc, STOP_TIMEOUT)
+
+
+async def _reap(proc: asyncio.subprocess.Process, timeout: float) -> None:
+    """Wait for the child to exit (``timeout`` seconds at most), then make sure it has."""
+    try:
+        async with asyncio.timeout(timeout):
+            await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
