@@ -64,11 +64,10 @@ async def main(argv: list[str]) -> int:
 def _runner() -> Callable[[Awaitable[int]], int]:
     """The standard asyncio loop; ``LOCKGW_EVENT_LOOP=uvloop`` chooses uvloop.
 
-    Measured on the same machine (docs/design.md, "The event loop"): uvloop gives ~5 % more
-    unlocks/s at saturation and nothing at idle (bench/footprint.py), but with 20 phones at
-    one door the journal's share of an unlock has a p99 of ~11 ms on uvloop against ~7 ms
-    on the standard loop (bench/unlock_latency.py): the journal's writer thread waits
-    longer for its turn. A home is never saturated; the tail at the door matters more."""
+    Measured on the same machine (docs/design.md, "The standard asyncio event loop"):
+    uvloop gives ~5 % more unlocks/s at saturation and nothing at idle
+    (bench/footprint.py); at the door (bench/unlock_latency.py, 20 phones) it was worse
+    while the journal's writer was a thread and is no better now that it is a process."""
     if os.environ.get("LOCKGW_EVENT_LOOP", "asyncio") == "uvloop":
         try:
             import uvloop

@@ -85,7 +85,10 @@ def serve(sock: socket.socket, store: Store) -> None:
             continue
         if eof:
             return
-        data = sock.recv(1 << 16)  # wait for work
+        try:
+            data = sock.recv(1 << 16)  # wait for work
+        except OSError:  # the gateway died (reset): apply what arrived, then stop
+            data = b""
         if not data:
             eof = True
             continue
@@ -95,6 +98,8 @@ def serve(sock: socket.socket, store: Store) -> None:
                 more = sock.recv(1 << 16, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
+            except OSError:
+                more = b""
             if not more:
                 eof = True
                 break
