@@ -5,7 +5,7 @@ gateway over the socket ``FD`` (one end of a socketpair the gateway made): it re
 every job frame that has arrived, applies them in one transaction (group commit) and
 answers with one frame per round. It is a process rather than a thread so that the
 commit never waits for the gateway's event loop to let go of the GIL
-(bench/unlock_latency.py; docs/design.md, "The journal writer").
+(bench/unlock_latency.py; docs/design.md, "The journal's writer is a process of its own").
 
 It ignores SIGINT and SIGTERM: the gateway decides when the journal closes (a stopping
 gateway still journals its last events), by shutting its end of the socket. It then
