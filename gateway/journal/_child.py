@@ -14,7 +14,7 @@ Standard library and ``protocols.errors`` only, so that it starts in a few tens 
 
 Frames both ways: a 4-byte big-endian length, then a pickle (both ends are this
 package, over a private socketpair). The first frame from here is ``("ready", seq,
-head, backlog)`` or ``("failed", error class name, message)``; then one
+backlog)`` or ``("failed", error class name, message)``; then one
 :class:`._store.Round` per round.
 """
 
@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
         store.close()
         return 1
     try:
-        sock.sendall(frame(("ready", store.seq, store.head, store.backlog)))
+        sock.sendall(frame(("ready", store.seq, store.backlog)))
         serve(sock, store)
     finally:
         store.close()

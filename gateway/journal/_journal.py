@@ -133,7 +133,7 @@ class Journal:
                 self._last_seq, self._backlog = await self._read(self._counts)
             else:
                 try:
-                    writer, (seq, _, backlog) = await self._start_writer()
+                    writer, (seq, backlog) = await self._start_writer()
                 except (JournalCorrupt, JournalFull) as exc:
                     # care first: the daemon keeps running (doors keep opening) and
                     # reports that it cannot journal; every emit raises this error
@@ -207,7 +207,7 @@ class Journal:
         return self._backlog
 
     # -- the writer process ------------------------------------------------------------
-    async def _start_writer(self) -> tuple[WriterProcess, tuple[int, bytes, int]]:
+    async def _start_writer(self) -> tuple[WriterProcess, tuple[int, int]]:
         return await WriterProcess.start(
             self.path, self.site, self.max_bytes, self._delivered, self._writer_lost
         )
@@ -227,7 +227,7 @@ class Journal:
         delay = 0.1
         while self._open:
             try:
-                writer, (seq, _, backlog) = await self._start_writer()
+                writer, (seq, backlog) = await self._start_writer()
             except JournalError as exc:
                 self._error = str(exc)
                 log.error("journal.writer_restart_failed", error=str(exc), retry_in=delay)

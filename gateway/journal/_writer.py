@@ -59,7 +59,7 @@ class WriterProcess(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._closing = False
         loop = asyncio.get_running_loop()
-        self.ready: asyncio.Future[tuple[int, bytes, int]] = loop.create_future()
+        self.ready: asyncio.Future[tuple[int, int]] = loop.create_future()
         self.gone: asyncio.Future[None] = loop.create_future()
 
     @classmethod
@@ -70,8 +70,8 @@ class WriterProcess(asyncio.Protocol):
         max_bytes: int | None,
         deliver: Callable[[Round, list[Pending]], None],
         lost: Callable[[WriterProcess, JournalError, int], None],
-    ) -> tuple[WriterProcess, tuple[int, bytes, int]]:
-        """Start a child for ``path``; (the process, (last seq, chain head, backlog)).
+    ) -> tuple[WriterProcess, tuple[int, int]]:
+        """Start a child for ``path``; (the process, (last seq, backlog)).
         Raises the child's JournalError when it cannot open the journal."""
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
@@ -106,9 +106,7 @@ class WriterProcess(asyncio.Protocol):
             if writer is None:
                 ours.close()
             else:
-                writer._closing = True
-                if writer._transport is not None:
-                    writer._transport.abort()
+                writer._abort()
             await _reap(proc, 0.0)
             raise
         return writer, state
@@ -130,7 +128,7 @@ class WriterProcess(asyncio.Protocol):
 
     def _hello(self, msg: tuple[Any, ...]) -> None:
         if msg[0] == "ready":
-            self.ready.set_result((int(msg[1]), bytes(msg[2]), int(msg[3])))
+            self.ready.set_result((int(msg[1]), int(msg[2])))
         else:
             self.ready.set_exception(ERRORS.get(msg[1], JournalError)(msg[2]))
 
@@ -180,9 +178,14 @@ class WriterProcess(asyncio.Protocol):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT):
                 await asyncio.shield(self.gone)
+        self._abort()
+        await _reap(self.proc, STOP_TIMEOUT)
+
+    def _abort(self) -> None:
+        """Drop the connection without waiting (the child then ends on its own)."""
+        self._closing = True
         if self._transport is not None:
             self._transport.abort()
-        await _reap(self.proc, STOP_TIMEOUT)
 
 
 async def _reap(proc: asyncio.subprocess.Process, timeout: float) -> None:
