@@ -475,6 +475,49 @@ def test_only_a_round_that_records_something_waits_for_the_disk(tmp_path: Path) 
         conn2.close()
 
 
+def test_the_checkpointer_keeps_the_wal_short_without_the_writer_checkpointing(
+    tmp_path: Path,
+) -> None:
+    """SQLite would copy the WAL back inside whichever commit crosses 1000 pages (a
+    15-50 ms round at the door); the Checkpointer does it on its own connection between
+    rounds, after which the writer starts the WAL over."""
+    import time
+
+    from gateway.journal._store import Checkpointer, Store
+
+    def wal_frames_after(rounds: int, *, checkpointer: bool) -> int:
+        path = tmp_path / f"checkpointer-{checkpointer}" / "journal.db"
+        s = Store(path, SITE, max_bytes=None)
+        s.open()
+        ck = Checkpointer(path, interval=0.001)
+        if checkpointer:
+            ck.start()
+        append = ("a", "battery", "front", battery().model_dump_json(), time.time_ns())
+        try:
+            for _ in range(rounds):
+                assert s.round([append]).error is None
+                ck.kick()
+            if checkpointer:  # let it catch up once the rounds pause
+                runs = ck.runs
+                deadline = time.monotonic() + 10
+                while ck.runs < runs + 2 and time.monotonic() < deadline:
+                    ck.kick()
+                    time.sleep(0.005)
+                assert ck.runs >= runs + 2, ck.last_error
+            assert s.round([append]).error is None
+            conn = sqlite3.connect(path)
+            try:  # (busy, frames in the WAL, frames copied back)
+                return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+            finally:
+                conn.close()
+        finally:
+            ck.stop()
+            s.close()
+
+    assert wal_frames_after(200, checkpointer=False) >= 200  # below SQLite's threshold
+    assert wal_frames_after(200, checkpointer=True) < 10  # copied back, started over
+
+
 def test_the_journal_works_on_uvloop(tmp_path: Path) -> None:
     """``LOCKGW_EVENT_LOOP=uvloop`` runs the daemon on uvloop: its transports differ."""
     uvloop = pytest.importorskip("uvloop")

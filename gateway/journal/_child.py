@@ -30,7 +30,7 @@ from typing import Any
 
 from protocols.errors import JournalError
 
-from ._store import Job, Store
+from ._store import Checkpointer, Job, Store
 
 __all__ = ["FrameReader", "frame", "main"]
 
@@ -70,7 +70,9 @@ class FrameReader:
         return out
 
 
-def serve(sock: socket.socket, store: Store) -> None:
+def serve(
+    sock: socket.socket, store: Store, checkpointer: Checkpointer | None = None
+) -> None:
     """Rounds until the gateway shuts its end and everything sent has been applied."""
     reader = FrameReader()
     eof = False
@@ -82,6 +84,8 @@ def serve(sock: socket.socket, store: Store) -> None:
                 sock.sendall(frame(result))
             except OSError:  # the gateway is gone; what was committed stays committed
                 return
+            if checkpointer is not None and result.error is None:
+                checkpointer.kick()
             continue
         if eof:
             return
@@ -118,10 +122,13 @@ def main(argv: list[str]) -> int:
         sock.sendall(frame(("failed", type(exc).__name__, str(exc))))
         store.close()
         return 1
+    checkpointer = Checkpointer(path)
     try:
         sock.sendall(frame(("ready", store.seq, store.backlog)))
-        serve(sock, store)
+        checkpointer.start()
+        serve(sock, store, checkpointer)
     finally:
+        checkpointer.stop()
         store.close()
         sock.close()
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "ERRORS",
     "BrokenLink",
     "Checkpoint",
+    "Checkpointer",
     "Job",
     "Outcome",
     "Round",
@@ -158,6 +160,8 @@ class Store:
     (``_child``) runs it, tests may call it directly."""
 
     MAX_BATCH = 2000
+    #: SQLite's own checkpoint only past this many WAL pages (8 MB at 4 KiB pages)
+    AUTOCHECKPOINT_PAGES = 2000
 
     def __init__(self, path: Path, site: str, *, max_bytes: int | None) -> None:
         self.path = path
@@ -184,6 +188,10 @@ class Store:
     def _open(self) -> None:
         conn = connect(self.path, read_only=False, max_bytes=self._max_bytes)
         self._conn = conn
+        # the WAL is copied back into the database by a Checkpointer between rounds,
+        # not by the commit that happens to cross SQLite's 1000-page default (a 15-50 ms
+        # round at a door); this is the fallback should the checkpointer fall behind
+        conn.execute(f"PRAGMA wal_autocheckpoint = {self.AUTOCHECKPOINT_PAGES}")
         conn.executescript(_SCHEMA)
         row = conn.execute("SELECT value FROM meta WHERE key = 'site'").fetchone()
         if row is None:
@@ -317,6 +325,68 @@ class Store:
         )
         cur = conn.execute("DELETE FROM events WHERE seq <= ?", (row[0],))
         return max(cur.rowcount, 0)
+
+
+class Checkpointer:
+    """Copies the WAL back into the database on a thread of its own, with a connection
+    of its own, at most every ``interval`` seconds and only after a round that wrote
+    (:meth:`kick`). A PASSIVE checkpoint never blocks the writer: commits go on
+    appending to the WAL while it runs, and the writer starts the WAL over once a
+    checkpoint has caught up. Without this, SQLite checkpoints inside whichever commit
+    crosses its threshold, and the carer at the door waits for it.
+
+    A failed checkpoint is not an error of the journal (the events are in the WAL,
+    durable); it is tried again after the next round."""
+
+    def __init__(self, path: Path, *, interval: float = 0.25) -> None:
+        self.path = path
+        self.interval = interval
+        self.runs = 0
+        self.last_error: str | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="journal-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def kick(self) -> None:
+        """A round wrote something: checkpoint soon."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the checkpoint in progress, if any (the last connection to close,
+        the writer's, checkpoints what is left)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._wake.wait()
+                if self._stopping.is_set():
+                    return
+                self._wake.clear()
+                if conn is None:
+                    conn = sqlite3.connect(self.path, isolation_level=None)
+                    conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.runs += 1
+                    self.last_error = None
+                except sqlite3.Error as exc:
+                    self.last_error = str(exc)
+                # rounds in the meantime set _wake again: at most one checkpoint per interval
+                if self._stopping.wait(self.interval):
+                    return
+        except sqlite3.Error as exc:  # could not even open: SQLite's own checkpoint remains
+            self.last_error = str(exc)
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 class _suppress_sqlite:
