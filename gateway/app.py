@@ -161,7 +161,11 @@ class Gateway:
         async with contextlib.AsyncExitStack() as stack:
             self.journal = await stack.enter_async_context(
                 Journal(
-                    journal_path(data_dir), cfg.site.id, retention_days=cfg.journal.retention_days
+                    journal_path(data_dir),
+                    cfg.site.id,
+                    retention_days=cfg.journal.retention_days,
+                    max_bytes=cfg.journal.max_bytes,
+                    writer_nice=cfg.journal.writer_nice,
                 )
             )
             self.access = AccessController(cfg)

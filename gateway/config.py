@@ -185,6 +185,9 @@ class JournalConfig(_Section):
     #: optional ceiling on the journal file, bytes (None: the disk is the limit); when
     #: reached, new events raise JournalFull as on a full disk (docs/audit.md)
     max_bytes: int | None = Field(default=None, ge=1024 * 1024)
+    #: scheduling priority (nice value) of the journal's writer process, where allowed
+    #: (root, or the systemd unit's LimitNICE=); every unlock waits for its commit
+    writer_nice: int = Field(default=-10, ge=-20, le=0)
 
 
 class VisitsConfig(_Section):

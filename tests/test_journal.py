@@ -529,3 +529,79 @@ def test_the_journal_works_on_uvloop(tmp_path: Path) -> None:
             return envs[-1].seq, j.backlog()
 
     assert uvloop.run(run()) == (20, 10)
+
+
+def _thread_nices(pid: int) -> dict[str, int]:
+    """{thread name: nice} of a process, from /proc (Linux: nice is per thread)."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[(task / "comm").read_text().strip() + f"/{task.name}"] = int(fields[16])
+    return out
+
+
+async def test_the_writer_commits_at_a_higher_priority_and_checkpoints_at_the_daemons(
+    tmp_path: Path,
+) -> None:
+    """``journal.writer_nice``: the writer's main thread (the commits) at that nice value
+    where it may; the checkpointer thread back at the daemon's own."""
+    import os
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    async with Journal(jpath(tmp_path), SITE, retention_days=30, writer_nice=base - 5) as j:
+        await j.emit(battery())  # a round: the checkpointer thread runs
+        writer = j._writer
+        assert writer is not None
+        pid = writer.proc.pid
+        for _ in range(200):
+            nices = _thread_nices(pid)
+            if len(nices) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        main = nices.pop(next(k for k in nices if k.endswith(f"/{pid}")))
+        if os.geteuid() == 0 or writer.nice_refused is None:
+            assert (writer.nice, writer.nice_refused, main) == (base - 5, None, base - 5)
+        else:  # not allowed here: said why, and the writer works at the usual priority
+            assert "LimitNICE" in writer.nice_refused and main == base == writer.nice
+        assert list(nices.values()) == [base]  # the checkpointer
+        assert (await j.emit(battery())).seq == 2
+
+
+def test_raise_priority_says_why_it_could_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from gateway.journal._child import raise_priority
+
+    def refuse(*_: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    now = os.getpriority(os.PRIO_PROCESS, 0)
+    assert raise_priority(now + 1) == (now, None)  # never lowers the priority
+    nice, why = raise_priority(now - 10)
+    assert nice == now and why is not None
+    assert f"nice {now - 10} refused (Permission denied)" in why and "LimitNICE" in why
+
+
+async def test_a_writer_killed_for_raising_its_priority_starts_again_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system-call filter that kills on setpriority (an older unit file): the journal
+    still opens, at normal priority, and says so."""
+    from gateway.journal import _writer
+
+    real = _writer.WriterProcess.start.__func__  # type: ignore[attr-defined]
+    asked: list[int] = []
+
+    async def start(cls: type, *args: object, nice: int = 0) -> object:
+        asked.append(nice)
+        if nice != 0:
+            raise JournalError("the journal's writer process stopped (exit code -31)")
+        return await real(cls, *args, nice=nice)
+
+    monkeypatch.setattr(_writer.WriterProcess, "start", classmethod(start))
+    async with Journal(jpath(tmp_path), SITE, retention_days=30, writer_nice=-10) as j:
+        assert (await j.emit(battery())).seq == 1
+        assert j.writer_nice == 0
+    assert asked == [-10, 0]

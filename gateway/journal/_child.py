@@ -1,4 +1,4 @@
-"""The journal's writer process: ``python -m gateway.journal._child FD PATH SITE MAX_BYTES``.
+"""The journal's writer process: ``python -m gateway.journal._child FD PATH SITE MAX_BYTES NICE``.
 
 It owns the journal's only write connection (:class:`._store.Store`) and serves the
 gateway over the socket ``FD`` (one end of a socketpair the gateway made): it reads
@@ -12,14 +12,21 @@ gateway still journals its last events), by shutting its end of the socket. It t
 finishes what arrived, answers, and exits; the same happens if the gateway dies.
 Standard library and ``protocols.errors`` only, so that it starts in a few tens of ms.
 
+It first raises its own scheduling priority to ``NICE`` (``journal.writer_nice``, -10 by
+default) where it is allowed to (root, or ``LimitNICE=`` in the systemd unit): on a
+busy hub, a writer that wakes to commit then gets a core before the rest, and every
+carer at the door waits for that commit (bench/unlock_latency.py). The checkpointer
+thread goes back to the priority the process started with.
+
 Frames both ways: a 4-byte big-endian length, then a pickle (both ends are this
 package, over a private socketpair). The first frame from here is ``("ready", seq,
-backlog)`` or ``("failed", error class name, message)``; then one
-:class:`._store.Round` per round.
+backlog, nice, refused)`` (``refused``: why the priority could not be raised, or None)
+or ``("failed", error class name, message)``; then one :class:`._store.Round` per round.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import socket
@@ -110,10 +117,24 @@ def serve(
             reader.feed(more)
 
 
+def raise_priority(nice: int) -> tuple[int, str | None]:
+    """Lower this thread's nice value to ``nice`` (never raise it); (nice now, why not)."""
+    now = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice >= now:
+        return now, None
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        return now, f"nice {nice} refused ({exc.strerror}); allow it with LimitNICE={nice}"
+    return os.getpriority(os.PRIO_PROCESS, 0), None
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, path, site, max_bytes = int(argv[0]), Path(argv[1]), argv[2], int(argv[3])
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    nice, refused = raise_priority(int(argv[4]))  # before any thread: they would inherit it
     sock = socket.socket(fileno=fd)
     store = Store(path, site, max_bytes=max_bytes or None)
     try:
@@ -122,9 +143,9 @@ def main(argv: list[str]) -> int:
         sock.sendall(frame(("failed", type(exc).__name__, str(exc))))
         store.close()
         return 1
-    checkpointer = Checkpointer(path)
+    checkpointer = Checkpointer(path, nice=base)
     try:
-        sock.sendall(frame(("ready", store.seq, store.backlog)))
+        sock.sendall(frame(("ready", store.seq, store.backlog, nice, refused)))
         checkpointer.start()
         serve(sock, store, checkpointer)
     finally:

@@ -95,6 +95,7 @@ class Journal:
         retention_days: int,
         max_bytes: int | None = None,
         read_only: bool = False,
+        writer_nice: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if retention_days < 1:
@@ -104,6 +105,8 @@ class Journal:
         self.retention_days = retention_days
         self.max_bytes = max_bytes
         self.read_only = read_only
+        #: scheduling priority (nice value) the writer process asks for; 0 = as the daemon
+        self.writer_nice = writer_nice
         self._clock = clock
         self._writer: WriterProcess | None = None
         self._restart_task: asyncio.Task[None] | None = None
@@ -150,7 +153,11 @@ class Journal:
         self._open = True
         if not self.read_only:  # the audit CLI's output stays clean
             log.info(
-                "journal.open", path=str(self.path), last_seq=self._last_seq, backlog=self._backlog
+                "journal.open",
+                path=str(self.path),
+                last_seq=self._last_seq,
+                backlog=self._backlog,
+                writer_nice=self._writer.nice if self._writer is not None else None,
             )
         return self
 
@@ -208,8 +215,31 @@ class Journal:
 
     # -- the writer process ------------------------------------------------------------
     async def _start_writer(self) -> tuple[WriterProcess, tuple[int, int]]:
+        try:
+            writer, state = await self._spawn_writer()
+        except (JournalCorrupt, JournalFull):
+            raise
+        except JournalError as exc:
+            if self.writer_nice == 0:
+                raise
+            # a system-call filter that kills on setpriority (a unit older than this
+            # release): the door matters more than the priority
+            log.warning("journal.writer_priority", nice=0, detail=f"{exc}; starting it at normal priority")
+            self.writer_nice = 0
+            return await self._spawn_writer()
+        if writer.nice_refused and self._writer is None and not self._open:
+            # said once, at start: the door works, a busy one just waits longer for commits
+            log.warning("journal.writer_priority", nice=writer.nice, detail=writer.nice_refused)
+        return writer, state
+
+    async def _spawn_writer(self) -> tuple[WriterProcess, tuple[int, int]]:
         return await WriterProcess.start(
-            self.path, self.site, self.max_bytes, self._delivered, self._writer_lost
+            self.path,
+            self.site,
+            self.max_bytes,
+            self._delivered,
+            self._writer_lost,
+            nice=self.writer_nice,
         )
 
     def _writer_lost(self, writer: WriterProcess, err: JournalError, failed_appends: int) -> None:

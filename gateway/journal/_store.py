@@ -10,6 +10,7 @@ thread. Standard library only (the writer process starts without pydantic).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -338,9 +339,11 @@ class Checkpointer:
     A failed checkpoint is not an error of the journal (the events are in the WAL,
     durable); it is tried again after the next round."""
 
-    def __init__(self, path: Path, *, interval: float = 0.25) -> None:
+    def __init__(self, path: Path, *, interval: float = 0.25, nice: int | None = None) -> None:
         self.path = path
         self.interval = interval
+        #: the thread's own nice value (the writer's priority is for commits, not this)
+        self.nice = nice
         self.runs = 0
         self.last_error: str | None = None
         self._wake = threading.Event()
@@ -364,6 +367,8 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
+        if self.nice is not None:  # this thread only (Linux: per-thread nice); always allowed
+            os.setpriority(os.PRIO_PROCESS, 0, max(self.nice, os.getpriority(os.PRIO_PROCESS, 0)))
         try:
             while True:
                 self._wake.wait()

@@ -60,6 +60,9 @@ class WriterProcess(asyncio.Protocol):
         self._closing = False
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[tuple[int, int]] = loop.create_future()
+        #: the child's nice value, and why it could not have the one asked for (or None)
+        self.nice = 0
+        self.nice_refused: str | None = None
         self.gone: asyncio.Future[None] = loop.create_future()
 
     @classmethod
@@ -70,9 +73,12 @@ class WriterProcess(asyncio.Protocol):
         max_bytes: int | None,
         deliver: Callable[[Round, list[Pending]], None],
         lost: Callable[[WriterProcess, JournalError, int], None],
+        *,
+        nice: int = 0,
     ) -> tuple[WriterProcess, tuple[int, int]]:
-        """Start a child for ``path``; (the process, (last seq, backlog)).
-        Raises the child's JournalError when it cannot open the journal."""
+        """Start a child for ``path`` at scheduling priority ``nice`` where allowed; (the
+        process, (last seq, backlog)). Raises the child's JournalError when it cannot
+        open the journal."""
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
@@ -85,6 +91,7 @@ class WriterProcess(asyncio.Protocol):
                 str(path),
                 site,
                 str(max_bytes or 0),
+                str(nice),
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=env,
@@ -128,6 +135,7 @@ class WriterProcess(asyncio.Protocol):
 
     def _hello(self, msg: tuple[Any, ...]) -> None:
         if msg[0] == "ready":
+            self.nice, self.nice_refused = int(msg[3]), msg[4]
             self.ready.set_result((int(msg[1]), int(msg[2])))
         else:
             self.ready.set_exception(ERRORS.get(msg[1], JournalError)(msg[2]))
