@@ -655,6 +655,21 @@ async def test_held_credential_presented_by_cti(tmp_path: Path, broker: Mosquitt
         assert await lock_state(sim) == "unlocked"
 
 
+async def test_the_journal_section_of_the_config_reaches_the_journal(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """``[journal] max_bytes`` and ``writer_nice`` are what the running journal uses."""
+    import os
+
+    extra = "[journal]\nmax_bytes = 2097152\nwriter_nice = -3\n"
+    async with home(tmp_path, broker, [west()], extra=extra) as (sim, _):
+        lines = (sim.dir / "gateway.log").read_text(errors="replace").splitlines()
+        opened = json.loads(next(ln for ln in lines if '"journal.open"' in ln))
+        assert opened["max_bytes"] == 2097152
+        if os.geteuid() == 0:  # anyone else may not raise a priority without LimitNICE
+            assert opened["writer_nice"] == min(-3, os.getpriority(os.PRIO_PROCESS, 0))
+
+
 # -- 7. repeated denials, rate limiting, an untrusted clock ------------------------------------
 
 

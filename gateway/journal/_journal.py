@@ -157,6 +157,7 @@ class Journal:
                 path=str(self.path),
                 last_seq=self._last_seq,
                 backlog=self._backlog,
+                max_bytes=self.max_bytes,
                 writer_nice=self._writer.nice if self._writer is not None else None,
             )
         return self
