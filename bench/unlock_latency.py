@@ -31,6 +31,8 @@ from simulators.site import Carer, DeviceSpec, Org, SimSite  # noqa: E402
 
 PHONES = 20
 TARGET_MS = 5.0
+#: a commit this long is a stall (the gateway logs such writer rounds: journal.slow_round)
+SLOW_MS = 10.0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -42,8 +44,10 @@ def pct(values: list[float], q: float) -> float:
 
 def gateway_samples(
     log: Path, start: int
-) -> tuple[list[float], list[float], list[float], list[float], int]:
-    """(gateway share, decision, journal, device ms, end offset) from ``door.attempt`` lines."""
+) -> tuple[list[float], list[float], list[float], list[float], list[float], int]:
+    """(gateway share, decision, journal, device ms, slow writer rounds ms, end offset)
+    from the ``door.attempt`` and ``journal.slow_round`` lines."""
+    slow: list[float] = []
     own: list[float] = []
     decide: list[float] = []
     journal: list[float] = []
@@ -52,6 +56,9 @@ def gateway_samples(
         f.seek(start)
         data = f.read()
     for line in data.splitlines():
+        if b'"journal.slow_round"' in line:
+            slow.append(float(json.loads(line)["ms"]))
+            continue
         if b'"door.attempt"' not in line:
             continue
         rec = json.loads(line)
@@ -59,7 +66,7 @@ def gateway_samples(
         decide.append(rec["decide_ms"])
         journal.append(rec["journal_ms"])
         device.append(rec["device_ms"])
-    return own, decide, journal, device, start + len(data)
+    return own, decide, journal, device, slow, start + len(data)
 
 
 async def phase(site: SimSite, carers: list[Carer], concurrency: int, n: int) -> tuple[list[float], int]:
@@ -106,7 +113,7 @@ async def run_delay(delay: int, n: int) -> list[dict[str, float | int | str]]:
                 await asyncio.sleep(0.5)
                 times, denied = await phase(site, carers, conc, n)
                 await asyncio.sleep(0.5)  # let the log lines land
-                own, decide, journal, device, offset = gateway_samples(log, offset)
+                own, decide, journal, device, slow, offset = gateway_samples(log, offset)
                 rows.append(
                     {
                         "delay_ms": delay,
@@ -121,14 +128,17 @@ async def run_delay(delay: int, n: int) -> list[dict[str, float | int | str]]:
                         "journal_p99": pct(journal, 99),
                         "dev_p50": statistics.median(device) if device else float("nan"),
                         "dev_p99": pct(device, 99),
+                        "slow_rounds": len(slow),
+                        "slow_max": max(slow, default=0.0),
                     }
                 )
     return rows
 
 
-def commit_floor(directory: Path, n: int = 300) -> tuple[float, float]:
-    """p50/p99 ms of one durable one-row SQLite commit (WAL, synchronous=FULL) on this disk:
-    the floor under the journal's share, whatever the gateway does."""
+def commit_floor(directory: Path, seconds: float = 5.0) -> tuple[float, float, float, int, int]:
+    """One durable one-row SQLite commit (WAL, synchronous=FULL) every 2 ms for ``seconds``
+    on this disk, nothing else running: (p50, p99, max ms, commits ≥ 10 ms, commits). The
+    floor under the journal's share, and how often the disk itself stalls a commit."""
     import sqlite3
 
     db = sqlite3.connect(directory / "floor.sqlite3", isolation_level=None)
@@ -136,14 +146,17 @@ def commit_floor(directory: Path, n: int = 300) -> tuple[float, float]:
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE t (x BLOB)")
     times = []
-    for _ in range(n):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
         t0 = time.perf_counter()
         db.execute("BEGIN")
         db.execute("INSERT INTO t VALUES (?)", (b"x" * 300,))
         db.execute("COMMIT")
         times.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.002)
     db.close()
-    return statistics.median(times), pct(times, 99)
+    slow = sum(1 for t in times if t >= SLOW_MS)
+    return statistics.median(times), pct(times, 99), max(times), slow, len(times)
 
 
 async def main() -> int:
@@ -152,14 +165,16 @@ async def main() -> int:
     ap.add_argument("--delays", default="0,30", help="per-frame link delays, ms")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="lockgw-floor-", dir=tempfile.gettempdir()) as tmp:
-        floor50, floor99 = commit_floor(Path(tmp))
-    print(f"this disk: one durable SQLite commit p50 {floor50:.2f} ms, p99 {floor99:.2f} ms "
-          "(the floor under the journal's share)")
+        floor50, floor99, floor_max, floor_slow, floor_n = commit_floor(Path(tmp))
+    print(f"this disk: one durable SQLite commit p50 {floor50:.2f} ms, p99 {floor99:.2f} ms, "
+          f"max {floor_max:.1f} ms, {floor_slow} of {floor_n} ≥ {SLOW_MS:g} ms "
+          "(the floor under the journal's share; a stall holds up every phone waiting then)")
     rows: list[dict[str, float | int | str]] = []
     for d in (int(x) for x in args.delays.split(",")):
         rows += await run_delay(d, args.n)
     print(f"{'delay':>6} {'phones':>6} {'n':>5} {'denied':>6} | {'hello→result p50':>16} {'p99':>8} | "
-          f"{'gateway p50':>11} {'p99':>7} (decide p99, journal p99) | {'device p50':>10} {'p99':>8} | gw/device p99")
+          f"{'gateway p50':>11} {'p99':>7} (decide p99, journal p99) | {'device p50':>10} {'p99':>8} | gw/device p99"
+          f" | writer rounds ≥ {SLOW_MS:g} ms (max)")
     ok = True
     for r in rows:
         ratio = float(r["gw_p99"]) / float(r["dev_p99"]) if float(r["dev_p99"]) > 0 else float("nan")
@@ -168,6 +183,7 @@ async def main() -> int:
             f"{r['total_p50']:>14.2f}ms {r['total_p99']:>6.2f}ms | "
             f"{r['gw_p50']:>9.2f}ms {r['gw_p99']:>5.2f}ms ({r['decide_p99']:.2f}, {r['journal_p99']:.2f}) | "
             f"{r['dev_p50']:>8.2f}ms {r['dev_p99']:>6.2f}ms | {ratio:.3f}"
+            f" | {r['slow_rounds']} ({float(r['slow_max']):.1f} ms)"
         )
         if r["phones"] == PHONES and float(r["gw_p99"]) > TARGET_MS:
             ok = False

@@ -32,6 +32,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,9 @@ def serve(
     while True:
         jobs: list[Job] = reader.take(Store.MAX_BATCH)
         if jobs:
+            t0 = time.perf_counter()
             result = store.round(jobs)
+            result.took_ms = (time.perf_counter() - t0) * 1000
             try:
                 sock.sendall(frame(result))
             except OSError:  # the gateway is gone; what was committed stays committed

@@ -60,6 +60,9 @@ RETENTION_INTERVAL = 3600.0
 TAIL_MAX = 4096
 #: the longest wait between attempts to restart a writer process that died, seconds
 RESTART_MAX_DELAY = 30.0
+#: a writer round (one commit) at least this long is logged (``journal.slow_round``), ms:
+#: every unlock waiting at that moment waited for it (bench/unlock_latency.py counts them)
+SLOW_ROUND_MS = 10.0
 
 _BODY: TypeAdapter[EventBody] = TypeAdapter(EventBody)
 
@@ -356,6 +359,8 @@ class Journal:
                 )
             else:
                 fut.set_result(value)
+        if c.took_ms >= SLOW_ROUND_MS:  # a stalled disk (an SD card wearing out?) shows here
+            log.info("journal.slow_round", ms=round(c.took_ms, 1), jobs=len(c.results))
         self._backlog += c.backlog_delta
         if c.backlog_delta < 0:
             self._marked.set()

@@ -149,6 +149,8 @@ class Round:
     #: (seq, wire payload) of every event this round committed, in order: the journal
     #: keeps the newest in memory so the publisher need not read back what was written
     rows: list[tuple[int, bytes]] = field(default_factory=list)
+    #: how long the round took in the writer, ms (the commit's fsync, mostly)
+    took_ms: float = 0.0
 
 
 def _failed(err: JournalError) -> Outcome:
