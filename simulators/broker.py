@@ -69,6 +69,11 @@ class MosquittoBroker:
         self.log_path = self.workdir / "mosquitto.log"
 
     @property
+    def pid(self) -> int | None:
+        """The running mosquitto's process id (benchmarks lower its priority)."""
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    @property
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
