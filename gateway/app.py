@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -57,6 +58,16 @@ def gateway_version() -> str:
         return version("lockgw")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0+unknown"
+
+
+def _freeze_startup_objects() -> None:
+    """What start-up built (modules, config, keys, drivers) lives as long as the daemon:
+    move it out of the cyclic collector's sight (``gc.freeze``), so that a full
+    collection at a busy door walks only what was made since, not everything (such a
+    pause measured 17-18 ms right after start, on the 2-core bench machine). The one
+    collection here runs before READY, when no phone waits."""
+    gc.collect()
+    gc.freeze()
 
 
 class Gateway:
@@ -204,6 +215,7 @@ class Gateway:
                     tg.create_task(self.notifier.watchdog_loop()),
                 ]
                 self.health.write_now()
+                _freeze_startup_objects()
                 self.notifier.ready(
                     f"ready: {len(cfg.devices)} device(s), phone link {self.phone_address or 'off'}"
                 )
