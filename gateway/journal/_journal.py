@@ -121,6 +121,7 @@ class Journal:
         self._error: str | None = None
         self._failures = 0
         self._new = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         self._marked = asyncio.Event()
         self._retention_task: asyncio.Task[None] | None = None
         self._open = False
@@ -181,7 +182,7 @@ class Journal:
             await self._writer.close()
             self._writer = None
         await self._close_reader()
-        self._new.set()
+        self._announce()
         self._marked.set()
 
     async def _close_reader(self) -> None:
@@ -198,6 +199,11 @@ class Journal:
         self._reader = None
 
     # -- state ---------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        """Between ``__aenter__`` and ``__aexit__``."""
+        return self._open
+
     @property
     def last_seq(self) -> int:
         """The highest ``seq`` committed (0 for an empty journal)."""
@@ -276,8 +282,7 @@ class Journal:
             self._last_seq, self._backlog = seq, backlog
             self._tail.clear()  # what the old writer last committed may not have reached us
             log.info("journal.writer_restarted", last_seq=seq, backlog=backlog)
-            self._new.set()
-            self._new = asyncio.Event()
+            self._announce()
             return
 
     # -- writing -----------------------------------------------------------------------
@@ -381,8 +386,24 @@ class Journal:
             tail.extend(c.rows)
         if c.last_seq != self._last_seq:
             self._last_seq = c.last_seq
-            self._new.set()
-            self._new = asyncio.Event()
+            self._announce()
+
+    def _announce(self) -> None:
+        """New events committed (or the journal closing): wake whoever waits for them."""
+        self._new.set()
+        self._new = asyncio.Event()
+        for fn in self._listeners:
+            fn()
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the loop whenever events are committed (and when the journal
+        closes): for a publisher that waits on one event of its own for everything
+        (commits, acknowledgements, stop) rather than on a task per thing."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
 
     async def wait_unpublished(self, after: int = 0) -> None:
         """Return once an event with ``seq > after`` has been committed (or the journal closes)."""

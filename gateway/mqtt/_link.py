@@ -444,22 +444,42 @@ class _EventStream:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish the outbox in order until ``stop``; then drain: everything committed
         so far goes out and is acknowledged (the caller bounds how long that may take),
-        so an orderly shutdown's last events (``gateway.stopping``) reach the platform."""
+        so an orderly shutdown's last events (``gateway.stopping``) reach the platform.
+
+        It sleeps on one event (``_wake``) that commits, acknowledgements, a refusal and
+        ``stop`` all set, and looks at everything again when woken: no task per wait."""
+        wake = self._wake.set
+        self.journal.add_listener(wake)
+        relay = asyncio.create_task(self._relay(stop))
+        try:
+            await self._run(stop)
+        finally:
+            self.journal.remove_listener(wake)
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         cursor = 0  # after a reconnect everything unacknowledged goes again
         buffer: deque[tuple[int, bytes]] = deque()
-        never = asyncio.Event()
+        journal = self.journal
         while True:
             if self._failed is not None:
                 raise self._failed
             draining = stop.is_set()
             if not buffer:
-                buffer.extend(await self.journal.outbox(after=cursor, limit=2 * self.window))
+                buffer.extend(await journal.outbox(after=cursor, limit=2 * self.window))
                 if not buffer:
                     if not draining:
-                        await self._idle(self.journal.wait_unpublished(after=cursor), stop)
+                        if journal.last_seq <= cursor and journal.is_open:
+                            await self._sleep()  # until a commit, an ack or stop
                         continue
                     if self._mids:  # wait for the last acknowledgements
-                        await self._idle(None, never)
+                        await self._sleep()
                         continue
                     if self._mark_task is not None:
                         await asyncio.gather(self._mark_task, return_exceptions=True)
@@ -467,7 +487,7 @@ class _EventStream:
                 cursor = buffer[-1][0]
             room = self.window - len(self._mids)
             if room <= 0:
-                await self._idle(None, never if draining else stop)
+                await self._sleep()  # until an ack (or stop)
                 continue
             for _ in range(min(room, len(buffer))):
                 seq, payload = buffer.popleft()
@@ -477,20 +497,11 @@ class _EventStream:
                 self._mids[info.mid] = seq
                 self._order.append(seq)
 
-    async def _idle(self, also: Awaitable[None] | None, stop: asyncio.Event | None) -> None:
-        """Sleep until an ack (room, failure), ``also`` or ``stop``."""
+    async def _sleep(self) -> None:
+        """Until ``_wake`` is set (at once if it was since the last sleep); the caller then
+        looks at the state again, so a wake-up with nothing new costs one loop."""
+        await self._wake.wait()
         self._wake.clear()
-        waits: set[asyncio.Task[Any]] = {asyncio.create_task(self._wake.wait())}
-        if stop is not None:
-            waits.add(asyncio.create_task(stop.wait()))
-        if also is not None:
-            waits.add(asyncio.ensure_future(also))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
 
     def abort(self) -> None:
         """The connection is gone: what is in flight will be sent again on the next one."""
