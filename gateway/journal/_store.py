@@ -369,8 +369,11 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
-        if self.nice is not None:  # this thread only (Linux: per-thread nice); always allowed
-            os.setpriority(os.PRIO_PROCESS, 0, max(self.nice, os.getpriority(os.PRIO_PROCESS, 0)))
+        # back to the process's first priority, for this thread only (Linux: nice is per
+        # thread); always allowed, and only asked for when it changes something (a
+        # system-call filter may refuse setpriority outright)
+        if self.nice is not None and self.nice > os.getpriority(os.PRIO_PROCESS, 0):
+            os.setpriority(os.PRIO_PROCESS, 0, self.nice)
         try:
             while True:
                 self._wake.wait()
