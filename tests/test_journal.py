@@ -588,16 +588,17 @@ async def test_a_writer_killed_for_raising_its_priority_starts_again_without(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A system-call filter that kills on setpriority (an older unit file): the journal
-    still opens, at normal priority, and says so."""
+    still opens, at normal priority. Any other failure to start is not retried."""
     from gateway.journal import _writer
 
     real = _writer.WriterProcess.start.__func__  # type: ignore[attr-defined]
     asked: list[int] = []
+    refusal: type[JournalError] = _writer.SyscallRefused
 
     async def start(cls: type, *args: object, nice: int = 0) -> object:
         asked.append(nice)
         if nice != 0:
-            raise JournalError("the journal's writer process stopped (exit code -31)")
+            raise refusal("the journal's writer process stopped (exit code -31)")
         return await real(cls, *args, nice=nice)
 
     monkeypatch.setattr(_writer.WriterProcess, "start", classmethod(start))
@@ -605,3 +606,39 @@ async def test_a_writer_killed_for_raising_its_priority_starts_again_without(
         assert (await j.emit(battery())).seq == 1
         assert j.writer_nice == 0
     assert asked == [-10, 0]
+
+    asked.clear()
+    refusal = JournalError  # e.g. it could not open the file: that is not about priority
+    with pytest.raises(JournalError, match="exit code"):
+        async with Journal(jpath(tmp_path), SITE, retention_days=30, writer_nice=-10):
+            pass
+    assert asked == [-10]
+
+
+async def test_a_writer_killed_by_sigsys_before_ready_is_told_apart(tmp_path: Path) -> None:
+    """What a seccomp kill looks like from the daemon: the child dies of SIGSYS before
+    its ready frame (here a stand-in child that does just that)."""
+    import signal
+
+    from gateway.journal import _writer
+
+    stand_in = tmp_path / "gateway" / "journal"
+    stand_in.mkdir(parents=True)
+    (tmp_path / "gateway" / "__init__.py").write_text("")
+    (stand_in / "__init__.py").write_text("")
+    (stand_in / "_child.py").write_text(
+        # after a moment, as the real one (its imports take ~70 ms)
+        f"import os, time\ntime.sleep(0.2)\nos.kill(os.getpid(), {int(signal.SIGSYS)})\n"
+    )
+    real_exec = asyncio.create_subprocess_exec
+
+    async def exec_stand_in(*argv: str, **kw: object) -> object:
+        kw["cwd"] = tmp_path  # ``python -m`` looks in the working directory first
+        return await real_exec(*argv, **kw)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(asyncio, "create_subprocess_exec", exec_stand_in)
+        with pytest.raises(_writer.SyscallRefused):
+            await _writer.WriterProcess.start(
+                jpath(tmp_path), SITE, None, lambda *_: None, lambda *_: None, nice=-10
+            )

@@ -46,7 +46,7 @@ from ._store import (
     map_error,
     verify_chain,
 )
-from ._writer import Pending, WriterProcess
+from ._writer import Pending, SyscallRefused, WriterProcess
 
 __all__ = ["Journal", "envelope_from_wire", "journal_path"]
 
@@ -227,14 +227,12 @@ class Journal:
     async def _start_writer(self) -> tuple[WriterProcess, tuple[int, int]]:
         try:
             writer, state = await self._spawn_writer()
-        except (JournalCorrupt, JournalFull):
-            raise
-        except JournalError as exc:
+        except SyscallRefused as exc:
             if self.writer_nice == 0:
                 raise
-            # a system-call filter that kills on setpriority (a unit older than this
-            # release): the door matters more than the priority
-            log.warning("journal.writer_priority", nice=0, detail=f"{exc}; starting it at normal priority")
+            # setpriority refused by a unit older than journal.writer_nice: the door
+            # matters more than the priority
+            log.warning("journal.writer_priority", nice=0, detail=f"{exc}; started at normal priority")
             self.writer_nice = 0
             return await self._spawn_writer()
         if writer.nice_refused and self._writer is None and not self._open:

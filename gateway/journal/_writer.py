@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from protocols.errors import JournalError
 from ._child import FrameReader, frame
 from ._store import ERRORS, Job, Round
 
-__all__ = ["Pending", "WriterProcess"]
+__all__ = ["Pending", "SyscallRefused", "WriterProcess"]
 
 log = structlog.get_logger("lockgw.journal")
 
@@ -37,6 +38,12 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
 _ROOT = str(Path(__file__).resolve().parents[2])
+
+class SyscallRefused(JournalError):
+    """The writer process was killed by SIGSYS before it was ready: a seccomp filter
+    (systemd's ``SystemCallFilter=``) refused one of its calls — ``setpriority``, in a
+    unit that predates ``journal.writer_nice``."""
+
 
 #: a submitted job's future and, for an append, its body (the envelope is built here)
 Pending = tuple[asyncio.Future[Any], Any]
@@ -109,12 +116,14 @@ class WriterProcess(asyncio.Protocol):
             )
             async with asyncio.timeout(START_TIMEOUT):
                 state = await writer.ready
-        except BaseException:
+        except BaseException as exc:
             if writer is None:
                 ours.close()
             else:
                 writer._abort()
             await _reap(proc, 0.0)
+            if isinstance(exc, JournalError) and proc.returncode == -signal.SIGSYS:
+                raise SyscallRefused(f"{exc}: a system-call filter refused it a call") from exc
             raise
         return writer, state
 
