@@ -121,7 +121,9 @@ class WriterProcess(asyncio.Protocol):
                 ours.close()
             else:
                 writer._abort()
-            await _reap(proc, 0.0)
+            # a child that failed or died ends by itself: let the watcher collect its exit
+            # status (killing it first would reap it without one: Popen.send_signal polls)
+            await _reap(proc, 1.0 if isinstance(exc, JournalError) else 0.0)
             if isinstance(exc, JournalError) and proc.returncode == -signal.SIGSYS:
                 raise SyscallRefused(f"{exc}: a system-call filter refused it a call") from exc
             raise
