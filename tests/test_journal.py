@@ -627,8 +627,9 @@ async def test_a_writer_killed_by_sigsys_before_ready_is_told_apart(tmp_path: Pa
     (tmp_path / "gateway" / "__init__.py").write_text("")
     (stand_in / "__init__.py").write_text("")
     (stand_in / "_child.py").write_text(
-        # after a moment, as the real one (its imports take ~70 ms)
-        f"import os, time\ntime.sleep(0.2)\nos.kill(os.getpid(), {int(signal.SIGSYS)})\n"
+        # after a moment, as the real one (its imports take ~70 ms); no core file
+        "import os, resource, time\nresource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+        f"time.sleep(0.2)\nos.kill(os.getpid(), {int(signal.SIGSYS)})\n"
     )
     real_exec = asyncio.create_subprocess_exec
 
