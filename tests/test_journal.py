@@ -136,13 +136,29 @@ async def test_outbox_from_memory_answers_exactly_what_sqlite_answers(tmp_path: 
         assert await j.outbox(published, 5) == await from_sqlite(published, 5)
 
 
-async def test_wait_unpublished_wakes_on_a_new_event(tmp_path: Path) -> None:
-    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
-        waiter = asyncio.create_task(j.wait_unpublished(after=0))
-        await asyncio.sleep(0)
-        assert not waiter.done()
+async def test_a_listener_hears_each_commit_and_the_close_until_removed(tmp_path: Path) -> None:
+    heard: list[int] = []
+    j = Journal(jpath(tmp_path), SITE, retention_days=30)
+    await j.__aenter__()
+    try:
+        j.add_listener(lambda: heard.append(j.last_seq))
         await j.emit(battery())
-        await asyncio.wait_for(waiter, 5)
+        assert heard == [1]
+        await j.mark_published(1)  # no new event: nobody is woken
+        assert heard == [1]
+    finally:
+        await j.__aexit__(None, None, None)
+    assert heard == [1, 1]  # the close wakes it too (a waiting publisher stops)
+    quiet: list[int] = []
+
+    def listener() -> None:
+        quiet.append(1)
+
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j2:
+        j2.add_listener(listener)
+        j2.remove_listener(listener)
+        await j2.emit(battery())
+    assert quiet == []
 
 
 async def test_a_tampered_row_is_the_first_broken_link(tmp_path: Path) -> None:

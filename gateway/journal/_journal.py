@@ -120,7 +120,6 @@ class Journal:
         self._backlog = 0
         self._error: str | None = None
         self._failures = 0
-        self._new = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
         self._marked = asyncio.Event()
         self._retention_task: asyncio.Task[None] | None = None
@@ -388,8 +387,6 @@ class Journal:
 
     def _announce(self) -> None:
         """New events committed (or the journal closing): wake whoever waits for them."""
-        self._new.set()
-        self._new = asyncio.Event()
         for fn in self._listeners:
             fn()
 
@@ -402,11 +399,6 @@ class Journal:
     def remove_listener(self, fn: Callable[[], None]) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(fn)
-
-    async def wait_unpublished(self, after: int = 0) -> None:
-        """Return once an event with ``seq > after`` has been committed (or the journal closes)."""
-        while self._last_seq <= after and self._open:
-            await self._new.wait()
 
     async def wait_drained(self) -> None:
         """Return once every committed event is marked published (backlog 0)."""
