@@ -8,6 +8,7 @@ technician understands (used by ``lockgw check-config``).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -20,6 +21,7 @@ from protocols.errors import ConfigError
 
 __all__ = [
     "AccessConfig",
+    "BluetoothConfig",
     "CommandSignerConfig",
     "Config",
     "DeviceConfig",
@@ -92,12 +94,28 @@ class MqttConfig(_Section):
 class PhoneLinkConfig(_Section):
     #: host:port of the TCP transport for simulators and tests; empty = off
     loopback: str | None = "127.0.0.1:47100"
-    #: serve the exchange as a BLE GATT peripheral (needs BlueZ and the [ble] extra)
+    #: serve the exchange as a BLE GATT peripheral through BlueZ, on ``[bluetooth] adapter``
     ble: bool = False
     #: seconds a phone has for each step of the exchange
     step_timeout: float = Field(default=10.0, gt=0, le=60)
     #: seconds the phone waits at most for the device to confirm
     device_timeout: float = Field(default=5.0, gt=0, le=30)
+
+
+class BluetoothConfig(_Section):
+    """The BlueZ adapter the gateway uses: for the phone peripheral and for the drivers."""
+
+    #: BlueZ's name of the adapter (``hciconfig`` / ``btmgmt info``; /org/bluez/<adapter> on D-Bus)
+    adapter: str = "hci0"
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_name(cls, v: str) -> str:
+        if re.fullmatch(r"hci[0-9]{1,3}", v) is None:
+            raise ValueError(
+                f"{v!r} is not a BlueZ adapter name; use hci0, hci1, ... (not a BLE address)"
+            )
+        return v
 
 
 class AccessConfig(_Section):
@@ -210,6 +228,7 @@ class Config(_Section):
     site: SiteConfig
     mqtt: MqttConfig = MqttConfig()
     phone_link: PhoneLinkConfig = PhoneLinkConfig()
+    bluetooth: BluetoothConfig = BluetoothConfig()
     access: AccessConfig = AccessConfig()
     journal: JournalConfig = JournalConfig()
     visits: VisitsConfig = VisitsConfig()

@@ -47,6 +47,19 @@ def test_every_problem_is_listed_not_just_the_first(tmp_path: Path) -> None:
     assert "unknown time zone 'Mars/Olympus'" in text
 
 
+def test_the_bluetooth_adapter_is_named_as_bluez_names_it(tmp_path: Path) -> None:
+    write_key_pair(tmp_path / "keys", "org-a")
+    assert load_config(_write(tmp_path, GOOD)).bluetooth.adapter == "hci0"
+    cfg = load_config(_write(tmp_path, GOOD + '\n[bluetooth]\nadapter = "hci1"\n'))
+    assert cfg.bluetooth.adapter == "hci1"
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, GOOD + '\n[bluetooth]\nadapter = "AA:BB:CC:DD:EE:FF"\n'))
+    assert info.value.problems == [
+        "bluetooth.adapter: 'AA:BB:CC:DD:EE:FF' is not a BlueZ adapter name; use hci0, hci1, "
+        "... (not a BLE address)"
+    ]
+
+
 def test_missing_key_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, GOOD))
@@ -86,3 +99,4 @@ def test_the_shipped_example_config_matches_the_schema() -> None:
     cfg = Config.model_validate(data)
     assert cfg.site.id == "site-3f9c2a7d"
     assert [d.driver for d in cfg.devices] == ["carelock-lock", "carelock-keysafe"]
+    assert cfg.phone_link.ble and cfg.bluetooth.adapter == "hci0"
