@@ -94,7 +94,13 @@ class DoorService:
             env = await self.sink.emit(body)
         except JournalError as exc:
             local = f"unjournaled-{uuid.uuid4()}"
-            log.error("door.unjournaled", event=body.type, local_id=local, error=str(exc))
+            # the whole body: who, which door, what happened (structlog reserves ``event``)
+            log.error(
+                "door.unjournaled",
+                body=body.model_dump(mode="json"),
+                local_id=local,
+                error=str(exc),
+            )
             return local
         return env.id
 
