@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared set-up for scripts/test and scripts/demo: a venv with the package and
-# its test tools, and the Debian mosquitto broker. Idempotent and quick when
+# its test tools, the Debian mosquitto broker, and dbus-daemon (the tests over
+# BlueZ run BlueZoo on a private bus of their own; no bluetoothd, no radio). Idempotent and quick when
 # nothing changed (a stamp of pyproject.toml's hash skips the pip step).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,13 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
     # the package starts a system broker on :1883; lockgw starts its own on a free port
     $sudo systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+
+if ! command -v dbus-daemon >/dev/null 2>&1 && [ ! -x /usr/bin/dbus-daemon ]; then
+    echo "== installing dbus-daemon (Debian package)"
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dbus-daemon >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

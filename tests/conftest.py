@@ -1,10 +1,12 @@
-"""Shared fixtures: a real mosquitto on a free loopback port, temp key material."""
+"""Shared fixtures: a real mosquitto on a free loopback port, BlueZ's D-Bus API on a
+private bus (BlueZoo, ``tests/bluez_env.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from bluez_env import BluezEnv
 from hypothesis import HealthCheck, settings
 
 from simulators.broker import MosquittoBroker
@@ -21,3 +23,19 @@ async def broker() -> AsyncIterator[MosquittoBroker]:
     """A fresh mosquitto for one test (stop()/start() it to simulate an outage)."""
     async with MosquittoBroker() as b:
         yield b
+
+
+@pytest.fixture(scope="module")
+def bluez() -> Iterator[BluezEnv]:
+    """A private system bus with BlueZoo and four virtual adapters (hci0-hci3), shared by
+    the tests of one module. Give subprocesses ``env=bluez.env()``; in-process bleak
+    needs the ``bluez_here`` fixture as well."""
+    with BluezEnv(adapters=4) as env:
+        yield env
+
+
+@pytest.fixture
+def bluez_here(bluez: BluezEnv, monkeypatch: pytest.MonkeyPatch) -> BluezEnv:
+    """``bluez``, with this process's ``DBUS_SYSTEM_BUS_ADDRESS`` pointing at it."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bluez.bus_address)
+    return bluez
