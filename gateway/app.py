@@ -194,6 +194,7 @@ class Gateway:
                     on_command=self.door.on_command,
                     on_revocation=self.door.on_revocation,
                     on_credential=self.door.on_credential,
+                    on_roster=self.door.on_roster,
                 )
             )
             if cfg.phone_link.loopback:

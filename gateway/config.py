@@ -51,6 +51,10 @@ class SiteConfig(_Section):
     #: emergency-purpose tokens open outside their windows only while an alarm is
     #: raised for the site; set true to let them open outside windows at any time.
     emergency_outside_window_without_alarm: bool = False
+    #: warn (``roster.over_limit``, the resident's page) when the issuers' rosters list
+    #: more people than this who may enter (the CCV's advice for key-safe codes: at most
+    #: five people); None = no warning
+    max_people: int | None = Field(default=None, ge=1, le=10_000)
 
     @field_validator("timezone")
     @classmethod
@@ -136,10 +140,16 @@ class AccessConfig(_Section):
     nonce_ttl: int = Field(default=30, ge=1, le=30)
     #: tokens the gateway holds for presentation by cti (CONTRACT §4 credentials)
     max_held_tokens: int = Field(default=1000, ge=1, le=100_000)
+    #: a token its issuer's current roster does not list: "flag" (granted, journaled with
+    #: ``not_on_roster``) or "refuse" (planned care refused with ``not_on_roster``;
+    #: emergency entries are granted and flagged). No roster from the issuer: no check.
+    roster_check: Literal["flag", "refuse"] = "flag"
 
 
 class IssuerConfig(_Section):
     id: str = Field(min_length=1)
+    #: the organisation's name as the resident knows it ("Thuiszorg West"); default: the id
+    name: str | None = Field(default=None, min_length=1, max_length=80)
     public_key: Path
     roles: list[Role] = Field(min_length=1)
     purposes: list[Purpose] = Field(min_length=1)
@@ -154,6 +164,11 @@ class IssuerConfig(_Section):
     #: role missing from it is not permitted; when absent, every role in ``roles`` may
     #: use every purpose in ``purposes``.
     matrix: dict[Role, list[Purpose]] | None = None
+
+    @property
+    def title(self) -> str:
+        """The name to show people."""
+        return self.name or self.id
 
     def purposes_for(self, role: str) -> frozenset[str]:
         """The purposes ``role`` may use with this issuer (empty: role not permitted)."""

@@ -31,7 +31,7 @@ import structlog
 from gateway.access import AccessController, AccessRequest, Decision
 from gateway.logs import redact
 from gateway.visits import VisitTracker
-from protocols.control import Command
+from protocols.control import Command, RosterEntry
 from protocols.device import Action, DeviceKind, DeviceState
 from protocols.errors import ControlMessageError, DeviceError, JournalError, ProtocolError, Reason
 from protocols.events import (
@@ -41,6 +41,9 @@ from protocols.events import (
     CommandResultEvent,
     EventBody,
     RevocationAppliedEvent,
+    RosterAppliedEvent,
+    RosterOverLimitEvent,
+    RosterPerson,
     SuspiciousEvent,
 )
 from protocols.phone import Challenge, Hello, Proof, Result
@@ -250,6 +253,7 @@ class DoorService:
                 emergency_outside_window=decision.emergency_outside_window,
                 actor=actor,
                 request_id=request_id,
+                not_on_roster=decision.not_on_roster,
             )
         )
         timing.journal = time.perf_counter() - t_journal
@@ -382,6 +386,43 @@ class DoorService:
                 seq=outcome.seq,
                 held_seq=outcome.held_seq,
             )
+
+    async def on_roster(self, issuer: str, raw: bytes) -> None:
+        """A retained roster from ``lockgw/v1/org/<issuer>/rosters/<site>``: who that
+        issuer authorises here. Journaled (who was added, who removed) when applied."""
+        outcome = self.access.apply_roster(raw)
+        if outcome.status == "refused":
+            log.warning(
+                "door.roster_refused",
+                topic_issuer=issuer,
+                reason=outcome.reason.value if outcome.reason else None,
+                detail=outcome.detail,
+            )
+            return
+        if outcome.issuer != issuer:
+            log.warning("door.roster_topic_mismatch", topic_issuer=issuer, iss=outcome.issuer)
+        if outcome.status != "applied" or outcome.issuer is None or outcome.seq is None:
+            log.info(
+                "door.roster_ignored", issuer=outcome.issuer, seq=outcome.seq, held_seq=outcome.held_seq
+            )
+            return
+
+        def people(entries: tuple[RosterEntry, ...]) -> list[RosterPerson]:
+            return [RosterPerson(sub=e.sub, role=e.role) for e in entries]
+
+        await self._emit(
+            RosterAppliedEvent(
+                iss=outcome.issuer,
+                list_seq=outcome.seq,
+                people=outcome.people,
+                added=people(outcome.added),
+                removed=people(outcome.removed),
+                changed=people(outcome.changed),
+            )
+        )
+        limit = self.config.site.max_people
+        if limit is not None and outcome.site_people > limit:
+            await self._emit(RosterOverLimitEvent(people=outcome.site_people, limit=limit))
 
     async def on_credential(self, raw: bytes) -> None:
         """A token pushed for the gateway to hold (a phone then presents its ``cti``)."""

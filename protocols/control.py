@@ -1,6 +1,6 @@
-"""Signed control messages (CONTRACT §5): remote commands and revocation lists.
+"""Signed control messages (CONTRACT §5): remote commands, revocation lists and rosters.
 
-Both are COSE_Sign1 / EdDSA with the token's header rules (:mod:`protocols.cose`) and a
+All are COSE_Sign1 / EdDSA with the token's header rules (:mod:`protocols.cose`) and a
 CBOR map as payload.
 
 **Command**, signed by a configured command signer (found by ``kid``)::
@@ -17,6 +17,17 @@ CBOR map as payload.
     {"iss": text, "seq": int, "iat": int, "cti": [bstr(16)...], "sub": [text...]}
 
 It replaces the issuer's previous list; a ``seq`` not above the held one is ignored.
+
+**Roster** (an addition to CONTRACT §5), signed by the issuer it speaks for: who that
+issuer has authorised at one site, with the name the organisation shows the resident::
+
+    {"iss": text, "site": text, "seq": int, "iat": int,
+     "entries": [{"sub": text, ?"cti": bstr(16), "name": text, "role": text,
+                  "purpose": [text...], "doors": [text...], ?"win": [[days, start, end]...],
+                  ?"nbf": int, ?"exp": int}...]}
+
+It replaces the issuer's previous roster for that site, with the same rollback rule. An
+entry with a ``cti`` lists that one token; an entry without lists every token of its ``sub``.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from protocols.cose import KeyRing, Sign1, decode_sign1, sign1, strict_loads
 from protocols.errors import ControlMessageError, Reason
+from protocols.windows import Window
 
 __all__ = [
     "ALARM_STATES",
@@ -39,13 +51,19 @@ __all__ = [
     "MAX_AHEAD",
     "MAX_COMMAND",
     "MAX_REVOCATION_LIST",
+    "MAX_ROSTER",
+    "MAX_ROSTER_ENTRIES",
     "OPENING_COMMANDS",
     "Command",
     "RevocationList",
+    "Roster",
+    "RosterEntry",
 ]
 
 MAX_COMMAND: Final = 1024
 MAX_REVOCATION_LIST: Final = 256 * 1024
+MAX_ROSTER: Final = 256 * 1024
+MAX_ROSTER_ENTRIES: Final = 1000
 #: a command's exp may be at most this far ahead of the gateway's clock
 MAX_AHEAD: Final = 120
 COMMANDS: Final = ("unlock", "unlatch", "lock", "open", "refresh", "alarm")
@@ -308,3 +326,208 @@ class RevocationList:
             raise _err(f"kid {msg.kid.hex()} is not issuer {rl.iss!r}'s key", Reason.BAD_SIGNATURE)
         msg.verify(key, ControlMessageError)
         return rl
+
+
+_ENTRY_KEYS: Final = {"sub", "cti", "name", "role", "purpose", "doors", "win", "nbf", "exp"}
+_PURPOSES: Final = ("planned", "emergency")
+_MAX_NAME: Final = 64
+
+
+def _texts(v: Any, what: str, limit: int, *, allowed: tuple[str, ...] = ()) -> tuple[str, ...]:
+    if type(v) is not list or not 0 < len(v) <= limit:
+        raise _err(f"{what} must be an array of 1..{limit} texts")
+    for t in v:
+        if type(t) is not str or not 0 < len(t) <= _MAX_TEXT or (allowed and t not in allowed):
+            raise _err(f"{what}: {t!r} is not " + ("one of " + ", ".join(allowed) if allowed else "text"))
+    if len(set(v)) != len(v):
+        raise _err(f"{what} repeats a value")
+    return tuple(v)
+
+
+@dataclass(frozen=True, slots=True)
+class RosterEntry:
+    """One authorised person (or one token) on an issuer's roster for a site."""
+
+    sub: str
+    name: str
+    role: str
+    purposes: tuple[str, ...]
+    doors: tuple[str, ...]
+    cti: bytes | None = None
+    windows: tuple[Window, ...] = ()
+    nbf: int | None = None
+    exp: int | None = None
+
+    def to_cbor(self) -> dict[str, Any]:
+        m: dict[str, Any] = {
+            "sub": self.sub,
+            "name": self.name,
+            "role": self.role,
+            "purpose": list(self.purposes),
+            "doors": list(self.doors),
+        }
+        if self.cti is not None:
+            m["cti"] = self.cti
+        if self.windows:
+            m["win"] = [w.to_cbor() for w in self.windows]
+        if self.nbf is not None:
+            m["nbf"] = self.nbf
+        if self.exp is not None:
+            m["exp"] = self.exp
+        return m
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as JSON (the CLI's roster files, the journal): cti as hex."""
+        m = self.to_cbor()
+        if self.cti is not None:
+            m["cti"] = self.cti.hex()
+        return m
+
+    @classmethod
+    def from_json(cls, m: Any) -> RosterEntry:
+        """From :meth:`to_json`'s shape (cti as hex); ControlMessageError when wrong."""
+        if not isinstance(m, dict):
+            raise _err("a roster entry is an object")
+        m = dict(m)
+        if isinstance(m.get("cti"), str):
+            try:
+                m["cti"] = bytes.fromhex(m["cti"])
+            except ValueError:
+                raise _err("cti must be 32 hex digits") from None
+        return cls.from_cbor(m)
+
+    @classmethod
+    def from_cbor(cls, m: Any) -> RosterEntry:
+        if type(m) is not dict:
+            raise _err("a roster entry is a map")
+        extra = set(m) - _ENTRY_KEYS
+        if extra:
+            raise _err(f"roster entry has unknown keys {sorted(map(repr, extra))}")
+        name = m.get("name")
+        if type(name) is not str or not 0 < len(name) <= _MAX_NAME:
+            raise _err(f"an entry's name must be text of 1..{_MAX_NAME} characters")
+        cti = m.get("cti")
+        if cti is not None and (type(cti) is not bytes or len(cti) != 16):
+            raise _err("an entry's cti is 16 bytes")
+        win = m.get("win", [])
+        if type(win) is not list or len(win) > 32:
+            raise _err("win must be an array of at most 32 windows")
+        try:
+            windows = tuple(Window.from_cbor(w) for w in win)
+        except ValueError as exc:
+            raise _err(str(exc)) from None
+        nbf = _int(m, "nbf") if "nbf" in m else None
+        exp = _int(m, "exp") if "exp" in m else None
+        return cls(
+            sub=_text(m, "sub") or "",
+            name=name,
+            role=_text(m, "role") or "",
+            purposes=_texts(m.get("purpose"), "purpose", 2, allowed=_PURPOSES),
+            doors=_texts(m.get("doors"), "doors", 32),
+            cti=cti,
+            windows=windows,
+            nbf=nbf,
+            exp=exp,
+        )
+
+    def lists(self, sub: str, cti: bytes) -> bool:
+        """Whether this entry covers a token with this ``sub`` and ``cti``."""
+        return self.cti == cti if self.cti is not None else self.sub == sub
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """An issuer's signed list of the people it authorises at one site (module docstring)."""
+
+    iss: str
+    site: str
+    seq: int
+    iat: int
+    entries: tuple[RosterEntry, ...] = ()
+    #: the tokens and holders it lists, for the decision's one lookup
+    ctis: frozenset[bytes] = field(default=frozenset(), compare=False)
+    subs: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "ctis", frozenset(e.cti for e in self.entries if e.cti is not None)
+        )
+        object.__setattr__(self, "subs", frozenset(e.sub for e in self.entries if e.cti is None))
+
+    @classmethod
+    def new(
+        cls,
+        iss: str,
+        site: str,
+        seq: int,
+        entries: Iterable[RosterEntry] = (),
+        *,
+        iat: int | None = None,
+    ) -> Roster:
+        return cls(
+            iss=iss,
+            site=site,
+            seq=seq,
+            iat=int(time.time()) if iat is None else iat,
+            entries=tuple(entries),
+        )
+
+    def lists(self, sub: str, cti: bytes) -> bool:
+        """Whether the roster lists a token with this ``sub`` and ``cti``."""
+        return cti in self.ctis or sub in self.subs
+
+    def encode(self) -> bytes:
+        m = {
+            "iss": self.iss,
+            "site": self.site,
+            "seq": self.seq,
+            "iat": self.iat,
+            "entries": [e.to_cbor() for e in self.entries],
+        }
+        out: bytes = cbor2.dumps(m, canonical=True)
+        return out
+
+    def sign(self, key: Ed25519PrivateKey) -> bytes:
+        raw = sign1(key, self.encode())
+        Roster.decode(raw)  # never hand out what a gateway refuses
+        return raw
+
+    @classmethod
+    def _from(cls, msg: Sign1) -> Roster:
+        m = _map(msg, {"iss", "site", "seq", "iat", "entries"}, "roster")
+        entries = m.get("entries")
+        if type(entries) is not list or len(entries) > MAX_ROSTER_ENTRIES:
+            raise _err(f"entries must be an array of at most {MAX_ROSTER_ENTRIES}")
+        parsed = tuple(RosterEntry.from_cbor(e) for e in entries)
+        return cls(
+            iss=_text(m, "iss") or "",
+            site=_text(m, "site") or "",
+            seq=_int(m, "seq"),
+            iat=_int(m, "iat"),
+            entries=parsed,
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Roster:
+        """Strictly decode, **without** verifying."""
+        return cls._from(decode_sign1(raw, ControlMessageError, max_size=MAX_ROSTER))
+
+    @classmethod
+    def verify(
+        cls, raw: bytes, issuers: KeyRing | Mapping[str, Ed25519PublicKey], *, site: str
+    ) -> Roster:
+        """Decode and verify with the key of the issuer the roster names, for ``site``.
+        Raises ControlMessageError ``malformed``, ``unknown_issuer``, ``bad_signature``
+        or ``wrong_site``."""
+        msg = decode_sign1(raw, ControlMessageError, max_size=MAX_ROSTER)
+        r = cls._from(msg)
+        ring = KeyRing.of(issuers)
+        key = ring.get(r.iss)
+        if key is None:
+            raise _err(f"no key for issuer {r.iss!r}", Reason.UNKNOWN_ISSUER)
+        if msg.kid is not None and msg.kid != ring.kid(r.iss):
+            raise _err(f"kid {msg.kid.hex()} is not issuer {r.iss!r}'s key", Reason.BAD_SIGNATURE)
+        msg.verify(key, ControlMessageError)
+        if r.site != site:
+            raise _err(f"roster for site {r.site!r}, this is {site!r}", Reason.WRONG_SITE)
+        return r

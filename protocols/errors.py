@@ -69,6 +69,9 @@ class Reason(StrEnum):
     CLOCK_UNTRUSTED = "clock_untrusted"
     DEVICE_UNAVAILABLE = "device_unavailable"
     DEVICE_FAILED = "device_failed"
+    #: an addition to CONTRACT §3: the issuer's current roster does not list the token
+    #: and the site refuses such tokens (``access.roster_check = "refuse"``)
+    NOT_ON_ROSTER = "not_on_roster"
 
 
 class LockgwError(Exception):

@@ -33,6 +33,9 @@ __all__ = [
     "LockState",
     "LockStateEvent",
     "RevocationAppliedEvent",
+    "RosterAppliedEvent",
+    "RosterOverLimitEvent",
+    "RosterPerson",
     "SuspiciousEvent",
     "VisitEvent",
 ]
@@ -55,6 +58,8 @@ class EventType(StrEnum):
     ALARM_RAISED = "alarm.raised"
     ALARM_CLEARED = "alarm.cleared"
     REVOCATION_APPLIED = "revocation.applied"
+    ROSTER_APPLIED = "roster.applied"
+    ROSTER_OVER_LIMIT = "roster.over_limit"
     CLOCK_UNTRUSTED = "clock.untrusted"
     GATEWAY_STARTED = "gateway.started"
     GATEWAY_STOPPING = "gateway.stopping"
@@ -104,6 +109,11 @@ class AccessDecisionEvent(_Body):
     )
     actor: str | None = Field(default=None, description="command channel: the signer's actor")
     request_id: str | None = None
+    not_on_roster: bool = Field(
+        default=False,
+        description="granted although the issuer's current roster does not list the token "
+        "(flagged; access.roster_check = \"refuse\" refuses planned care instead)",
+    )
 
 
 class SuspiciousEvent(_Body):
@@ -206,6 +216,37 @@ class RevocationAppliedEvent(_Body):
     sub_count: int
 
 
+class RosterPerson(_Body):
+    """One person on a roster, by pseudonym: names stay on the hub (the resident's views)."""
+
+    sub: str
+    role: str
+
+
+class RosterAppliedEvent(_Body):
+    """An issuer's new roster for this site was verified and now holds (who may enter)."""
+
+    type: Literal["roster.applied"] = "roster.applied"
+    iss: str
+    #: the roster's own ``seq``; named apart from the envelope's ``seq``
+    list_seq: int
+    people: int = Field(description="people on this roster")
+    added: list[RosterPerson] = Field(default_factory=list)
+    removed: list[RosterPerson] = Field(default_factory=list)
+    changed: list[RosterPerson] = Field(
+        default_factory=list, description="still listed, with other tokens, times or doors"
+    )
+
+
+class RosterOverLimitEvent(_Body):
+    """The site's rosters list more people than ``site.max_people`` (the CCV's advice:
+    at most five people can open a key safe)."""
+
+    type: Literal["roster.over_limit"] = "roster.over_limit"
+    people: int
+    limit: int
+
+
 class ClockUntrustedEvent(_Body):
     type: Literal["clock.untrusted"] = "clock.untrusted"
     now: str
@@ -232,6 +273,8 @@ EventBody = Annotated[
     | VisitEvent
     | AlarmEvent
     | RevocationAppliedEvent
+    | RosterAppliedEvent
+    | RosterOverLimitEvent
     | ClockUntrustedEvent
     | GatewayEvent,
     Field(discriminator="type"),
@@ -250,6 +293,8 @@ EVENT_MODELS: tuple[type[_Body], ...] = (
     VisitEvent,
     AlarmEvent,
     RevocationAppliedEvent,
+    RosterAppliedEvent,
+    RosterOverLimitEvent,
     ClockUntrustedEvent,
     GatewayEvent,
 )

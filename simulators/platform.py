@@ -1,5 +1,5 @@
 """A simulated care platform: subscribes to a site's stream, reports gaps and duplicates,
-and sends what a platform sends (signed commands, revocation lists, held tokens).
+and sends what a platform sends (signed commands, revocation lists, rosters, held tokens).
 
 ``lockgw-sim platform watch --broker mqtt://127.0.0.1:P --site S`` prints every event
 as it arrives and, on exit (Ctrl-C or ``--count N`` / ``--idle T``), a summary: events
@@ -216,6 +216,10 @@ class Platform:
 
     async def send_revocation(self, issuer: str, raw: bytes) -> None:
         await self.send(f"lockgw/v1/org/{issuer}/revocations", raw, retain=True)
+
+    async def send_roster(self, issuer: str, raw: bytes) -> None:
+        """An issuer's signed roster for this site, retained (who may enter)."""
+        await self.send(f"lockgw/v1/org/{issuer}/rosters/{self.site}", raw, retain=True)
 
 
 def _session_props() -> Any:

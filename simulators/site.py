@@ -23,9 +23,9 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocols.control import Command, RevocationList
+from protocols.control import Command, RevocationList, Roster, RosterEntry
 from protocols.phone import Result
-from protocols.token import issue_token
+from protocols.token import decode_token, issue_token
 from protocols.windows import Window
 from simulators.broker import free_port
 from simulators.control import send_control
@@ -198,6 +198,27 @@ class SimSite:
     ) -> bytes:
         """A signed revocation list of ``org`` (CONTRACT §5)."""
         return RevocationList.new(org.id, seq, cti=cti, sub=sub).sign(org.key)
+
+    def roster(self, org: Org, seq: int, carers: list[Carer] | tuple[Carer, ...]) -> bytes:
+        """``org``'s signed roster for this site listing ``carers``' tokens (issue them
+        first); each carer appears as ``"<name>, <role>"``."""
+        entries = []
+        for c in carers:
+            claims = decode_token(c.token)
+            entries.append(
+                RosterEntry(
+                    sub=c.sub,
+                    name=f"{c.name}, {c.role}",
+                    role=c.role,
+                    purposes=claims.purposes,
+                    doors=claims.doors,
+                    cti=claims.cti,
+                    windows=claims.windows,
+                    nbf=claims.nbf,
+                    exp=claims.exp,
+                )
+            )
+        return Roster.new(org.id, self.site, seq, entries).sign(org.key)
 
     # -- files ---------------------------------------------------------------------------------
     def write_config(self, broker_url: str, *, extra: str = "", phone_link: str = "") -> Path:

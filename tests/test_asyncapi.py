@@ -33,6 +33,7 @@ def test_every_event_type_and_topic_is_documented() -> None:
         "lockgw/v1/{site}/commands",
         "lockgw/v1/{site}/credentials",
         "lockgw/v1/org/{issuer}/revocations",
+        "lockgw/v1/org/{issuer}/rosters/{site}",
     }
     for msg in doc["components"]["messages"].values():  # every $ref resolves
         ref = msg["payload"].get("$ref") or msg["payload"].get("items", {}).get("$ref")

@@ -22,7 +22,10 @@ answer (CONTRACT §3 reasons):
     emergency purpose, only while an alarm is raised unless
     ``site.emergency_outside_window_without_alarm`` (``outside_window``; flagged);
 12. planned care needs a fresh revocation list when the issuer has
-    ``revocation_max_age`` (``revocation_stale``); emergency access keeps working.
+    ``revocation_max_age`` (``revocation_stale``); emergency access keeps working;
+13. the issuer's current roster (when it has sent one) lists the token: if not, the
+    grant is flagged ``not_on_roster``, or with ``access.roster_check = "refuse"``
+    planned care is refused (``not_on_roster``); emergency access keeps working, flagged.
 
 Every denial is counted for rate limiting and the ``suspicious`` flag
 (:mod:`gateway.access.ratelimit`).
@@ -49,13 +52,15 @@ from gateway.access.models import (
     Decision,
     RevocationOutcome,
     RevocationStatus,
+    RosterOutcome,
 )
 from gateway.access.ratelimit import RateLimiter
 from gateway.access.revocations import RevocationStore
+from gateway.access.rosters import HeldRoster, Person, RosterStore, people_of
 from gateway.access.state import StateDir
 from gateway.config import AccessConfig, Config, IssuerConfig
 from gateway.keys import load_public_key
-from protocols.control import Command, RevocationList
+from protocols.control import Command, RevocationList, Roster
 from protocols.cose import KeyRing
 from protocols.errors import ControlMessageError, ProtocolError, Reason, TokenError
 from protocols.token import (
@@ -150,6 +155,7 @@ class AccessController:
             self._state, clock=clock, monotonic=monotonic, tolerance=config.access.skew_seconds
         )
         self._revocations = RevocationStore(self._state)
+        self._rosters = self._roster_store()
         self._trusted_before = True
         used = self._state.load(_COMMANDS_FILE)
         self._used_commands: dict[str, int] = (
@@ -189,6 +195,7 @@ class AccessController:
             {s.id: load_public_key(s.public_key) for s in config.command_signers}
         )
         self._signer_commands = {s.id: s.commands for s in config.command_signers}
+        self._roster_refuses = acc.roster_check == "refuse"
         self._limiter = RateLimiter(
             limit=acc.rate_limit,
             window=acc.rate_window,
@@ -206,6 +213,8 @@ class AccessController:
         if _limits(old_access) == _limits(config.access):
             self._limiter = old_limiter  # keep the counters
         self._floor.tolerance = config.access.skew_seconds
+        # verified again with the issuers now consented to
+        self._rosters = self._roster_store()
 
     # -- challenges -----------------------------------------------------------------------
     def new_challenge(self) -> bytes:
@@ -422,6 +431,25 @@ class AccessController:
                     )
                 else:
                     return deny(req, c, Reason.REVOCATION_STALE, stale)
+        roster = self._rosters.get(c.iss)
+        if roster is not None and c.cti not in roster.ctis and c.sub not in roster.subs:
+            if self._roster_refuses and purpose == "planned":
+                return deny(
+                    req, c, Reason.NOT_ON_ROSTER, f"not on {c.iss}'s roster (seq {roster.seq})"
+                )
+            return Decision(
+                True,
+                Reason.OK,
+                c.iss,
+                c.sub,
+                c.role,
+                purpose,
+                c.cti.hex(),
+                outside_flag,
+                False,
+                trusted,
+                not_on_roster=True,
+            )
         # positional: granted, reason, iss, sub, role, purpose, token_id,
         # emergency_outside_window, suspicious, clock_trusted (keywords cost µs here)
         return Decision(
@@ -477,6 +505,75 @@ class AccessController:
             )
         log.info("access.revocation_applied", iss=rl.iss, seq=rl.seq, cti=nc, sub=ns)
         return RevocationOutcome("applied", rl.iss, rl.seq, held_seq, nc, ns)
+
+    # -- rosters -------------------------------------------------------------------------
+    def _roster_store(self) -> RosterStore:
+        return RosterStore(
+            self._state,
+            self.site,
+            self._issuer_ring,
+            forget_after=self.config.journal.retention_days * 86400.0,
+        )
+
+    def names(self) -> dict[tuple[str, str], Person]:
+        """(iss, sub) → the name and role a roster gave them, for the resident's views."""
+        return self._rosters.names()
+
+    def apply_roster(self, raw: bytes) -> RosterOutcome:
+        """Verify a signed roster for this site and, when its seq is higher, replace the
+        issuer's held one."""
+        try:
+            roster = Roster.verify(raw, self._issuer_ring, site=self.site)
+        except ControlMessageError as exc:
+            issuer = seq = None
+            try:
+                unverified = Roster.decode(raw)
+                issuer, seq = unverified.iss, unverified.seq
+            except ControlMessageError:
+                pass
+            log.warning("access.roster_refused", iss=issuer, seq=seq, reason=exc.reason.value)
+            return RosterOutcome("refused", issuer, seq, reason=exc.reason, detail=exc.detail)
+        old = self._rosters.get(roster.iss)
+        held_seq = old.seq if old is not None else None
+        _, t = self._now()
+        change = self._rosters.apply(roster, raw, received_at=t)
+        if change is None:
+            return RosterOutcome(
+                "ignored",
+                roster.iss,
+                roster.seq,
+                held_seq,
+                detail=f"seq {roster.seq} is not above the held seq {held_seq}",
+            )
+        people = len(people_of(roster.entries))
+        log.info(
+            "access.roster_applied",
+            iss=roster.iss,
+            seq=roster.seq,
+            people=people,
+            added=len(change.added),
+            removed=len(change.removed),
+        )
+        return RosterOutcome(
+            "applied",
+            roster.iss,
+            roster.seq,
+            held_seq,
+            people=people,
+            added=change.added,
+            removed=change.removed,
+            changed=change.changed,
+            site_people=self.site_people(t),
+        )
+
+    def rosters(self) -> list[HeldRoster]:
+        """The rosters held, one per issuer that sent one."""
+        return self._rosters.held()
+
+    def site_people(self, now: float | None = None) -> int:
+        """How many people the held rosters list (valid at ``now``), all issuers together."""
+        t = self._now()[1] if now is None else now
+        return sum(len(people_of(h.roster.entries, t)) for h in self._rosters.held())
 
     def revocation_status(self) -> list[RevocationStatus]:
         """Per configured issuer: the held list and whether it is stale."""

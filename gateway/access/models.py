@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from protocols.control import Command
+from protocols.control import Command, RosterEntry
 from protocols.errors import Reason
 
-__all__ = ["AccessRequest", "Decision", "RevocationOutcome", "RevocationStatus"]
+__all__ = ["AccessRequest", "Decision", "RevocationOutcome", "RevocationStatus", "RosterOutcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,8 @@ class Decision(NamedTuple):
     detail: str = ""
     #: denials at this door within ``access.suspicious_window`` (for access.suspicious)
     denials: int = 0
+    #: granted, but the issuer's current roster does not list the token (journal it flagged)
+    not_on_roster: bool = False
 
     @classmethod
     def for_command(cls, cmd: Command) -> Decision:
@@ -73,6 +75,23 @@ class RevocationOutcome:
     cti_count: int = 0
     sub_count: int = 0
     #: why it was refused (malformed, unknown_issuer, bad_signature)
+    reason: Reason | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RosterOutcome:
+    status: Literal["applied", "ignored", "refused"]
+    issuer: str | None
+    seq: int | None
+    held_seq: int | None = None
+    #: people on the applied roster, and those added / removed / changed by it
+    people: int = 0
+    added: tuple[RosterEntry, ...] = ()
+    removed: tuple[RosterEntry, ...] = ()
+    changed: tuple[RosterEntry, ...] = ()
+    #: people the site's rosters list in all (for ``site.max_people``)
+    site_people: int = 0
     reason: Reason | None = None
     detail: str = ""
 

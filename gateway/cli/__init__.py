@@ -26,6 +26,7 @@ _MODULES = (
     "keys",
     "config_cmd",
     "token",
+    "roster",
     "control_cmd",
     "devices",
     "test_open",

@@ -127,6 +127,17 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     iss.add_argument("--valid-for", required=True, help="lifetime from not-before: 30d, 12h, 90m")
     iss.add_argument("--timezone", default="Europe/Amsterdam", help="zone for times without offset")
     iss.add_argument("--cti", default=None, help="token id, 32 hex digits (default: random)")
+    iss.add_argument(
+        "--roster",
+        default=None,
+        metavar="FILE",
+        help="also write the token's entry into this roster file (lockgw roster sign)",
+    )
+    iss.add_argument(
+        "--name",
+        default=None,
+        help='with --roster: the name the resident sees, e.g. "Anna, verzorgende"',
+    )
     iss.set_defaults(handler=_issue)
 
     ins = tsubs.add_parser("inspect", help="print a token's claims as JSON")
@@ -156,6 +167,8 @@ async def _issue(args: argparse.Namespace) -> int:
             if len(cti) != 16:
                 raise UsageError("--cti must be 32 hex digits (16 bytes)")
         holder = _holder_key(args.holder_pub)
+        if (args.roster is None) != (args.name is None):
+            raise UsageError("--roster and --name go together (the file, and the name it lists)")
     except (UsageError, WindowSpecError) as exc:
         return _fail(args, str(exc))
     key = load_private_key(args.key)
@@ -179,6 +192,14 @@ async def _issue(args: argparse.Namespace) -> int:
         return _fail(args, f"cannot issue this token: {exc.detail}")
     claims = decode_token(raw)
     until = datetime.fromtimestamp(exp, UTC).isoformat()
+    if args.roster is not None:
+        from gateway.cli.roster import add_token_entry
+
+        try:
+            n = add_token_entry(Path(args.roster), claims, args.name)
+        except UsageError as exc:
+            return _fail(args, str(exc))
+        print(f"entry for {args.name!r} written to {args.roster} ({n} entries)", file=sys.stderr)
     print(b64encode(raw))
     print(f"token {claims.token_id}, {len(raw)} bytes, valid until {until}", file=sys.stderr)
     return 0

@@ -10,7 +10,7 @@ connection to the broker, reconnecting with capped, jittered backoff, and:
   ``window`` publishes in flight; an event leaves the outbox only after the broker's
   PUBACK. After a reconnect everything not acknowledged is sent again (at least
   once: consumers drop duplicates by ``id``);
-- hands every inbound command, revocation list and pushed token, raw, to the
+- hands every inbound command, revocation list, roster and pushed token, raw, to the
   callbacks. A callback that raises is logged; the link carries on.
 """
 
@@ -89,6 +89,11 @@ class Topics:
     def revocations(issuer: str = "+") -> str:
         return f"{Topics.ROOT}/org/{issuer}/revocations"
 
+    @staticmethod
+    def rosters(site: str, issuer: str = "+") -> str:
+        """An issuer's signed roster for one site (retained; an addition to CONTRACT §4)."""
+        return f"{Topics.ROOT}/org/{issuer}/rosters/{site}"
+
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
@@ -125,6 +130,7 @@ class MqttLink:
         on_command: CommandHandler | None = None,
         on_revocation: RevocationHandler | None = None,
         on_credential: CommandHandler | None = None,
+        on_roster: RevocationHandler | None = None,
         window: int = 100,
     ) -> None:
         u = urlparse(config.url)
@@ -144,6 +150,7 @@ class MqttLink:
             "command": on_command,
             "revocation": on_revocation,
             "credential": on_credential,
+            "roster": on_roster,
         }
         self._inbound: dict[str, asyncio.Queue[tuple[Any, ...]]] = {}
         self._workers: set[asyncio.Task[None]] = set()
@@ -322,6 +329,7 @@ class MqttLink:
             (Topics.commands(self.site), 1),
             (Topics.credentials(self.site), 1),
             (Topics.revocations(), 1),
+            (Topics.rosters(self.site), 1),
         ]
         await client.subscribe(subs)
         self._client = client
@@ -372,6 +380,8 @@ class MqttLink:
                 self._hand("credential", (bytes(payload),))
             elif msg.topic.matches(Topics.revocations()):
                 self._hand("revocation", (topic.split("/")[3], bytes(payload)))
+            elif msg.topic.matches(Topics.rosters(self.site)):
+                self._hand("roster", (topic.split("/")[3], bytes(payload)))
 
     def _hand(self, kind: str, args: tuple[Any, ...]) -> None:
         q = self._inbound.get(kind)

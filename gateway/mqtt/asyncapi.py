@@ -124,6 +124,17 @@ def document() -> dict[str, Any]:
                 "one held is ignored. Applied lists are reported as revocation.applied.",
                 "payload": _COSE,
             },
+            "roster": {
+                "contentType": "application/cose",
+                "summary": "an issuer's signed roster for one site (an addition to CONTRACT §5), "
+                "retained: COSE_Sign1, EdDSA, signed by that issuer; CBOR map {iss, site, seq, "
+                "iat, entries: [{sub, ?cti, name, role, purpose, doors, ?win, ?nbf, ?exp}]} — who "
+                "the organisation authorises here and the name the resident sees. It replaces "
+                "the issuer's previous roster when its seq is higher (rollback refused); a "
+                "roster for another site is refused. Applied rosters are reported as "
+                "roster.applied (who was added, who removed).",
+                "payload": _COSE,
+            },
         }
     )
 
@@ -179,6 +190,15 @@ def document() -> dict[str, Any]:
             "an issuer's signed revocation list (retained)",
             {"issuer": {"description": "the issuer (care organisation) id"}},
         ),
+        "rosters": channel(
+            "lockgw/v1/org/{issuer}/rosters/{site}",
+            ref("roster"),
+            "an issuer's signed roster for one site (retained): who may enter",
+            {
+                "issuer": {"description": "the issuer (care organisation) id"},
+                **_SITE_PARAM,
+            },
+        ),
     }
 
     def op(action: str, ch: str, bindings: Any, summary: str) -> Any:
@@ -203,6 +223,9 @@ def document() -> dict[str, Any]:
         "receiveCredentials": op("receive", "credentials", _QOS1, "held for phones"),
         "receiveRevocations": op(
             "receive", "revocations", _QOS1_RETAINED, "applied when newer; rollback refused"
+        ),
+        "receiveRosters": op(
+            "receive", "rosters", _QOS1_RETAINED, "verified, applied when newer; rollback refused"
         ),
     }
     return {

@@ -1,0 +1,202 @@
+"""Signed rosters held per issuer (who an organisation authorises here), with rollback refused.
+
+An issuer's roster for this site replaces its previous one only when its ``seq`` is
+higher (as revocation lists, CONTRACT §5). The signed bytes are kept on disk
+(``rosters.json`` in the access state directory, through :class:`StateDir`) and verified
+again at start against the issuer keys then configured: a roster whose issuer is no
+longer consented to, or whose key changed, is not used.
+
+Names stay on the hub. The event stream names people by pseudonym only (``sub``); the
+names the organisations chose to show the resident are kept in ``names.json`` — every
+person a roster listed, with when a roster last listed them — so the resident's views
+name a carer who visited last month even after she left the roster. A name no roster
+has listed for ``forget_after`` seconds (the journal's retention) is forgotten.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, Final
+
+from gateway.access.state import StateDir
+from protocols.control import Roster, RosterEntry
+from protocols.cose import KeyRing
+from protocols.errors import ControlMessageError
+
+__all__ = [
+    "NAMES_FILE",
+    "HeldRoster",
+    "Person",
+    "RosterChange",
+    "RosterStore",
+    "names_from_json",
+    "people_of",
+]
+
+_FILE: Final = "rosters.json"
+NAMES_FILE: Final = "names.json"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRoster:
+    roster: Roster
+    received_at: float
+    raw: bytes
+
+    @property
+    def iss(self) -> str:
+        return self.roster.iss
+
+    @property
+    def seq(self) -> int:
+        return self.roster.seq
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.roster.seq,
+            "iat": self.roster.iat,
+            "received_at": self.received_at,
+            "raw": base64.b64encode(self.raw).decode(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """A name from a roster: who ``sub`` of ``iss`` is, for the resident's views."""
+
+    name: str
+    role: str
+    last_listed: float
+
+
+def names_from_json(raw: object) -> dict[tuple[str, str], Person]:
+    """``names.json`` read back (bad entries skipped)."""
+    out: dict[tuple[str, str], Person] = {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("issuers"), dict):
+        return out
+    for iss, people in raw["issuers"].items():
+        if not isinstance(people, dict):
+            continue
+        for sub, p in people.items():
+            try:
+                out[(str(iss), str(sub))] = Person(
+                    str(p["name"]), str(p["role"]), float(p["last_listed"])
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RosterChange:
+    """What a newly applied roster changed, person by person (by ``sub``)."""
+
+    added: tuple[RosterEntry, ...]
+    removed: tuple[RosterEntry, ...]
+    changed: tuple[RosterEntry, ...]
+
+
+def people_of(entries: tuple[RosterEntry, ...], now: float | None = None) -> dict[str, RosterEntry]:
+    """sub → its first entry (a person may hold several tokens); with ``now``, only
+    entries valid then."""
+    out: dict[str, RosterEntry] = {}
+    for e in entries:
+        if now is not None and (
+            (e.exp is not None and e.exp < now) or (e.nbf is not None and e.nbf > now)
+        ):
+            continue
+        out.setdefault(e.sub, e)
+    return out
+
+
+def _diff(old: Roster | None, new: Roster) -> RosterChange:
+    before = people_of(old.entries) if old is not None else {}
+    after = people_of(new.entries)
+
+    def entries_of(r: Roster | None, sub: str) -> set[RosterEntry]:
+        return {e for e in r.entries if e.sub == sub} if r is not None else set()
+
+    return RosterChange(
+        added=tuple(after[s] for s in after if s not in before),
+        removed=tuple(before[s] for s in before if s not in after),
+        changed=tuple(
+            after[s] for s in after if s in before and entries_of(old, s) != entries_of(new, s)
+        ),
+    )
+
+
+class RosterStore:
+    def __init__(
+        self, state: StateDir, site: str, issuers: KeyRing, *, forget_after: float = 365 * 86400
+    ) -> None:
+        self._state = state
+        self._site = site
+        self._forget_after = forget_after
+        self._names = names_from_json(state.load(NAMES_FILE))
+        self._held: dict[str, HeldRoster] = {}
+        #: rosters of issuers no longer configured: written back unchanged, not used
+        self._unused: dict[str, Any] = {}
+        raw = state.load(_FILE)
+        if not isinstance(raw, dict):
+            return
+        for iss, v in raw.get("issuers", {}).items():
+            try:
+                signed = base64.b64decode(v["raw"], validate=True)
+                received_at = float(v["received_at"])
+            except (KeyError, TypeError, ValueError) as exc:
+                state.problems.append(f"{_FILE}: issuer {iss!r} unreadable ({exc})")
+                continue
+            if iss not in issuers:
+                self._unused[iss] = v
+                continue
+            try:
+                roster = Roster.verify(signed, issuers, site=site)
+            except ControlMessageError as exc:
+                state.problems.append(f"{_FILE}: issuer {iss!r}'s roster no longer verifies ({exc})")
+                continue
+            self._held[iss] = HeldRoster(roster, received_at, signed)
+
+    def get(self, iss: str) -> Roster | None:
+        held = self._held.get(iss)
+        return held.roster if held is not None else None
+
+    def held(self) -> list[HeldRoster]:
+        return list(self._held.values())
+
+    def names(self) -> dict[tuple[str, str], Person]:
+        """(iss, sub) → the name a roster gave them (current rosters and earlier ones)."""
+        return dict(self._names)
+
+    def apply(self, roster: Roster, raw: bytes, received_at: float) -> RosterChange | None:
+        """Replace the issuer's roster when ``roster.seq`` is higher; else None (ignored)."""
+        old = self._held.get(roster.iss)
+        if old is not None and roster.seq <= old.seq:
+            return None
+        self._held[roster.iss] = HeldRoster(roster, received_at, raw)
+        names = self._names
+        for sub, e in people_of(roster.entries).items():
+            names[(roster.iss, sub)] = Person(e.name, e.role, received_at)
+        for h in self._held.values():  # still listed elsewhere: not forgotten
+            for sub in people_of(h.roster.entries):
+                p = names.get((h.iss, sub))
+                if p is not None and p.last_listed < received_at:
+                    names[(h.iss, sub)] = Person(p.name, p.role, received_at)
+        for key in [k for k, p in names.items() if received_at - p.last_listed > self._forget_after]:
+            del names[key]
+        book: dict[str, dict[str, Any]] = {}
+        for (iss, sub), p in sorted(names.items()):
+            book.setdefault(iss, {})[sub] = {
+                "name": p.name,
+                "role": p.role,
+                "last_listed": p.last_listed,
+            }
+        self._state.save(NAMES_FILE, {"v": 1, "issuers": book})
+        self._state.save(
+            _FILE,
+            {
+                "v": 1,
+                "issuers": {**self._unused, **{k: h.to_json() for k, h in self._held.items()}},
+            },
+        )
+        return _diff(old.roster if old is not None else None, roster)
