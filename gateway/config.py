@@ -55,6 +55,9 @@ class SiteConfig(_Section):
     #: more people than this who may enter (the CCV's advice for key-safe codes: at most
     #: five people); None = no warning
     max_people: int | None = Field(default=None, ge=1, le=10_000)
+    #: the language of everything lockgw says to people here (the resident's page, audit
+    #: show, devices, health): "nl" (Dutch, the default) or "en"
+    language: Literal["nl", "en"] = "nl"
 
     @field_validator("timezone")
     @classmethod

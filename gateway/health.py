@@ -33,6 +33,8 @@ from types import TracebackType
 import structlog
 from pydantic import BaseModel, ConfigDict
 
+from protocols.i18n import Lang, language
+
 __all__ = ["DeviceHealth", "HealthServer", "Snapshot", "evaluate", "read_snapshot"]
 
 log = structlog.get_logger("lockgw.health")
@@ -97,42 +99,65 @@ def running_daemon(data_dir: Path) -> int | None:
     return pid
 
 
-def evaluate(data_dir: Path, snap: Snapshot | None, now: float | None = None) -> list[str]:
-    """Every problem, in words for a monitoring page; empty = healthy."""
+def evaluate(
+    data_dir: Path, snap: Snapshot | None, now: float | None = None, *, lang: Lang | None = None
+) -> list[str]:
+    """Every problem, in words for a monitoring page (English unless ``lang``); empty = healthy."""
     now = time.time() if now is None else now
+    _ = (lang or language("en")).gettext
     problems: list[str] = []
     try:
         du = shutil.disk_usage(data_dir)
         if du.free < MIN_FREE_BYTES or du.free < MIN_FREE_FRACTION * du.total:
             problems.append(
-                f"disk: only {du.free // (1024 * 1024)} MB free on {data_dir}; free space "
-                "or the journal cannot record entries"
+                _(
+                    "disk: only {mb} MB free on {dir}; free space or the journal cannot "
+                    "record entries"
+                ).format(mb=du.free // (1024 * 1024), dir=data_dir)
             )
     except OSError as exc:
-        problems.append(f"disk: cannot read {data_dir}: {exc.strerror}")
+        problems.append(_("disk: cannot read {dir}: {error}").format(dir=data_dir, error=exc.strerror))
     if snap is None:
-        problems.append(f"daemon: no health snapshot in {data_dir}; is lockgw running?")
+        problems.append(
+            _("daemon: no health snapshot in {dir}; is lockgw running?").format(dir=data_dir)
+        )
         return problems
     age = now - snap.written_at
     if age > 3 * snap.interval:
-        problems.append(f"daemon: last health snapshot {age:.0f} s old; the gateway seems stuck or stopped")
+        problems.append(
+            _("daemon: last health snapshot {age} s old; the gateway seems stuck or stopped").format(
+                age=f"{age:.0f}"
+            )
+        )
     if not snap.clock_trusted:
-        problems.append("clock: behind the time floor; planned-care access is restricted until it is fixed")
+        problems.append(
+            _("clock: behind the time floor; planned-care access is restricted until it is fixed")
+        )
     if snap.time_floor is not None and now + 60 < snap.time_floor:
-        problems.append("clock: this machine's clock is behind the gateway's time floor")
+        problems.append(_("clock: this machine's clock is behind the gateway's time floor"))
     if not snap.broker_connected:
-        problems.append("broker: not connected; events are kept and sent when it is back")
+        problems.append(_("broker: not connected; events are kept and sent when it is back"))
     if not snap.journal_ok:
-        problems.append(f"journal: cannot write ({snap.journal_failures} entries unjournaled); doors still open")
+        problems.append(
+            _("journal: cannot write ({n} entries unjournaled); doors still open").format(
+                n=snap.journal_failures
+            )
+        )
     if snap.backlog > MAX_BACKLOG:
-        problems.append(f"journal: {snap.backlog} events not yet published")
+        problems.append(_("journal: {n} events not yet published").format(n=snap.backlog))
     for d in snap.devices:
         if not d.online:
-            problems.append(f"device {d.id} ({d.door}): offline")
+            problems.append(_("device {id} ({door}): offline").format(id=d.id, door=d.door))
         elif d.last_contact is None or now - d.last_contact > 3 * d.health_interval:
-            problems.append(f"device {d.id} ({d.door}): no contact for a while")
+            problems.append(
+                _("device {id} ({door}): no contact for a while").format(id=d.id, door=d.door)
+            )
         if d.battery is not None and d.battery <= 10:
-            problems.append(f"device {d.id} ({d.door}): battery critical ({d.battery} %)")
+            problems.append(
+                _("device {id} ({door}): battery critical ({level} %)").format(
+                    id=d.id, door=d.door, level=d.battery
+                )
+            )
     return problems
 
 
@@ -227,14 +252,28 @@ class HealthServer:
             await self._server.wait_closed()
 
 
-def summary(problems: list[str], snap: Snapshot | None) -> str:
-    head = "healthy" if not problems else f"{len(problems)} problem(s)"
+def summary(problems: list[str], snap: Snapshot | None, lang: Lang | None = None) -> str:
+    lang = lang or language("en")
+    _ = lang.gettext
+    head = (
+        _("healthy")
+        if not problems
+        else lang.ngettext("{n} problem", "{n} problems", len(problems)).format(n=len(problems))
+    )
     lines = [f"lockgw: {head}"]
     if snap is not None:
         lines.append(
-            f"  journal seq {snap.last_seq}, backlog {snap.backlog}; broker "
-            f"{'connected' if snap.broker_connected else 'not connected'}; "
-            f"{sum(d.online for d in snap.devices)}/{len(snap.devices)} devices online"
+            "  "
+            + _(
+                "journal seq {seq}, backlog {backlog}; broker {broker}; {online}/{total} "
+                "devices online"
+            ).format(
+                seq=snap.last_seq,
+                backlog=snap.backlog,
+                broker=_("connected") if snap.broker_connected else _("not connected"),
+                online=sum(d.online for d in snap.devices),
+                total=len(snap.devices),
+            )
         )
     lines += [f"  - {p}" for p in problems]
     return "\n".join(lines)

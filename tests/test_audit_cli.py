@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import sqlite3
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.access.state import StateDir
 from gateway.cli import main
 from gateway.journal import Journal, journal_path
+from gateway.keys import write_key_pair
 from protocols.events import (
     AccessDecisionEvent,
     BatteryEvent,
@@ -58,6 +63,20 @@ async def config(tmp_path: Path) -> Path:
             )
         )
         await j.emit(
+            AccessDecisionEvent(
+                type="access.granted",
+                door="front",
+                device="front-keysafe",
+                iss="org-west",
+                sub="carer-9",
+                role="verzorgende",
+                purpose="planned",
+                action="open",
+                channel=Channel.PHONE,
+                reason="ok",
+            )
+        )
+        await j.emit(
             VisitEvent(
                 type="visit.ended",
                 visit=granted.id,
@@ -65,29 +84,66 @@ async def config(tmp_path: Path) -> Path:
                 sub="carer-17",
                 role="verzorgende",
                 iss="org-west",
-                duration_s=1380,
+                duration_s=1385,
                 relocked=True,
             )
         )
     return cfg
 
 
-async def test_show_tells_the_resident_who_when_which_door_why(
+def entries(out: str) -> list[str]:
+    """The event lines of audit show (under each day's heading), without their time."""
+    return [line[12:] for line in out.splitlines() if line.startswith("  ")]
+
+
+async def test_show_tells_the_resident_who_when_which_door_why_in_english(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    assert await main(["audit", "show", "--config", str(config), "--lang", "en"]) == 0
+    out = capsys.readouterr().out
+    day = datetime.now(ZoneInfo("Europe/Amsterdam"))
+    assert out.splitlines()[0] == f"{day:%A} {day.day} {day:%B} {day.year}"
+    # the battery reading is not what a resident asks about
+    assert entries(out) == [
+        "Front door opened for care worker carer-17 (org-west) — planned care, by phone",
+        "Back door not opened for care worker carer-3 (org-west): outside the agreed times",
+        "Key safe opened for care worker carer-9 (org-west) — planned care, by phone",
+        "Visit of care worker carer-17 (org-west) ended after 23 min 5 s — door locked again",
+    ]
+
+
+async def test_show_reads_naturally_in_dutch_with_the_rosters_names(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dutch by default; people named as their organisation's roster named them (kept on
+    the hub), the organisation by the name in the config, durations in minutes and seconds."""
+    text = await asyncio.to_thread(config.read_text)
+    await asyncio.to_thread(
+        config.write_text,
+        text + '[[issuers]]\nid = "org-west"\nname = "Thuiszorg West"\n'
+        'public_key = "west.pub"\nroles = ["verzorgende"]\npurposes = ["planned"]\n'
+        'doors = ["front", "back"]\n',
+    )
+    write_key_pair(tmp_path, "west")
+    StateDir(tmp_path / "data" / "access").save(
+        "names.json",
+        {"v": 1, "issuers": {"org-west": {
+            "carer-17": {"name": "Anna, verzorgende", "role": "verzorgende", "last_listed": 1.0},
+        }}},
+    )  # fmt: skip
     assert await main(["audit", "show", "--config", str(config)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 3  # the battery reading is not what a resident asks about
-    assert (
-        "front door: OPENED (unlock) for verzorgende carer-17 of org-west, planned care, by phone"
-        in out[0]
-    )
-    assert (
-        "back door: REFUSED for verzorgende carer-3 of org-west: outside the agreed times" in out[1]
-    )
-    assert (
-        "visit by verzorgende carer-17 of org-west ended after 23 min (door locked again)" in out[2]
-    )
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(("Maandag", "Dinsdag", "Woensdag", "Donderdag",
+                                          "Vrijdag", "Zaterdag", "Zondag"))  # fmt: skip
+    assert entries(out) == [
+        "Voordeur geopend voor Anna, verzorgende (Thuiszorg West) — geplande zorg, met de telefoon",
+        "Achterdeur niet geopend voor verzorgende carer-3 (Thuiszorg West): buiten de "
+        "afgesproken tijden",
+        "Sleutelkluis geopend voor verzorgende carer-9 (Thuiszorg West) — geplande zorg, met de "
+        "telefoon",
+        "Bezoek van Anna, verzorgende (Thuiszorg West) afgelopen na 23 min 5 s — deur weer op slot",
+    ]
+    assert "OPENED" not in out and "unlock" not in out
 
 
 async def test_show_filters_and_json(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,16 +153,19 @@ async def test_show_filters_and_json(config: Path, capsys: pytest.CaptureFixture
         (3, "access.denied", "outside_window")
     ]
     assert await main(["audit", "show", "--config", str(config), "--all", "--limit", "2"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
-    assert await main(["audit", "show", "--config", str(config), "--since", "2099-01-01"]) == 0
+    assert len(entries(capsys.readouterr().out)) == 2
+    since = ["audit", "show", "--config", str(config), "--since", "2099-01-01"]
+    assert await main([*since, "--lang", "en"]) == 0
     assert "No entries" in capsys.readouterr().out
+    assert await main(since) == 0
+    assert "Niets vastgelegd" in capsys.readouterr().out
 
 
 async def test_verify_is_0_when_intact_and_1_naming_the_first_broken_link(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert await main(["audit", "verify", "--config", str(config)]) == 0
-    assert "intact: seq 1..4" in capsys.readouterr().out
+    assert "intact: seq 1..5" in capsys.readouterr().out
     path = journal_path(tmp_path / "data")
     with sqlite3.connect(path) as db:
         db.execute(
@@ -121,7 +180,7 @@ async def test_export_csv_and_json_hold_every_event(
 ) -> None:
     assert await main(["audit", "export", "--config", str(config), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [r["seq"] for r in rows] == ["1", "2", "3", "4"]
+    assert [r["seq"] for r in rows] == ["1", "2", "3", "4", "5"]
     assert rows[0]["sub"] == "carer-17" and rows[2]["reason"] == "outside_window"
     assert json.loads(rows[1]["details"])["level"] == 15
     out = tmp_path / "export.json"
@@ -131,7 +190,7 @@ async def test_export_csv_and_json_hold_every_event(
         )
         == 0
     )
-    assert [e["seq"] for e in json.loads(out.read_text())] == [1, 2, 3, 4]
+    assert [e["seq"] for e in json.loads(out.read_text())] == [1, 2, 3, 4, 5]
 
 
 async def test_without_a_journal_the_error_says_what_to_give(

@@ -495,9 +495,12 @@ async def test_pair_stores_keys_and_devices_shows_the_probe(
 
     monkeypatch.setattr(cli_devices, "DRIVERS", lookup)
     cfg = write_config(tmp_path)
-    assert await main(["devices", "--config", str(cfg)]) == 0
+    assert await main(["devices", "--config", str(cfg), "--lang", "en"]) == 0
     out = capsys.readouterr().out
     assert "front-lock" in out and "not paired" in out
+    assert await main(["devices", "--config", str(cfg)]) == 0  # Dutch, the default
+    out = capsys.readouterr().out
+    assert "APPARAAT" in out and "niet gekoppeld" in out and "1 apparaat;" in out
     assert await main(["pair", "--config", str(cfg), "front-lock"]) == 0
     out = capsys.readouterr().out
     assert "serial L1" in out and "locked, door closed" in out
@@ -509,8 +512,10 @@ async def test_pair_stores_keys_and_devices_shows_the_probe(
     [item] = json.loads(capsys.readouterr().out)
     assert item["serial"] == "L1" and item["online"] is True and item["battery"] == 90
     devs["L1"].reachable = False
-    assert await main(["devices", "--config", str(cfg), "--probe"]) == 0
+    assert await main(["devices", "--config", str(cfg), "--probe", "--lang", "en"]) == 0
     assert "OFFLINE" in capsys.readouterr().out
+    assert await main(["devices", "--config", str(cfg), "--probe"]) == 0
+    assert "NIET BEREIKBAAR" in capsys.readouterr().out
     assert await main(["pair", "--config", str(cfg), "nope"]) == 1
     assert "front-lock" in capsys.readouterr().err
 

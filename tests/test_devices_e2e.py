@@ -81,10 +81,14 @@ async def test_pair_explains_pairing_mode_then_pairs_and_devices_lists_the_base(
         assert "Paired front-lock" in out and "Paired front-keysafe" in out
 
         # the snapshot knows both at once (the daemon has not run)
-        assert await main(["devices", "--config", str(cfg)]) == 0
+        assert await main(["devices", "--config", str(cfg), "--lang", "en"]) == 0
         table = capsys.readouterr().out
         assert "front-lock" in table and "front-keysafe" in table
         assert "carelock-lock" in table and "locked, door closed" in table
+        assert "closed, house key inside" in table
+        assert await main(["devices", "--config", str(cfg)]) == 0
+        table = capsys.readouterr().out
+        assert "op slot, deur dicht" in table and "dicht, huissleutel aanwezig" in table
 
         assert await main(["devices", "--config", str(cfg), "--probe", "--json"]) == 0
         items = {i["id"]: i for i in json.loads(capsys.readouterr().out)}
@@ -117,9 +121,12 @@ async def test_devices_probe_reports_a_device_that_is_gone(
     lock, _ = sims
     await lock.stop()
     capsys.readouterr()
-    assert await main(["devices", "--config", str(paired), "--probe"]) == 0
+    assert await main(["devices", "--config", str(paired), "--probe", "--lang", "en"]) == 0
     out = capsys.readouterr().out
     assert "OFFLINE" in out and "front-lock: offline" in out
+    assert await main(["devices", "--config", str(paired), "--probe"]) == 0
+    out = capsys.readouterr().out
+    assert "NIET BEREIKBAAR" in out and "front-lock: niet bereikbaar" in out
 
 
 # -- supervision through every fault ------------------------------------------------------

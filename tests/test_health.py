@@ -7,6 +7,8 @@ import contextlib
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.health import DeviceHealth, HealthServer, Snapshot, evaluate, read_snapshot
 
 
@@ -65,3 +67,35 @@ async def test_the_daemon_writes_a_snapshot_and_serves_metrics(tmp_path: Path) -
     assert b"200 OK" in body and b'lockgw_device_battery_percent{device="front-lock",door="front"} 80' in body
     got = read_snapshot(tmp_path)
     assert got is not None and got.last_seq == 10
+
+
+def test_every_check_reports_in_dutch_too(tmp_path: Path) -> None:
+    from protocols.i18n import language
+
+    now = time.time()
+    bad = snap(
+        written_at=now - 60, clock_trusted=False, broker_connected=False,
+        devices=[DeviceHealth(id="front-lock", door="front", online=False, last_contact=None,
+                              battery=5, health_interval=60)],
+    )  # fmt: skip
+    text = "\n".join(evaluate(tmp_path, bad, now, lang=language("nl")))
+    for words in ("vast te zitten", "tijdvloer", "niet verbonden", "niet bereikbaar",
+                  "batterij bijna leeg (5 %)"):  # fmt: skip
+        assert words in text, text
+
+
+async def test_health_speaks_the_sites_language_and_json_stays_english(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    cfg = tmp_path / "lockgw.toml"
+    cfg.write_text('[site]\nid = "s"\ndata_dir = "."\n')
+    (tmp_path / "health.json").write_text(snap(broker_connected=False).model_dump_json())
+    assert await main(["health", "--config", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("lockgw: 1 probleem") and "broker: niet verbonden" in out
+    assert await main(["health", "--config", str(cfg), "--lang", "en"]) == 1
+    assert capsys.readouterr().out.startswith("lockgw: 1 problem\n")
+    assert await main(["health", "--config", str(cfg), "--json"]) == 1
+    assert "broker: not connected" in capsys.readouterr().out

@@ -27,9 +27,18 @@ from typing import Any
 
 import structlog
 
-__all__ = ["StateDir"]
+__all__ = ["StateDir", "read_state_file"]
 
 log = structlog.get_logger("lockgw.access")
+
+
+def read_state_file(root: Path, name: str) -> Any:
+    """A state file as another process reads it (the command line, while the daemon
+    runs): nothing is moved or written; None when it is missing or cannot be read."""
+    try:
+        return json.loads((root / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass

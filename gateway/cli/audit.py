@@ -1,7 +1,9 @@
 """``lockgw audit show | verify | export``: the resident's and the auditor's views of the journal.
 
-- ``show``: who entered, when, which door, why, in plain words (``--json`` for tools);
-  by default only what a resident asks about (entries, refusals, visits, alarms);
+- ``show``: who entered, when, which door, why, in plain words (``--json`` for tools),
+  day by day, in the site's language (``[site] language``, or ``--lang nl|en``), people
+  named as their organisation's roster names them (:mod:`gateway.words`); by default
+  only what a resident asks about (entries, refusals, visits, alarms, roster changes);
   ``--all`` shows every event.
 - ``verify``: walks the hash chain; exit 0 intact, 1 broken (naming the first broken link).
 - ``export --format csv|json``: every event matching the filters, for an auditor.
@@ -24,12 +26,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.config import load_config
+from gateway.config import Config, load_config
 from gateway.journal import Journal, journal_path
+from gateway.words import People, describe
 from protocols.errors import ConfigError
 from protocols.events import Envelope
+from protocols.i18n import LANGUAGES, Lang, first_upper, language
 
-__all__ = ["describe", "register"]
+__all__ = ["register"]
 
 #: what a resident asks about: who came in, who was refused, visits, alarms
 RESIDENT_TYPES = (
@@ -42,91 +46,9 @@ RESIDENT_TYPES = (
     "alarm.cleared",
     "door.left_open",
     "keysafe.key_not_returned",
+    "roster.applied",
+    "roster.over_limit",
 )
-
-_REASONS = {
-    "ok": "allowed",
-    "malformed": "the key could not be read",
-    "bad_signature": "the key is not genuine",
-    "unknown_issuer": "the key comes from an organisation this home does not know",
-    "expired": "the key has expired",
-    "not_yet_valid": "the key is not valid yet",
-    "wrong_site": "the key is for another home",
-    "wrong_door": "the key is not for this door",
-    "outside_window": "outside the agreed times",
-    "revoked": "the key was withdrawn",
-    "bad_proof": "the phone is not the one the key was given to",
-    "nonce_reused": "a replayed attempt",
-    "role_not_permitted": "this role may not enter",
-    "purpose_not_permitted": "not allowed for this kind of care",
-    "issuer_not_consented": "the resident has not agreed to this organisation",
-    "revocation_stale": "the organisation's list of withdrawn keys is out of date",
-    "rate_limited": "too many attempts",
-    "clock_untrusted": "the gateway's clock could not be trusted",
-    "device_unavailable": "the lock did not answer",
-    "device_failed": "the lock could not do it",
-}
-
-_PURPOSE = {
-    "planned": "planned care",
-    "emergency": "emergency (alarm)",
-    "remote": "remote opening (signed command)",
-}
-
-
-def _who(w: dict[str, Any]) -> str:
-    parts = [p for p in (w.get("role"), w.get("sub")) if p]
-    who = " ".join(parts) if parts else (w.get("actor") or "someone")
-    if w.get("iss"):
-        who += f" of {w['iss']}"
-    return str(who)
-
-
-def _door(w: dict[str, Any]) -> str:
-    return f"{w['door']} door" if w.get("door") else "the gateway"
-
-
-def describe(env: Envelope) -> str:
-    """One event in words a resident understands (no time; the caller adds it)."""
-    w = env.to_wire()
-    t = env.type
-    if t == "access.granted":
-        how = (
-            "by phone"
-            if w.get("channel") == "phone"
-            else f"remotely by {w.get('actor') or 'the platform'}"
-        )
-        why = _PURPOSE.get(str(w.get("purpose")), str(w.get("purpose") or "no purpose given"))
-        flag = " (outside the agreed times, emergency)" if w.get("emergency_outside_window") else ""
-        return f"{_door(w)}: OPENED ({w.get('action')}) for {_who(w)}, {why}, {how}{flag}"
-    if t == "access.denied":
-        reason = _REASONS.get(str(w.get("reason")), str(w.get("reason")))
-        return f"{_door(w)}: REFUSED for {_who(w)}: {reason}"
-    if t == "access.suspicious":
-        return f"{_door(w)}: {w['count']} refused attempts within {w['window'] // 60} min"
-    if t == "visit.started":
-        return f"{_door(w)}: visit began by {_who(w)}"
-    if t == "visit.ended":
-        mins = f" after {round((w.get('duration_s') or 0) / 60)} min" if w.get("duration_s") else ""
-        after = []
-        if w.get("relocked") is True:
-            after.append("door locked again")
-        if w.get("key_returned") is True:
-            after.append("key returned")
-        problems = [p.replace("_", " ") for p in w.get("problems") or []]
-        tail = "; ".join(after + [f"problem: {p}" for p in problems])
-        return f"{_door(w)}: visit by {_who(w)} ended{mins}" + (f" ({tail})" if tail else "")
-    if t in ("alarm.raised", "alarm.cleared"):
-        return f"alarm {t.split('.')[1]} by {w.get('actor')}" + (
-            f": {w['reason']}" if w.get("reason") else ""
-        )
-    if t == "door.left_open":
-        return f"{_door(w)}: left open for {round(w['seconds'] / 60)} min"
-    if t == "keysafe.key_not_returned":
-        return f"{_door(w)}: key not returned to the key safe after {w['minutes']} min"
-    fields = {k: v for k, v in w.items() if k not in ("v", "id", "seq", "ts", "site", "type")}
-    return f"{t}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, [], ""))
-
 
 _REL = re.compile(r"^(\d+)\s*([mhdw])$")
 
@@ -153,17 +75,25 @@ def parse_time(text: str, tz: ZoneInfo, now: datetime | None = None) -> datetime
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=tz)
 
 
-def _where(args: argparse.Namespace) -> tuple[Path, str, ZoneInfo]:
+def _config(args: argparse.Namespace) -> Config | None:
+    return load_config(args.config) if args.config else None
+
+
+def _where(args: argparse.Namespace, cfg: Config | None = None) -> tuple[Path, str, ZoneInfo]:
     tz = ZoneInfo("Europe/Amsterdam")
     site = ""
     path: Path | None = Path(args.journal) if args.journal else None
-    if args.config:
-        cfg = load_config(args.config)
+    cfg = cfg or _config(args)
+    if cfg is not None:
         tz, site = ZoneInfo(cfg.site.timezone), cfg.site.id
         path = path or journal_path(cfg.site.data_dir)
     if path is None:
         raise ConfigError("audit", ["give --config F (the site's config) or --journal PATH"])
     return path, site, tz
+
+
+def _language(args: argparse.Namespace, cfg: Config | None) -> Lang:
+    return language(args.lang or (cfg.site.language if cfg is not None else None))
 
 
 async def _select(args: argparse.Namespace, j: Journal, tz: ZoneInfo, types: Any) -> list[Envelope]:
@@ -176,13 +106,14 @@ async def _select(args: argparse.Namespace, j: Journal, tz: ZoneInfo, types: Any
     return list(reversed(events)) if newest else events
 
 
-def _local(ts: str, tz: ZoneInfo) -> str:
-    dt = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(tz)
-    return dt.strftime("%a %d %b %Y %H:%M:%S")
+def _local(ts: str, tz: ZoneInfo) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(tz)
 
 
 async def _show(args: argparse.Namespace) -> int:
-    path, site, tz = _where(args)
+    cfg = _config(args)
+    path, site, tz = _where(args, cfg)
+    lang = _language(args, cfg)
     async with Journal(path, site, retention_days=1, read_only=True) as j:
         types = None if args.all else RESIDENT_TYPES
         events = await _select(args, j, tz, types)
@@ -190,10 +121,24 @@ async def _show(args: argparse.Namespace) -> int:
         print(json.dumps([e.to_wire() for e in events], ensure_ascii=False, indent=1))
         return 0
     if not events:
-        print("No entries recorded for this selection.")
+        print(lang.gettext("No entries recorded for this selection."))
         return 0
+    people = (
+        await asyncio.to_thread(
+            People.load, cfg.site.data_dir, {i.id: i.title for i in cfg.issuers}
+        )
+        if cfg is not None
+        else People()
+    )
+    day = None
     for e in events:
-        print(f"{_local(e.ts, tz)}  {describe(e)}")
+        at = _local(e.ts, tz)
+        if at.date() != day:
+            if day is not None:
+                print()
+            day = at.date()
+            print(first_upper(lang.date(at)))
+        print(f"  {at:%H:%M:%S}  {describe(lang, e, people)}")
     return 0
 
 
@@ -284,6 +229,9 @@ def register(subs: Any) -> None:
     _common(show)
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.add_argument("--all", action="store_true", help="every event, not only entries")
+    show.add_argument(
+        "--lang", choices=LANGUAGES, default=None, help="nl or en (default: [site] language)"
+    )
     show.set_defaults(handler=_show)
     verify = sub.add_parser("verify", help="check the audit chain; exit 0 intact, 1 broken")
     _common(verify, filters=False)

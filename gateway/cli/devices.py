@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -34,8 +35,10 @@ from gateway.devices.manager import DeviceManager, DriverLookup, make_driver
 from gateway.devices.record import DeviceRecord, StateFile, describe_state, iso
 from gateway.devices.secrets import FileSecretStore
 from gateway.health import running_daemon
+from gateway.words import ago, state_text
 from protocols.errors import ConfigError, DeviceError, DeviceUnavailable, LockgwError, PairingError
 from protocols.events import Envelope, EventBody
+from protocols.i18n import LANGUAGES, Lang, language
 
 __all__ = ["register"]
 
@@ -262,31 +265,23 @@ async def _probe_one(dev: DeviceConfig, store: FileSecretStore) -> DeviceRecord:
     return _with_battery(rec, dev)
 
 
-def _age(t: float | None, now: float) -> str:
-    if t is None:
-        return "never"
-    s = max(0.0, now - t)
-    if s < 90:
-        return f"{s:.0f} s ago"
-    if s < 5400:
-        return f"{s / 60:.0f} min ago"
-    if s < 2 * 86400:
-        return f"{s / 3600:.0f} h ago"
-    return iso(t) or "?"
-
-
-def _table(records: list[DeviceRecord], now: float) -> str:
-    head = ("DEVICE", "DOOR", "DRIVER", "MODEL", "SERIAL", "FIRMWARE", "STATE", "BATTERY",
-            "LAST SEEN")
+def _table(records: list[DeviceRecord], now: float, lang: Lang, tz: ZoneInfo) -> str:
+    _ = lang.gettext
+    head = (
+        _("DEVICE"), _("DOOR"), _("DRIVER"), _("MODEL"), _("SERIAL"), _("FIRMWARE"),
+        _("STATE"), _("BATTERY"), _("LAST SEEN"),
+    )  # fmt: skip
     rows = [head]
     for r in records:
         info = r.info
         battery = "?" if r.battery is None else f"{r.battery} %"
-        if r.battery_status in ("low", "critical"):
-            battery += f" {r.battery_status.upper()}"
-        state = describe_state(r.state)
+        if r.battery_status == "critical":
+            battery += " " + _("CRITICAL")
+        elif r.battery_status == "low":
+            battery += " " + _("LOW")
+        state = state_text(lang, r.state)
         if r.online is False:
-            state = f"OFFLINE ({state})" if r.state else "OFFLINE"
+            state = _("OFFLINE ({state})").format(state=state) if r.state else _("OFFLINE")
         rows.append((
             r.id,
             r.door,
@@ -296,7 +291,7 @@ def _table(records: list[DeviceRecord], now: float) -> str:
             info.firmware if info else "?",
             state,
             battery,
-            _age(r.last_contact, now),
+            ago(lang, r.last_contact, now, tz),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
@@ -304,20 +299,38 @@ def _table(records: list[DeviceRecord], now: float) -> str:
     return "\n".join(lines)
 
 
-def _warnings(records: list[DeviceRecord]) -> list[str]:
+def _warnings(records: list[DeviceRecord], lang: Lang) -> list[str]:
+    _ = lang.gettext
     out = []
     for r in records:
         if r.paired_at is None:
-            out.append(f"{r.id}: not paired — run: lockgw pair --config F {r.id}")
+            out.append(
+                _("{id}: not paired — run: lockgw pair --config F {id}").format(id=r.id)
+            )
         elif r.online is False:
-            out.append(f"{r.id}: offline — {r.error or 'no answer'}")
+            out.append(
+                _("{id}: offline — {error}").format(id=r.id, error=r.error or _("no answer"))
+            )
         elif r.error:
             out.append(f"{r.id}: {r.error}")
         if r.battery_status == "critical":
-            out.append(f"{r.id}: battery critical ({r.battery} %) — replace the batteries today")
+            out.append(
+                _("{id}: battery critical ({level} %) — replace the batteries today").format(
+                    id=r.id, level=r.battery
+                )
+            )
         elif r.battery_status == "low":
-            left = f", about {r.days_left:.0f} days left" if r.days_left is not None else ""
-            out.append(f"{r.id}: battery low ({r.battery} %{left}) — plan a battery change")
+            left = (
+                lang.ngettext(", about {n} day left", ", about {n} days left", round(r.days_left))
+                .format(n=round(r.days_left))
+                if r.days_left is not None
+                else ""
+            )
+            out.append(
+                _("{id}: battery low ({level} %{left}) — plan a battery change").format(
+                    id=r.id, level=r.battery, left=left
+                )
+            )
     return out
 
 
@@ -370,12 +383,15 @@ async def _devices(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.watch:
         return await _watch(cfg, args)
+    lang = language(args.lang or cfg.site.language)
+    tz = ZoneInfo(cfg.site.timezone)
+    _ = lang.gettext
     store = FileSecretStore(cfg.site.data_dir)
     now = time.time()
     source: str
     if args.probe:
         records = list(await asyncio.gather(*(_probe_one(d, store) for d in cfg.devices)))
-        source = "probed just now"
+        source = _("probed just now")
     else:
         written, snap = StateFile(cfg.site.data_dir).read()
         records = []
@@ -389,16 +405,17 @@ async def _devices(args: argparse.Namespace) -> int:
                             "paired_at": store.paired_at(dev.id)}
                 ))
         source = (
-            f"the gateway's snapshot of {_age(written, now)}"
+            _("the gateway's snapshot of {ago}").format(ago=ago(lang, written, now, tz))
             if written is not None
-            else "no snapshot yet (the gateway has not run here); add --probe to ask the devices"
+            else _("no snapshot yet (the gateway has not run here); add --probe to ask the devices")
         )
     if args.json:
         print(json.dumps([r.inventory() for r in records], indent=1))
         return 0
-    print(_table(records, now))
-    print(f"\n{len(records)} device(s); {source}")
-    warnings = _warnings(records)
+    print(_table(records, now, lang, tz))
+    count = lang.ngettext("{n} device", "{n} devices", len(records)).format(n=len(records))
+    print(f"\n{count}; {source}")
+    warnings = _warnings(records, lang)
     for w in warnings:
         print(f"  ! {w}")
     return 0
@@ -420,6 +437,8 @@ def register(subs: Any) -> None:
     d.add_argument("--drivers", action="store_true", help="list the installed drivers")
     d.add_argument("--watch", action="store_true",
                    help="supervise the devices here and print every event (stop the service first)")
+    d.add_argument("--lang", choices=LANGUAGES, default=None,
+                   help="nl or en (default: [site] language)")
     d.add_argument("--for", dest="for_seconds", type=float, default=None, metavar="SECONDS",
                    help="with --watch: stop after this many seconds")
     d.set_defaults(handler=_devices_checked)

@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.config import load_config
 from gateway.health import as_json, evaluate, read_snapshot, summary
+from protocols.i18n import LANGUAGES, language
 
 __all__ = ["register"]
 
@@ -14,13 +15,21 @@ __all__ = ["register"]
 async def _health(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     snap = read_snapshot(cfg.site.data_dir)
-    problems = evaluate(cfg.site.data_dir, snap)
-    print(as_json(problems, snap) if args.json else summary(problems, snap))
+    if args.json:  # for machines: always English
+        problems = evaluate(cfg.site.data_dir, snap)
+        print(as_json(problems, snap))
+    else:
+        lang = language(args.lang or cfg.site.language)
+        problems = evaluate(cfg.site.data_dir, snap, lang=lang)
+        print(summary(problems, snap, lang))
     return 0 if not problems else 1
 
 
 def register(subs: Any) -> None:
     p = subs.add_parser("health", help="health summary for monitoring; exit 0 healthy, 1 not")
     p.add_argument("--config", required=True)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="machine-readable output (English)")
+    p.add_argument(
+        "--lang", choices=LANGUAGES, default=None, help="nl or en (default: [site] language)"
+    )
     p.set_defaults(handler=_health)
