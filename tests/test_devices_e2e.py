@@ -214,8 +214,11 @@ async def test_supervision_through_every_fault(
         # lockgw devices reads the running gateway's snapshot
         mgr.write_snapshot()
         capsys.readouterr()
-        assert await main(["devices", "--config", str(paired)]) == 0
+        assert await main(["devices", "--config", str(paired), "--lang", "en"]) == 0
         out = capsys.readouterr().out
         assert "CRITICAL" in out and "battery critical" in out
+        assert await main(["devices", "--config", str(paired)]) == 0
+        out = capsys.readouterr().out
+        assert "KRITIEK" in out and "batterij bijna leeg" in out
     store = FileSecretStore(cfg.site.data_dir)
     assert store.paired_at("front-lock") is not None
