@@ -7,8 +7,19 @@ simulated.
 
 Subclasses implement ``_connect``, ``_disconnect``, ``_execute``, ``_refresh``,
 ``_pair`` and ``device_info``; the base adds the per-device lock (commands are
-serialised), a timeout on every wait, and wraps every failure into
-:class:`DeviceUnavailable` / :class:`DeviceFailed` with the device id.
+serialised), a timeout on every wait, the link itself (:meth:`Driver._open_link`:
+loopback, or BlueZ on ``adapter`` through bleak-retry-connector, :mod:`drivers.ble`),
+and wraps every failure into :class:`DeviceUnavailable` (with a typed
+:class:`~protocols.errors.Unreachable` cause) / :class:`DeviceFailed` with the device id
+(:func:`unavailable` is that mapping, for drivers that wrap errors themselves).
+
+BlueZ's transient failures map onto the supervisor's reconnect rules by type, never by
+the gateway reading messages: a device not found in range or in BlueZ's cache →
+``NOT_FOUND``; ``org.bluez.Error.InProgress``, ``le-connection-abort-by-local``, no
+connection slot → ``ABORTED``; the adapter gone or off → ``ADAPTER_MISSING``; a wait that
+ran out → ``NO_ANSWER``. All are ``DeviceUnavailable``: the phone hears
+``device_unavailable``, the supervisor marks the device offline and reconnects with
+capped backoff.
 """
 
 from __future__ import annotations
@@ -18,12 +29,70 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak import BleakClient
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakDBusError,
+    BleakDeviceNotFoundError,
+    BleakError,
+    BleakGATTProtocolError,
+)
+from bleak_retry_connector import (
+    BleakAbortedError,
+    BleakNotFoundError,
+    BleakOutOfConnectionSlotsError,
+)
 
+from drivers import ble
 from protocols.device import Action, Capability, DeviceInfo, DeviceKind, DeviceState
-from protocols.errors import DeviceError, DeviceFailed, DeviceUnavailable
+from protocols.errors import DeviceError, DeviceFailed, DeviceUnavailable, Unreachable
 
-__all__ = ["Driver", "SecretStore"]
+__all__ = ["Driver", "SecretStore", "unavailable"]
+
+#: D-Bus errors of BlueZ that mean "try again": the stack is busy or aborted the attempt
+_BLUEZ_ABORTED = frozenset({
+    "org.bluez.Error.InProgress",
+    "org.bluez.Error.AlreadyConnected",
+    "org.bluez.Error.NotReady",
+})
+#: D-Bus errors that mean the adapter (or BlueZ itself) is not there
+_BLUEZ_NO_ADAPTER = frozenset({
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.bluez.Error.NotAvailable",
+})
+#: the reasons BlueZ gives with org.bluez.Error.Failed when it aborts a connection
+_BLUEZ_ABORT_REASONS = ("le-connection-abort-by-local", "abort-by-local", "Software caused connection abort")
+
+
+def _cause(exc: BaseException) -> Unreachable:
+    if isinstance(exc, TimeoutError):
+        return Unreachable.NO_ANSWER
+    if isinstance(exc, BleakBluetoothNotAvailableError):
+        return Unreachable.ADAPTER_MISSING
+    if isinstance(exc, BleakDeviceNotFoundError | BleakNotFoundError):
+        return Unreachable.NOT_FOUND
+    if isinstance(exc, BleakAbortedError | BleakOutOfConnectionSlotsError):
+        return Unreachable.ABORTED
+    if isinstance(exc, BleakDBusError):
+        if exc.dbus_error in _BLUEZ_ABORTED:
+            return Unreachable.ABORTED
+        if exc.dbus_error in _BLUEZ_NO_ADAPTER:
+            return Unreachable.ADAPTER_MISSING
+        if exc.dbus_error == "org.freedesktop.DBus.Error.UnknownObject":
+            return Unreachable.NOT_FOUND  # the device object went (adapter removed, cache cleared)
+        details = exc.dbus_error_details or ""
+        if any(reason in details for reason in _BLUEZ_ABORT_REASONS):
+            return Unreachable.ABORTED
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, BleakError | TimeoutError) and cause is not exc:
+        return _cause(cause)
+    return Unreachable.OTHER
+
+
+def unavailable(device_id: str, what: str, exc: BaseException) -> DeviceUnavailable:
+    """The typed :class:`DeviceUnavailable` for a link-layer failure ``exc`` during ``what``."""
+    text = str(exc) or type(exc).__name__
+    return DeviceUnavailable(device_id, f"{what}: {text}", _cause(exc))
 
 T = TypeVar("T")
 
@@ -54,9 +123,12 @@ class Driver(ABC):
         secrets: SecretStore,
         options: Mapping[str, Any] | None = None,
         timeout: float = 5.0,
+        adapter: str = "hci0",
     ) -> None:
         self.device_id = device_id
         self.address = address
+        #: the BlueZ adapter for BLE addresses (``[bluetooth] adapter``)
+        self.adapter = adapter
         self.secrets = secrets
         self.options = dict(options or {})
         self.timeout = timeout
@@ -107,12 +179,31 @@ class Driver(ABC):
             raise
         except TimeoutError as exc:
             raise DeviceUnavailable(
-                self.device_id, f"{what}: no answer in {self.timeout:g} s"
+                self.device_id, f"{what}: no answer in {self.timeout:g} s", Unreachable.NO_ANSWER
             ) from exc
         except BleakGATTProtocolError as exc:  # the device answered with an ATT error
             raise DeviceFailed(self.device_id, f"{what}: {exc}") from exc
         except (OSError, EOFError, BleakError) as exc:  # link down, refused, not found
-            raise DeviceUnavailable(self.device_id, f"{what}: {exc}") from exc
+            raise unavailable(self.device_id, what, exc) from exc
+
+    async def _open_link(
+        self,
+        *,
+        disconnected_callback: Callable[[BleakClient], None] | None = None,
+        required: tuple[str, ...] = (),
+    ) -> BleakClient:
+        """A connected bleak client for this device: the loopback backend for
+        ``loopback://`` addresses, otherwise BlueZ on :attr:`adapter` with
+        bleak-retry-connector (:func:`drivers.ble.connect`); every characteristic in
+        ``required`` is checked to be there exactly once."""
+        return await ble.connect(
+            self.address,
+            adapter=self.adapter,
+            name=self.device_id,
+            disconnected_callback=disconnected_callback,
+            timeout=self.timeout,
+            required=required,
+        )
 
     async def connect(self) -> None:
         async with self._lock:

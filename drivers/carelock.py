@@ -27,8 +27,7 @@ from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.exc import BleakError, BleakGATTProtocolError
 
-from drivers.base import Driver
-from drivers.ble import make_client
+from drivers.base import Driver, unavailable
 from protocols.carelock import (
     CentralPairing,
     CentralSession,
@@ -43,7 +42,13 @@ from protocols.carelock import (
     gatt,
 )
 from protocols.device import Action, Capability, DeviceInfo, DeviceKind, DeviceState, DoorState
-from protocols.errors import DeviceFailed, DeviceUnavailable, FrameError, PairingError
+from protocols.errors import (
+    DeviceFailed,
+    DeviceUnavailable,
+    FrameError,
+    PairingError,
+    Unreachable,
+)
 
 __all__ = ["CarelockKeysafeDriver", "CarelockLockDriver"]
 
@@ -97,7 +102,7 @@ class _CarelockDriver(Driver):
         except BleakGATTProtocolError as exc:  # the device answered with an ATT error
             raise DeviceFailed(self.device_id, f"{what}: {exc}") from exc
         except BleakError as exc:
-            raise DeviceUnavailable(self.device_id, f"{what}: {exc}") from exc
+            raise unavailable(self.device_id, what, exc) from exc
         except FrameError as exc:
             raise DeviceFailed(self.device_id, f"{what}: {exc.detail}") from exc
 
@@ -116,8 +121,13 @@ class _CarelockDriver(Driver):
         keep current while connected and ``refresh`` re-reads)."""
         if self._client is not None and self._client.is_connected:
             return self._client
-        client = make_client(self.address, disconnected_callback=self._on_disconnect)
-        await self._bleak("connect", client.connect())
+        client = await self._bleak(
+            "connect",
+            self._open_link(
+                disconnected_callback=self._on_disconnect,
+                required=(gatt.CONTROL_POINT, gatt.BATTERY_LEVEL),
+            ),
+        )
         try:
             if pairing:
                 raw = await self._bleak("profile", client.read_gatt_char(gatt.PROFILE))
@@ -201,7 +211,7 @@ class _CarelockDriver(Driver):
         if client is not self._client:
             return
         self._session = None
-        self._fail(DeviceUnavailable(self.device_id, "link lost"))
+        self._fail(DeviceUnavailable(self.device_id, "link lost", Unreachable.LINK_LOST))
         self._log.info("carelock.link_lost")
         self._link_lost()
 

@@ -26,10 +26,10 @@ from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.exc import BleakError
 
-from drivers.base import Driver, SecretStore
-from drivers.ble import make_client
+from drivers.base import Driver, SecretStore, unavailable
+from drivers.ble import GattTableMismatch
 from protocols.device import Action, Capability, DeviceInfo, DeviceKind, DeviceState
-from protocols.errors import DeviceFailed, DeviceUnavailable, PairingError
+from protocols.errors import DeviceFailed, DeviceUnavailable, PairingError, Unreachable
 from protocols.events import DoorState, LockState
 from protocols.nuki import (
     PAIRING_GDIO,
@@ -141,8 +141,11 @@ class NukiDriver(Driver):
         secrets: SecretStore,
         options: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
+        adapter: str = "hci0",
     ) -> None:
-        super().__init__(device_id, address, secrets=secrets, options=options, timeout=timeout)
+        super().__init__(
+            device_id, address, secrets=secrets, options=options, timeout=timeout, adapter=adapter
+        )
         self.client_name = str(self.options.get("name", "lockgw"))
         self._client: BleakClient | None = None
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
@@ -197,20 +200,26 @@ class NukiDriver(Driver):
     async def _connect(self) -> None:
         if self.is_connected:
             return
-        client = make_client(self.address, disconnected_callback=self._on_lost)
         try:
-            await client.connect()
-            if client.services.get_characteristic(PAIRING_GDIO) is None:
-                raise DeviceFailed(
-                    self.device_id,
-                    "no Nuki Smart Lock 1.0–4.0 pairing service (a92ee100-…) on this device; "
-                    "a Nuki Smart Lock Ultra, Opener or another device is not supported by the `nuki` driver",
-                )
+            client = await self._open_link(
+                disconnected_callback=self._on_lost, required=(PAIRING_GDIO, USDIO)
+            )
+        except GattTableMismatch as exc:
+            if exc.duplicated:
+                raise unavailable(self.device_id, "connect", exc) from exc
+            raise DeviceFailed(
+                self.device_id,
+                "no Nuki Smart Lock 1.0–4.0 pairing service (a92ee100-…) on this device; "
+                "a Nuki Smart Lock Ultra, Opener or another device is not supported by the `nuki` driver",
+            ) from exc
+        except BleakError as exc:
+            raise unavailable(self.device_id, "connect", exc) from exc
+        try:
             await client.start_notify(PAIRING_GDIO, self._on_notify)
             await client.start_notify(USDIO, self._on_notify)
         except BleakError as exc:
             await self._drop(client)
-            raise DeviceUnavailable(self.device_id, f"connect: {exc}") from exc
+            raise unavailable(self.device_id, "connect", exc) from exc
         except BaseException:
             await self._drop(client)
             raise
@@ -235,7 +244,7 @@ class NukiDriver(Driver):
             await self._client.write_gatt_char(char, frame, response=True)
         except BleakError as exc:
             await self._disconnect()
-            raise DeviceUnavailable(self.device_id, f"write: {exc}") from exc
+            raise unavailable(self.device_id, "write", exc) from exc
 
     # -- messages ------------------------------------------------------------------------
     def _decode(self, char: str, data: bytes) -> Message:
@@ -247,7 +256,9 @@ class NukiDriver(Driver):
     async def _next(self) -> tuple[str, bytes]:
         item = await self._inbox.get()
         if item is _LOST:
-            raise DeviceUnavailable(self.device_id, "the BLE link to the lock was lost")
+            raise DeviceUnavailable(
+                self.device_id, "the BLE link to the lock was lost", Unreachable.LINK_LOST
+            )
         return item
 
     async def _receive(self) -> Message:

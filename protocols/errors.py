@@ -11,7 +11,8 @@
     ├── ConfigError              the config file is wrong (field: problems: list[str])
     ├── KeyFileError             a key file is missing, unreadable or too open (field: path)
     ├── DeviceError              a lock or key safe (field: device_id)
-    │   ├── DeviceUnavailable    cannot be reached in time (reason device_unavailable)
+    │   ├── DeviceUnavailable    cannot be reached in time (reason device_unavailable;
+    │   │                        field: cause: Unreachable — not found, aborted, ...)
     │   ├── DeviceFailed         answered, but the action failed (reason device_failed)
     │   └── PairingError         pairing refused or broken
     └── JournalError             the journal cannot write or read (disk full, corrupt)
@@ -43,6 +44,7 @@ __all__ = [
     "ProtocolError",
     "Reason",
     "TokenError",
+    "Unreachable",
 ]
 
 
@@ -140,10 +142,35 @@ class DeviceError(LockgwError):
         self.detail = detail
 
 
+class Unreachable(StrEnum):
+    """Why a device could not be reached: every one is retried (capped backoff); the
+    cause says what an installer looks at."""
+
+    #: a wait ran out (the device or the link did not answer)
+    NO_ANSWER = "no_answer"
+    #: not seen in range, or gone from the Bluetooth stack's cache
+    NOT_FOUND = "not_found"
+    #: the Bluetooth stack aborted or refused the connection attempt (BlueZ: InProgress,
+    #: le-connection-abort-by-local, no free connection slot)
+    ABORTED = "aborted"
+    #: an established link dropped
+    LINK_LOST = "link_lost"
+    #: the Bluetooth adapter is missing or powered off
+    ADAPTER_MISSING = "adapter_missing"
+    #: anything else the link layer reported
+    OTHER = "other"
+
+
 class DeviceUnavailable(DeviceError):
-    """The device could not be reached (in time)."""
+    """The device could not be reached (in time); ``cause`` says why."""
 
     reason = Reason.DEVICE_UNAVAILABLE
+
+    def __init__(
+        self, device_id: str, detail: str = "", cause: Unreachable = Unreachable.OTHER
+    ) -> None:
+        super().__init__(device_id, detail)
+        self.cause = cause
 
 
 class DeviceFailed(DeviceError):

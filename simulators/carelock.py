@@ -1,4 +1,5 @@
-"""``lockgw-sim lock`` / ``lockgw-sim keysafe``: a carelock device served over loopback GATT.
+"""``lockgw-sim lock`` / ``lockgw-sim keysafe``: a carelock device served over loopback GATT
+or, with ``--bluez``, as a BlueZ peripheral.
 
 The device model (:mod:`simulators.carelock_device`) behind the carelock GATT table
 (``protocols/carelock``) on a :class:`~simulators.gatt_server.GattServer`. Each
@@ -66,6 +67,7 @@ class CarelockSimulator:
         pairing: bool = False,
         faults: LinkFaults | None = None,
         clock: Callable[[], float] = time.monotonic,
+        bluez_adapter: str | None = None,
     ) -> None:
         self.kind = kind
         self.clock = clock
@@ -74,7 +76,8 @@ class CarelockSimulator:
         self.on_paired: Callable[[str], None] | None = None
         name = "carelock-lock" if kind is Kind.LOCK else "carelock-keysafe"
         self.server = GattServer(
-            name, host=host, port=port, faults=faults, advertised_uuids=(gatt.SERVICE,)
+            name, host=host, port=port, faults=faults, advertised_uuids=(gatt.SERVICE,),
+            bluez_adapter=bluez_adapter,
         )
         svc = self.server.add_service(gatt.SERVICE)
         self._control_point = svc.add_characteristic(
@@ -328,7 +331,8 @@ def register(subparsers: Any) -> None:
         p = subparsers.add_parser(
             command,
             help=f"simulate {what}",
-            description=f"Simulate {what} reachable through the loopback BLE transport.",
+            description=f"Simulate {what} reachable through the loopback BLE transport, "
+            "or (--bluez) as a BLE peripheral through BlueZ.",
         )
         add_device_arguments(p, default_port=port)
         p.add_argument(

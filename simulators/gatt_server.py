@@ -1,4 +1,5 @@
-"""A GATT server over the loopback transport (``protocols/gattlink.py``), for simulators.
+"""A GATT server for simulators: over the loopback transport (``protocols/gattlink.py``)
+or, with ``bluez_adapter="hci1"``, as a BlueZ peripheral (:mod:`simulators.bluez_peripheral`).
 
 A device simulator declares its GATT table, then serves it::
 
@@ -17,7 +18,8 @@ like) and may be plain or async; a handler raises :class:`GattError` to answer w
 ATT error. Every link honours the server's :class:`~simulators.link_faults.LinkFaults`
 (delay, slow replies, corrupt frames, refused connections, drops). Requests of one link
 are handled one at a time, in order, as ATT does; many links are served at once.
-Imports ``protocols/`` only.
+The same table, handlers and faults serve both transports. Imports ``protocols/`` only
+(and dbus-fast for BlueZ).
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ from protocols import gattlink as gl
 from protocols.errors import FrameError
 from simulators.link_faults import LinkFaults
 
-__all__ = ["Characteristic", "Connection", "GattError", "GattServer", "Service"]
+__all__ = [
+    "Characteristic",
+    "Connection",
+    "GattError",
+    "GattServer",
+    "LoopbackConnection",
+    "Service",
+]
 
 log = structlog.get_logger("lockgw.sim.gatt")
 
@@ -166,24 +175,23 @@ class Service:
 
 
 class Connection:
-    """One central's link. ``state`` is free for the simulator (session keys, counters)."""
+    """One central's link, as handlers see it. ``state`` is free for the simulator
+    (session keys, counters). Over the loopback transport it is a
+    :class:`LoopbackConnection`; over BlueZ a ``BluezConnection``
+    (:mod:`simulators.bluez_peripheral`)."""
 
-    def __init__(
-        self, server: GattServer, conn_id: int, peer: str, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, server: GattServer, conn_id: int, peer: str) -> None:
         self.server = server
         self.id = conn_id
         self.peer = peer
         self.state: dict[str, Any] = {}
         self.subscriptions: set[int] = set()
-        self._writer = writer
-        self._out: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue(maxsize=1024)
         self._closed = asyncio.Event()
         self.frames_received = 0
         self.frames_sent = 0
 
     def __repr__(self) -> str:
-        return f"<Connection {self.id} from {self.peer}>"
+        return f"<{type(self).__name__} {self.id} from {self.peer}>"
 
     @property
     def is_open(self) -> bool:
@@ -192,6 +200,36 @@ class Connection:
     def is_subscribed(self, char: Characteristic) -> bool:
         return char.handle in self.subscriptions
 
+    async def notify(self, char: Characteristic, data: bytes) -> bool:
+        """Notify this central if it subscribed to ``char``; True when sent."""
+        self.server._check_notify(char, data)
+        if not self.is_subscribed(char) or self._closed.is_set():
+            return False
+        await self._notify(char, bytes(data))
+        return True
+
+    async def _notify(self, char: Characteristic, data: bytes) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the link at once, as a radio that went out of range."""
+        raise NotImplementedError
+
+    async def disconnect(self, reason: str = "device disconnected") -> None:
+        """End the link from the device's side."""
+        raise NotImplementedError
+
+
+class LoopbackConnection(Connection):
+    """A central on the loopback transport: frames over one TCP stream."""
+
+    def __init__(
+        self, server: GattServer, conn_id: int, peer: str, writer: asyncio.StreamWriter
+    ) -> None:
+        super().__init__(server, conn_id, peer)
+        self._writer = writer
+        self._out: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue(maxsize=1024)
+
     async def send(self, frame: gl.PeripheralFrame) -> None:
         """Queue one frame; it leaves after the link's current ``delay_ms``."""
         if self._closed.is_set():
@@ -199,16 +237,10 @@ class Connection:
         loop = asyncio.get_running_loop()
         await self._out.put((loop.time() + self.server.faults.delay_ms / 1000, gl.pack(frame)))
 
-    async def notify(self, char: Characteristic, data: bytes) -> bool:
-        """Notify this central if it subscribed to ``char``; True when sent."""
-        self.server._check_notify(char, data)
-        if not self.is_subscribed(char) or self._closed.is_set():
-            return False
-        await self.send(gl.Notification(char.handle, bytes(data)))
-        return True
+    async def _notify(self, char: Characteristic, data: bytes) -> None:
+        await self.send(gl.Notification(char.handle, data))
 
     def abort(self) -> None:
-        """Drop the link at once, as a radio that went out of range."""
         if not self._closed.is_set():
             self._closed.set()
             self._writer.transport.abort()
@@ -252,6 +284,7 @@ class Connection:
                 self._writer.close()  # flushes what is queued (the goodbye), then closes
 
 
+
 class GattServer:
     """A peripheral: services, characteristics, subscribers, links, faults."""
 
@@ -267,6 +300,7 @@ class GattServer:
         manufacturer_data: Mapping[int, bytes] | None = None,
         on_connect: ConnectionHook | None = None,
         on_disconnect: ConnectionHook | None = None,
+        bluez_adapter: str | None = None,
     ) -> None:
         if not gl.MIN_MTU <= mtu <= gl.MAX_MTU:
             raise ValueError(f"an ATT MTU is {gl.MIN_MTU}..{gl.MAX_MTU}")
@@ -281,6 +315,9 @@ class GattServer:
         self.manufacturer_data: dict[int, bytes] = dict(manufacturer_data or {})
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
+        #: serve over BlueZ on this adapter (``hci0``) instead of the loopback transport
+        self.bluez_adapter = bluez_adapter
+        self._bluez: Any = None  # a simulators.bluez_peripheral.BluezPeripheral once started
         self.services: list[Service] = []
         self._attributes: dict[int, Characteristic] = {}
         self._descriptor_of: dict[int, Characteristic] = {}
@@ -306,6 +343,22 @@ class GattServer:
         service = Service(self, gl.normalize_uuid(uuid), self._next_handle())
         self.services.append(service)
         return service
+
+    def set_manufacturer_data(self, company: int, data: bytes) -> None:
+        """Change what scans see for ``company`` (a Nuki signals news this way)."""
+        self.manufacturer_data[company] = bytes(data)
+        if self._bluez is not None:
+            self._bluez.advertisement_changed()
+
+    def adopt(self, conn: Connection) -> None:
+        """A transport other than the loopback one (BlueZ) brings a new link."""
+        self._links[conn.id] = conn
+
+    def release(self, conn: Connection) -> None:
+        self._links.pop(conn.id, None)
+
+    def new_link_id(self) -> int:
+        return next(self._conn_ids)
 
     def characteristic(self, uuid: str | int) -> Characteristic:
         """The characteristic with this UUID (first match); ``KeyError`` if none."""
@@ -336,6 +389,8 @@ class GattServer:
     # -- lifecycle --------------------------------------------------------------------------
     @property
     def port(self) -> int:
+        if self._bluez is not None:
+            raise RuntimeError("a GATT server on BlueZ has no port")
         if self._server is None:
             raise RuntimeError("the GATT server is not started")
         port: int = self._server.sockets[0].getsockname()[1]
@@ -343,7 +398,11 @@ class GattServer:
 
     @property
     def address(self) -> str:
-        """The address a central connects to: ``loopback://host:port``."""
+        """The address a central connects to: ``loopback://host:port``, or over BlueZ the
+        adapter's BLE address (``02:00:00:00:00:01``)."""
+        if self._bluez is not None:
+            address: str = self._bluez.address
+            return address
         return f"{gl.SCHEME}{self.host}:{self.port}"
 
     @property
@@ -351,13 +410,25 @@ class GattServer:
         return list(self._links.values())
 
     async def start(self) -> None:
-        if self._server is not None:
+        if self._server is not None or self._bluez is not None:
+            return
+        if self.bluez_adapter is not None:
+            from simulators.bluez_peripheral import BluezPeripheral  # dbus-fast: Linux only
+
+            peripheral = BluezPeripheral(self, self.bluez_adapter)
+            await peripheral.start()
+            self._bluez = peripheral
+            log.info("gatt server on bluez", device=self.name, address=self.address)
             return
         self._server = await asyncio.start_server(self._accept, self.host, self._port)
         log.info("gatt server listening", device=self.name, address=self.address)
 
     async def close(self) -> None:
         """Stop accepting, say goodbye to every central, wait for the links to end."""
+        if self._bluez is not None:
+            peripheral, self._bluez = self._bluez, None
+            await peripheral.close()
+            return
         if self._server is None:
             return
         self._server.close()
@@ -410,6 +481,11 @@ class GattServer:
         """Notify ``data`` on ``char`` to every subscribed central (or just ``connection``).
         Returns the number of centrals notified."""
         self._check_notify(char, data)
+        if connection is None and self._bluez is not None:
+            # BlueZ sends a characteristic's notification to every subscribed central:
+            # one emission, however many links there are
+            sent_all: int = await self._bluez.notify_all(char, bytes(data))
+            return sent_all
         targets = [connection] if connection is not None else self.connections
         sent = 0
         for conn in targets:
@@ -464,7 +540,7 @@ class GattServer:
             return
         if not isinstance(first, gl.Connect) or self.faults.refuse:
             return  # refused: the stream just closes, as a failed BLE connection
-        conn = Connection(self, next(self._conn_ids), peer, writer)
+        conn = LoopbackConnection(self, next(self._conn_ids), peer, writer)
         if first.version != gl.PROTOCOL_VERSION:
             writer.write(gl.pack(gl.Disconnect(f"unsupported version {first.version}")))
             return
@@ -494,7 +570,7 @@ class GattServer:
 
     async def _read_loop(
         self,
-        conn: Connection,
+        conn: LoopbackConnection,
         reader: asyncio.StreamReader,
         inbox: asyncio.Queue[tuple[float, gl.CentralFrame]],
     ) -> None:
@@ -515,7 +591,7 @@ class GattServer:
             await inbox.put((loop.time() + self.faults.delay_ms / 1000, frame))
 
     async def _work(
-        self, conn: Connection, inbox: asyncio.Queue[tuple[float, gl.CentralFrame]]
+        self, conn: LoopbackConnection, inbox: asyncio.Queue[tuple[float, gl.CentralFrame]]
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:

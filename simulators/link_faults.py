@@ -61,6 +61,8 @@ class LinkFaults:
     out_of_range: bool = False
     #: called by ``drop``: set by the server that owns these faults
     _drop: Callable[[], int] | None = field(default=None, repr=False, compare=False)
+    #: called after every switch (the BlueZ transport stops advertising out of range)
+    _changed: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -89,6 +91,12 @@ class LinkFaults:
 
     def apply(self, name: str, value: Any = None) -> Any:
         """Switch one fault by its control name; returns what the control channel answers."""
+        result = self._apply(name, value)
+        if self._changed is not None:
+            self._changed()
+        return result
+
+    def _apply(self, name: str, value: Any) -> Any:
         if name == "delay_ms":
             self.delay_ms = _ms(value)
         elif name == "reply_delay_ms":

@@ -53,6 +53,8 @@ class NukiSimulator:
         motor_ms: float = 150.0,
         faults: LinkFaults | None = None,
         name: str = "Nuki_SIM",
+        bluez_adapter: str | None = None,
+        beacon: bool = True,
     ) -> None:
         self.lock = NukiLock(name=name, pairing=pairing, state_file=state_file)
         self.motor_ms = motor_ms
@@ -64,6 +66,7 @@ class NukiSimulator:
             advertised_uuids=(KEYTURNER_SERVICE,),
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
+            bluez_adapter=bluez_adapter,
         )
         pairing_service = self.server.add_service(PAIRING_SERVICE)
         self._chars: dict[str, Characteristic] = {
@@ -80,19 +83,23 @@ class NukiSimulator:
         )
         self._links: dict[NukiSession, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: advertise Nuki's iBeacon (off: name and service UUID only)
+        self.beacon = beacon
         self._update_beacon()
 
     def _update_beacon(self) -> None:
         """Advertise as a Nuki does: an iBeacon (Apple company id 0x004C) with the Keyturner
         Service UUID, the Nuki ID as major/minor, and bit 0 of the TX-power byte set while the
         lock has a state change no client has read yet (clients poll when they see it)."""
+        if not self.beacon:
+            return
         beacon = (
             b"\x02\x15"
             + uuid.UUID(KEYTURNER_SERVICE).bytes
             + self.lock.nuki_id.to_bytes(4, "big")
             + bytes([0xC4 | int(self.lock.changed)])
         )
-        self.server.manufacturer_data[0x004C] = beacon
+        self.server.set_manufacturer_data(0x004C, beacon)
 
     @property
     def address(self) -> str:
@@ -255,7 +262,8 @@ def _flag(value: Any) -> bool:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "nuki",
-        help="a simulated Nuki Smart Lock (Nuki BLE protocol over the loopback GATT transport)",
+        help="a simulated Nuki Smart Lock (Nuki BLE protocol over the loopback GATT transport, "
+        "or --bluez: a BlueZ peripheral)",
     )
     add_device_arguments(p, default_port=47011)
     p.add_argument("--delay", dest="delay_ms", type=float, metavar="MS", help="same as --delay-ms")
@@ -263,6 +271,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pairing", action="store_true", help="start in pairing mode")
     p.add_argument(
         "--state", type=Path, default=None, metavar="FILE", help="keep keys and state here (0600)"
+    )
+    p.add_argument(
+        "--no-beacon",
+        dest="beacon",
+        action="store_false",
+        help="advertise the name and service UUID only, without Nuki's iBeacon manufacturer "
+        "data (BlueZoo 1.0.2, the tests' BlueZ mock, cannot carry manufacturer data)",
     )
     p.set_defaults(handler=_run)
 
@@ -273,6 +288,7 @@ async def _run(args: argparse.Namespace) -> int:
         pairing=args.pairing,
         state_file=args.state,
         motor_ms=args.motor,
+        beacon=args.beacon,
     )
     try:
         return await run_device(sim.server, args, controls=sim.register_device_controls)

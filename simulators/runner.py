@@ -18,6 +18,10 @@ learn the ports::
 
     {"ready": true, "device": "carelock-lock", "address": "loopback://127.0.0.1:47001",
      "control": "127.0.0.1:47101"}
+
+With ``--bluez --adapter hci1`` the device is a BlueZ peripheral on that adapter
+(:mod:`simulators.bluez_peripheral`) and the ready line carries its BLE address and
+``"adapter": "hci1"``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -45,8 +50,15 @@ def _host_port(spec: str) -> str:
     return spec
 
 
+def _adapter(name: str) -> str:
+    if re.fullmatch(r"hci[0-9]{1,3}", name) is None:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a BlueZ adapter name (hci0, hci1, ...)")
+    return name
+
+
 def add_device_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
-    """``--listen HOST:PORT`` (the loopback BLE transport), ``--control HOST:PORT``, ``--delay-ms``."""
+    """``--listen HOST:PORT`` (the loopback BLE transport) or ``--bluez [--adapter hciN]``,
+    ``--control HOST:PORT``, ``--delay-ms``."""
     parser.add_argument(
         "--listen",
         type=_host_port,
@@ -54,6 +66,19 @@ def add_device_arguments(parser: argparse.ArgumentParser, *, default_port: int) 
         metavar="HOST:PORT",
         help=f"where the simulated BLE link listens (default 127.0.0.1:{default_port}; port 0 = any); "
         "the gateway's device address is then loopback://HOST:PORT",
+    )
+    parser.add_argument(
+        "--bluez",
+        action="store_true",
+        help="be a BLE peripheral through BlueZ (a real adapter, or BlueZoo in tests) instead "
+        "of the loopback transport; the device's address is then the adapter's",
+    )
+    parser.add_argument(
+        "--adapter",
+        type=_adapter,
+        default="hci0",
+        metavar="hciN",
+        help="with --bluez: the BlueZ adapter to advertise and serve on (default hci0)",
     )
     parser.add_argument(
         "--control",
@@ -71,9 +96,13 @@ def add_device_arguments(parser: argparse.ArgumentParser, *, default_port: int) 
 
 
 def listen_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """``host`` and ``port`` for :class:`GattServer` from ``--listen``."""
+    """``host`` and ``port`` for :class:`GattServer` from ``--listen``; with ``--bluez``
+    ``bluez_adapter`` from ``--adapter``."""
     host, port = parse_host_port(args.listen)
-    return {"host": host, "port": port}
+    kwargs: dict[str, Any] = {"host": host, "port": port}
+    if getattr(args, "bluez", False):
+        kwargs["bluez_adapter"] = args.adapter
+    return kwargs
 
 
 async def run_device(
@@ -109,9 +138,16 @@ async def run_device(
                 "address": server.address,
                 "control": control.address if control is not None else None,
             }
+            if server.bluez_adapter is not None:
+                ready["adapter"] = server.bluez_adapter
             print(json.dumps(ready), flush=True)
+            where = (
+                f"advertising on BlueZ adapter {server.bluez_adapter}, BLE address"
+                if server.bluez_adapter is not None
+                else "listening at"
+            )
             print(
-                f"{server.name} listening at {server.address}"
+                f"{server.name} {where} {server.address}"
                 + (f"; control at {control.address}" if control is not None else ""),
                 file=sys.stderr,
                 flush=True,

@@ -4,6 +4,10 @@
 free loopback ports and waits until its control channel answers; ``sim.address`` is
 the ``loopback://`` address for the config and ``await sim.control(name, value)``
 switches a fault or a state. Leaving stops the process (SIGTERM, then SIGKILL).
+
+``SimProcess("lock", bluez=env, adapter="hci1")`` runs it as a BlueZ peripheral on that
+adapter of a BlueZoo test bed (``tests/bluez_env.py``) instead: ``sim.address`` is then
+the adapter's BLE address.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from bluez_env import BluezEnv
 
 from simulators.control import send_control
 
@@ -35,9 +41,11 @@ def free_port() -> int:
 class SimProcess:
     def __init__(
         self, kind: str, *, pairing: bool = False, state: Path | None = None,
-        extra: list[str] | None = None,
+        extra: list[str] | None = None, bluez: BluezEnv | None = None, adapter: str = "hci1",
     ) -> None:
         self.kind = kind
+        self.bluez = bluez
+        self.adapter = adapter
         self.port = free_port()
         self.control_port = free_port()
         self.pairing = pairing
@@ -48,6 +56,8 @@ class SimProcess:
 
     @property
     def address(self) -> str:
+        if self.bluez is not None:
+            return self.bluez.adapter(self.adapter).address
         return f"loopback://127.0.0.1:{self.port}"
 
     @property
@@ -56,7 +66,11 @@ class SimProcess:
 
     def argv(self) -> list[str]:
         argv = [sys.executable, "-c", "from simulators.cli import run; run()", self.kind,
-                "--listen", f"127.0.0.1:{self.port}", "--control", self.control_address]
+                "--control", self.control_address]
+        if self.bluez is not None:
+            argv += ["--bluez", "--adapter", self.adapter]
+        else:
+            argv += ["--listen", f"127.0.0.1:{self.port}"]
         if self.pairing:
             argv.append("--pairing")
         if self.state is not None:
@@ -67,7 +81,7 @@ class SimProcess:
         return await send_control(self.control_address, name, value)
 
     async def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ if self.bluez is None else self.bluez.env(), PYTHONPATH=str(ROOT))
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv(), cwd=ROOT, env=env, stdout=self._log, stderr=self._log,

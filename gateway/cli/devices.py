@@ -159,7 +159,7 @@ async def _pair_quiet(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-    driver = make_driver(dev, store, DRIVERS)
+    driver = make_driver(dev, store, DRIVERS, adapter=cfg.bluetooth.adapter)
     print(f"Pairing {dev.id} ({dev.driver} at {dev.address}, door {dev.door}) ...")
     try:
         return await _pair_with(args, cfg, dev, store, driver)
@@ -246,14 +246,14 @@ def _with_battery(rec: DeviceRecord, dev: DeviceConfig) -> DeviceRecord:
     return rec.model_copy(update={"battery_status": status.value})
 
 
-async def _probe_one(dev: DeviceConfig, store: FileSecretStore) -> DeviceRecord:
+async def _probe_one(dev: DeviceConfig, store: FileSecretStore, adapter: str) -> DeviceRecord:
     base = _base_record(dev, store)
     if store.load(dev.id) is None:
         return base.model_copy(
             update={"online": False, "error": f"not paired; run: lockgw pair {dev.id}"}
         )
     try:
-        driver = make_driver(dev, store, DRIVERS)
+        driver = make_driver(dev, store, DRIVERS, adapter=adapter)
         rec = await _verify(driver, dev.command_timeout)
     except DeviceError as exc:
         return base.model_copy(update={"online": False, "error": exc.detail or str(exc)})
@@ -390,7 +390,11 @@ async def _devices(args: argparse.Namespace) -> int:
     now = time.time()
     source: str
     if args.probe:
-        records = list(await asyncio.gather(*(_probe_one(d, store) for d in cfg.devices)))
+        records = list(
+            await asyncio.gather(
+                *(_probe_one(d, store, cfg.bluetooth.adapter) for d in cfg.devices)
+            )
+        )
         source = _("probed just now")
     else:
         written, snap = StateFile(cfg.site.data_dir).read()

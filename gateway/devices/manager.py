@@ -52,12 +52,22 @@ def _default_lookup(name: str) -> type[Driver]:
 
 
 def make_driver(
-    dev: DeviceConfig, secrets: SecretStore, lookup: DriverLookup | None = None
+    dev: DeviceConfig,
+    secrets: SecretStore,
+    lookup: DriverLookup | None = None,
+    *,
+    adapter: str = "hci0",
 ) -> Driver:
-    """The driver for one configured device (``UnknownDriver`` if its name is not registered)."""
+    """The driver for one configured device (``UnknownDriver`` if its name is not registered);
+    BLE addresses are reached through BlueZ on ``adapter`` (``[bluetooth] adapter``)."""
     cls = (lookup or _default_lookup)(dev.driver)
     return cls(
-        dev.id, dev.address, secrets=secrets, options=dev.options, timeout=dev.command_timeout
+        dev.id,
+        dev.address,
+        secrets=secrets,
+        options=dev.options,
+        timeout=dev.command_timeout,
+        adapter=adapter,
     )
 
 
@@ -107,7 +117,9 @@ class DeviceManager:
         (default: :class:`FileSecretStore` in the data dir); ``drivers`` replaces the
         registry lookup (tests)."""
         store = secrets if secrets is not None else FileSecretStore(cfg.site.data_dir)
-        devices = [(d, make_driver(d, store, drivers)) for d in cfg.devices]
+        devices = [
+            (d, make_driver(d, store, drivers, adapter=cfg.bluetooth.adapter)) for d in cfg.devices
+        ]
         return cls(devices, sink, state_file=StateFile(cfg.site.data_dir), secrets=store)
 
     def _paired_at_for(self, device_id: str) -> Callable[[], str | None]:
