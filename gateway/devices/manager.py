@@ -61,14 +61,12 @@ def make_driver(
     """The driver for one configured device (``UnknownDriver`` if its name is not registered);
     BLE addresses are reached through BlueZ on ``adapter`` (``[bluetooth] adapter``)."""
     cls = (lookup or _default_lookup)(dev.driver)
-    return cls(
-        dev.id,
-        dev.address,
-        secrets=secrets,
-        options=dev.options,
-        timeout=dev.command_timeout,
-        adapter=adapter,
+    driver = cls(
+        dev.id, dev.address, secrets=secrets, options=dev.options, timeout=dev.command_timeout
     )
+    # set, not passed: a supplier's driver written before the adapter existed keeps working
+    driver.adapter = adapter
+    return driver
 
 
 class DeviceManager:
