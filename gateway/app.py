@@ -79,6 +79,7 @@ class Gateway:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.phone_address: str | None = None
+        self.web_address: str | None = None
 
     # -- pieces ----------------------------------------------------------------------------
     def _limits(self, device_id: str) -> VisitLimits:
@@ -128,6 +129,21 @@ class Gateway:
                 await self.mqtt.publish_inventory(inv)
                 last = inv
             await asyncio.sleep(5)
+
+    async def _start_web(self, stack: contextlib.AsyncExitStack) -> None:
+        """The resident's page. It cannot keep the door from working: a page that cannot
+        listen (the port taken, a bad certificate) is logged and the gateway runs on."""
+        from gateway.web import WebServer  # aiohttp and Jinja2 only when the page is on
+
+        web = self.config.web
+        try:
+            server = await stack.enter_async_context(
+                WebServer(self.config, self.access, self.devices)
+            )
+        except (OSError, ValueError) as exc:
+            log.error("web.cannot_listen", address=f"{web.address}:{web.port}", error=str(exc))
+            return
+        self.web_address = server.address
 
     async def _clock_check(self) -> None:
         was_trusted = True
@@ -205,6 +221,8 @@ class Gateway:
             self.health = await stack.enter_async_context(
                 HealthServer(data_dir, self._snapshot, metrics=cfg.health.metrics)
             )
+            if cfg.web.enabled:
+                await self._start_web(stack)
             await self.journal.emit(GatewayEvent(type="gateway.started", version=self.version))
             async with asyncio.TaskGroup() as tg:
                 tasks = [

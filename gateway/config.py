@@ -33,6 +33,7 @@ __all__ = [
     "PhoneLinkConfig",
     "SiteConfig",
     "VisitsConfig",
+    "WebConfig",
     "load_config",
 ]
 
@@ -237,6 +238,29 @@ class VisitsConfig(_Section):
     max_duration: int = Field(default=4 * 3600, ge=60)
 
 
+class WebConfig(_Section):
+    """The resident's page (``gateway.web``): read only, off unless enabled."""
+
+    enabled: bool = False
+    #: where to listen: the hub's address on the home network ("0.0.0.0": every address)
+    address: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    #: the address people type, for ``lockgw resident-link`` (default: from address and port)
+    public_url: str | None = None
+    #: how long a device stays logged in after opening a link, days
+    session_days: int = Field(default=30, ge=1, le=365)
+    #: serve HTTPS with this certificate (PEM; key_file when the key is apart)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. http://hub.local:8080")
+        return v
+
+
 class HealthConfig(_Section):
     #: host:port for a Prometheus text endpoint on loopback; empty = off
     metrics: str | None = None
@@ -251,6 +275,7 @@ class Config(_Section):
     journal: JournalConfig = JournalConfig()
     visits: VisitsConfig = VisitsConfig()
     health: HealthConfig = HealthConfig()
+    web: WebConfig = WebConfig()
     issuers: list[IssuerConfig] = Field(default_factory=list)
     command_signers: list[CommandSignerConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
@@ -384,6 +409,13 @@ def load_config(path: str | Path) -> Config:
                 if (v := getattr(tls, k)) is not None
             }
         )
+    web = cfg.web.model_copy(
+        update={
+            k: _resolve(base, v)
+            for k in ("cert_file", "key_file")
+            if (v := getattr(cfg.web, k)) is not None
+        }
+    )
     pw = cfg.mqtt.password_file
     mqtt = cfg.mqtt.model_copy(
         update={"tls": tls, "password_file": _resolve(base, pw) if pw is not None else None}
@@ -394,6 +426,7 @@ def load_config(path: str | Path) -> Config:
             "issuers": issuers,
             "command_signers": signers,
             "mqtt": mqtt,
+            "web": web,
             "source": path.resolve(),
         }
     )

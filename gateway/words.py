@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
 from protocols.device import DeviceKind, DeviceState
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 from protocols.events import Envelope
 from protocols.i18n import N_, Lang, first_upper
 
@@ -183,6 +185,8 @@ class People:
     names: Mapping[tuple[str, str], str] = field(default_factory=dict)
     #: issuer id → the organisation's name
     orgs: Mapping[str, str] = field(default_factory=dict)
+    #: device id → (its door, whether it is a key safe)
+    devices: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
 
     def org(self, iss: str | None) -> str:
         return self.orgs.get(iss or "", iss or "")
@@ -195,6 +199,8 @@ class People:
     def who(self, lang: Lang, w: Mapping[str, Any]) -> str:
         """"Anna, verzorgende (Thuiszorg West)"; without a roster name the role and the
         pseudonym: "verzorgende c-55d2 (Buurtzorg Oost)"; a signed command's actor."""
+        if w.get("channel") == "command":  # a signed remote opening: who asked for it
+            return str(w.get("actor") or w.get("iss") or lang.gettext("someone"))
         iss, sub = w.get("iss"), w.get("sub")
         name = self.name(iss, sub)
         if name is None and sub:
@@ -202,16 +208,51 @@ class People:
         if name is None:
             actor = w.get("actor")
             return str(actor) if actor else lang.gettext("someone")
-        return f"{name} ({self.org(iss)})" if iss else name
+        return f"{name} ({self.org(iss)})" if iss and iss != sub else name
+
+    def device(self, lang: Lang, device_id: str | None) -> str:
+        """"the lock of the front door", "the key safe at the front door" (else its id)."""
+        known = self.devices.get(device_id or "")
+        if known is None:
+            return str(device_id)
+        door, keysafe = known
+        if keysafe:
+            return lang.gettext("the key safe at the {door}").format(door=door_name(lang, door))
+        return lang.gettext("the lock of the {door}").format(door=door_name(lang, door))
 
     @classmethod
-    def load(cls, data_dir: Path, orgs: Mapping[str, str]) -> People:
-        """From ``<data_dir>/access/names.json`` (read only; missing or unreadable: no names)."""
+    def of(
+        cls,
+        config: Config,
+        names: Mapping[tuple[str, str], str],
+        kinds: Mapping[str, DeviceKind | None] | None = None,
+    ) -> People:
+        """For one site: ``names`` from the rosters, organisations and devices from the
+        config (a device is a key safe when ``kinds`` says so, or its driver's name does)."""
+        kinds = kinds or {}
+        return cls(
+            names=dict(names),
+            orgs={i.id: i.title for i in config.issuers},
+            devices={
+                d.id: (
+                    d.door,
+                    kinds.get(d.id) is DeviceKind.KEYSAFE
+                    if kinds.get(d.id) is not None
+                    else "keysafe" in d.driver,
+                )
+                for d in config.devices
+            },
+        )
+
+    @classmethod
+    def load(cls, config: Config) -> People:
+        """For the command line: names from ``<data_dir>/access/names.json`` (read only;
+        missing or unreadable: no names)."""
         from gateway.access.rosters import NAMES_FILE, names_from_json
         from gateway.access.state import read_state_file
 
-        names = names_from_json(read_state_file(data_dir / "access", NAMES_FILE))
-        return cls(names={k: p.name for k, p in names.items()}, orgs=dict(orgs))
+        book = names_from_json(read_state_file(config.site.data_dir / "access", NAMES_FILE))
+        return cls.of(config, {k: p.name for k, p in book.items()})
 
 
 def _thing(lang: Lang, w: Mapping[str, Any]) -> str:
@@ -275,14 +316,23 @@ def describe(lang: Lang, env: Envelope, people: People) -> str:
             duration=lang.duration(60 * (w.get("minutes") or 0))
         )
     if t == "roster.applied":
-        return _("{org} updated its list of who may come in: {people} people").format(
-            org=people.org(w.get("iss")), people=w.get("people")
-        )
+        n = int(w.get("people") or 0)
+        return lang.ngettext(
+            "{org} updated its list of who may come in: {people} person",
+            "{org} updated its list of who may come in: {people} people",
+            n,
+        ).format(org=people.org(w.get("iss")), people=n)
     if t in ("device.online", "device.offline"):
-        what = _("{device} is working again") if t == "device.online" else _("{device} cannot be reached")
-        return what.format(device=w.get("device"))
+        what = (
+            _("{device} is working again")
+            if t == "device.online"
+            else _("{device} cannot be reached")
+        )
+        return what.format(device=first_upper(people.device(lang, w.get("device"))))
     if t == "battery":
-        return _("Battery of {device}: {level} %").format(device=w.get("device"), level=w.get("level"))
+        return _("Battery of {device}: {level} %").format(
+            device=people.device(lang, w.get("device")), level=w.get("level")
+        )
     if t == "roster.over_limit":
         return _("More people may come in ({people}) than agreed ({limit})").format(
             people=w.get("people"), limit=w.get("limit")

@@ -29,6 +29,21 @@ if ! command -v dbus-daemon >/dev/null 2>&1 && [ ! -x /usr/bin/dbus-daemon ]; th
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dbus-daemon >/dev/null
 fi
 
+# The browser tests (tests/test_demo.py): Debian's Chromium, driven by Playwright; no
+# browser is downloaded from elsewhere
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "== installing Chromium (Debian package) for the browser tests"
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    echo "== installing npm (Debian package) for the accessibility checker"
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
     echo "== creating .venv"
     "$py" -m venv .venv
@@ -40,4 +55,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[test]"
     echo "$want" > "$stamp"
+fi
+
+# axe-core, the WCAG checker the browser tests inject into each page (npm registry, pinned)
+axe_version="4.11.0"
+if [ "$(cat .venv/node_modules/axe-core/.lockgw-version 2>/dev/null)" != "$axe_version" ]; then
+    echo "== installing axe-core $axe_version into .venv/node_modules"
+    npm install --prefix .venv --no-save --no-audit --no-fund --loglevel=error \
+        "axe-core@$axe_version" >/dev/null
+    echo "$axe_version" > .venv/node_modules/axe-core/.lockgw-version
 fi

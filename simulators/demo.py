@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -30,7 +31,8 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from simulators.broker import MosquittoBroker
+from protocols.i18n import LANGUAGES, N_, Lang, language
+from simulators.broker import MosquittoBroker, free_port
 from simulators.control import ControlError
 from simulators.phone import PhoneError
 from simulators.platform import Platform
@@ -53,108 +55,183 @@ class DemoError(Exception):
 _PEOPLE: dict[str, str] = {}
 
 _REASONS = {
-    "ok": "let in",
-    "bad_proof": "refused: the token is bound to another phone (a forwarded token is useless)",
-    "outside_window": "refused: outside the hours this carer is scheduled",
-    "revoked": "refused: this token was revoked",
-    "expired": "refused: the token has expired",
-    "not_yet_valid": "refused: the token is not valid yet",
-    "device_unavailable": "the lock did not answer in time",
-    "device_failed": "the lock could not do it",
-    "rate_limited": "refused: too many attempts",
-    "nonce_reused": "refused: a replayed answer",
-    "role_not_permitted": "refused: this role may not enter here",
-    "purpose_not_permitted": "refused: this purpose is not allowed for this organisation",
-    "issuer_not_consented": "refused: the resident has not consented to this organisation",
-    "wrong_door": "refused: the token is for another door",
-    "wrong_site": "refused: the token is for another home",
-    "unknown_issuer": "refused: unknown organisation",
-    "bad_signature": "refused: the token's signature is wrong",
-    "malformed": "refused: not a valid token",
-    "revocation_stale": "refused: the organisation's revocation list is too old",
-    "clock_untrusted": "refused: the gateway cannot trust its clock",
+    "ok": N_("let in"),
+    "bad_proof": N_("refused: the token is bound to another phone (a forwarded token is useless)"),
+    "outside_window": N_("refused: outside the hours this carer is scheduled"),
+    "revoked": N_("refused: this token was revoked"),
+    "expired": N_("refused: the token has expired"),
+    "not_yet_valid": N_("refused: the token is not valid yet"),
+    "device_unavailable": N_("the lock did not answer in time"),
+    "device_failed": N_("the lock could not do it"),
+    "rate_limited": N_("refused: too many attempts"),
+    "nonce_reused": N_("refused: a replayed answer"),
+    "role_not_permitted": N_("refused: this role may not enter here"),
+    "purpose_not_permitted": N_("refused: this purpose is not allowed for this organisation"),
+    "issuer_not_consented": N_("refused: the resident has not consented to this organisation"),
+    "wrong_door": N_("refused: the token is for another door"),
+    "wrong_site": N_("refused: the token is for another home"),
+    "unknown_issuer": N_("refused: unknown organisation"),
+    "bad_signature": N_("refused: the token's signature is wrong"),
+    "malformed": N_("refused: not a valid token"),
+    "revocation_stale": N_("refused: the organisation's revocation list is too old"),
+    "clock_untrusted": N_("refused: the gateway cannot trust its clock"),
+    "not_on_roster": N_("refused: not on the organisation's roster"),
 }
 
 
-def _who(ev: dict[str, Any]) -> str:
+def _who(ev: dict[str, Any], lang: Lang) -> str:
     sub = ev.get("sub")
     if sub is None:
         actor = ev.get("actor")
-        return f"the alarm centre ({actor})" if actor else "someone"
+        return (
+            lang.gettext("the alarm centre ({actor})").format(actor=actor)
+            if actor
+            else lang.gettext("someone")
+        )
     name = _PEOPLE.get(sub, sub)
     role = ev.get("role")
     return f"{name} ({role}, {ev.get('iss')})" if role else name
 
 
-def _dur(seconds: Any) -> str:
+def _dur(seconds: Any, lang: Lang) -> str:
     if not isinstance(seconds, int | float):
         return "?"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    return lang.duration(seconds)
 
 
-def describe(ev: dict[str, Any]) -> str | None:
+def describe(ev: dict[str, Any], lang: Lang | None = None) -> str | None:
     """One event as a care manager would want to read it (None: not worth a line)."""
+    lang = lang or language()
+    _ = lang.gettext
     t = ev.get("type", "")
     door = ev.get("door") or "?"
     if t in ("access.granted", "access.denied"):
-        how = "by remote command" if ev.get("channel") == "command" else "with a phone"
-        what = {"open": "the key safe", "unlatch": f"the {door} door (unlatch)"}.get(
-            str(ev.get("action")), f"the {door} door"
-        )
+        how = _("by remote command") if ev.get("channel") == "command" else _("with a phone")
+        action = str(ev.get("action"))
+        if action == "open":
+            what = _("the key safe")
+        elif action == "unlatch":
+            what = _("the {door} door (unlatch)").format(door=door)
+        else:
+            what = _("the {door} door").format(door=door)
         flag = (
-            " — emergency entry outside the schedule, flagged"
+            _(" — emergency entry outside the schedule, flagged")
             if ev.get("emergency_outside_window")
             else ""
         )
-        reason = _REASONS.get(str(ev.get("reason")), str(ev.get("reason")))
-        return f"{_who(ev)} at {what} {how}: {reason}{flag}"
+        if ev.get("not_on_roster"):
+            flag += _(" — not on the organisation's roster, flagged")
+        reason = str(ev.get("reason"))
+        words = _(_REASONS[reason]) if reason in _REASONS else reason
+        return _("{who} at {what} {how}: {reason}").format(
+            who=_who(ev, lang), what=what, how=how, reason=words
+        ) + flag
     if t == "lock.state":
-        return f"lock {ev.get('device')}: bolt {ev.get('lock')}, door {ev.get('door_state', ev.get('door'))}"
+        return _("lock {device}: bolt {lock}, door {door}").format(
+            device=ev.get("device"), lock=ev.get("lock"), door=ev.get("door_state", door)
+        )
     if t == "keysafe.state":
-        return (
-            f"key safe {ev.get('device')}: compartment {ev.get('compartment')}, key {ev.get('key')}"
+        return _("key safe {device}: compartment {compartment}, key {key}").format(
+            device=ev.get("device"), compartment=ev.get("compartment"), key=ev.get("key")
         )
     if t == "keysafe.key_not_returned":
-        return f"WARNING key safe {ev.get('device')}: the house key was not put back"
+        return _("WARNING key safe {device}: the house key was not put back").format(
+            device=ev.get("device")
+        )
     if t == "door.left_open":
-        return f"WARNING the {door} door has been left open"
+        return _("WARNING the {door} door has been left open").format(door=door)
     if t == "battery":
-        lvl = ev.get("level")
-        state = "CRITICAL" if ev.get("critical") else "low" if ev.get("low") else "ok"
+        if ev.get("critical"):
+            state = _("CRITICAL")
+        elif ev.get("low"):
+            state = _("low")
+        else:
+            state = _("ok")
         days = ev.get("days_left")
         tail = ""
         if isinstance(days, int | float):
-            tail = f", about {days:.0f} days left" if days >= 1 else ", less than a day left"
-        return f"battery of {ev.get('device')}: {lvl} % ({state}{tail})"
-    if t in ("device.online", "device.offline"):
-        return f"{ev.get('device')} is {t.split('.')[1]}"
+            tail = (
+                _(", about {days} days left").format(days=f"{days:.0f}")
+                if days >= 1
+                else _(", less than a day left")
+            )
+        return _("battery of {device}: {level} % ({state}{tail})").format(
+            device=ev.get("device"), level=ev.get("level"), state=state, tail=tail
+        )
+    if t == "device.online":
+        return _("{device} is online").format(device=ev.get("device"))
+    if t == "device.offline":
+        return _("{device} is offline").format(device=ev.get("device"))
     if t == "visit.started":
-        return f"visit begins: {_who(ev)} at the {door} door"
+        return _("visit begins: {who} at the {door} door").format(who=_who(ev, lang), door=door)
     if t == "visit.ended":
         problems = ev.get("problems") or []
-        verdict = "all in order" if not problems else "PROBLEMS: " + ", ".join(map(str, problems))
-        return f"visit ends: {_who(ev)}, {_dur(ev.get('duration_s'))} — {verdict}"
-    if t in ("alarm.raised", "alarm.cleared"):
-        return f"alarm {t.split('.')[1]} by {ev.get('actor') or 'the alarm centre'}"
+        verdict = (
+            _("all in order")
+            if not problems
+            else _("PROBLEMS: {problems}").format(problems=", ".join(map(str, problems)))
+        )
+        return _("visit ends: {who}, {duration} — {verdict}").format(
+            who=_who(ev, lang), duration=_dur(ev.get("duration_s"), lang), verdict=verdict
+        )
+    if t == "alarm.raised":
+        return _("alarm raised by {actor}").format(actor=ev.get("actor") or _("the alarm centre"))
+    if t == "alarm.cleared":
+        return _("alarm cleared by {actor}").format(actor=ev.get("actor") or _("the alarm centre"))
     if t == "command.result":
-        ok = "done" if ev.get("ok") else f"refused ({ev.get('reason')})"
-        return f"command {ev.get('cmd')} from {ev.get('actor') or '?'}: {ok}"
+        ok = _("done") if ev.get("ok") else _("refused ({reason})").format(reason=ev.get("reason"))
+        return _("command {cmd} from {actor}: {result}").format(
+            cmd=ev.get("cmd"), actor=ev.get("actor") or "?", result=ok
+        )
     if t == "revocation.applied":
-        return f"revocation list {ev.get('list_seq')} of {ev.get('iss')} applied"
+        return _("revocation list {seq} of {iss} applied").format(
+            seq=ev.get("list_seq"), iss=ev.get("iss")
+        )
+    if t == "roster.applied":
+        added = ", ".join(_PEOPLE.get(p["sub"], p["sub"]) for p in ev.get("added") or [])
+        removed = ", ".join(_PEOPLE.get(p["sub"], p["sub"]) for p in ev.get("removed") or [])
+        text = _("roster {seq} of {iss}: {people} people").format(
+            seq=ev.get("list_seq"), iss=ev.get("iss"), people=ev.get("people")
+        )
+        if added:
+            text += _("; added {names}").format(names=added)
+        if removed:
+            text += _("; removed {names}").format(names=removed)
+        return text
+    if t == "roster.over_limit":
+        return _("WARNING {people} people may enter; the home agreed on at most {limit}").format(
+            people=ev.get("people"), limit=ev.get("limit")
+        )
     if t == "access.suspicious":
-        return f"WARNING {ev.get('count')} refused attempts at the {door} door"
+        return _("WARNING {count} refused attempts at the {door} door").format(
+            count=ev.get("count"), door=door
+        )
     if t == "clock.untrusted":
-        return "WARNING the gateway's clock cannot be trusted"
-    if t in ("gateway.started", "gateway.stopping"):
-        return f"gateway {t.split('.')[1]} (version {ev.get('version')})"
+        return _("WARNING the gateway's clock cannot be trusted")
+    if t == "gateway.started":
+        return _("gateway started (version {version})").format(version=ev.get("version"))
+    if t == "gateway.stopping":
+        return _("gateway stopping (version {version})").format(version=ev.get("version"))
     return None
 
 
 # -------------------------------------------------------------------------- demo ----
 class Demo:
-    def __init__(self, workdir: Path, *, fast: bool, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        fast: bool,
+        out: TextIO = sys.stdout,
+        lang: str | None = None,
+        keep: bool = False,
+    ) -> None:
         self.fast = fast
         self.out = out
+        self.lang = language(lang)
+        #: keep the gateway and its page running after the day, until interrupted
+        self.keep = keep
+        self.web_port = free_port()
         self.sim = SimSite(
             workdir,
             devices=[
@@ -196,6 +273,8 @@ class Demo:
         self.sanne = Carer("Sanne", "r-0c17", alarm, "alarmopvolger", ("emergency",))
         for c in (self.anna, self.bram, self.chidi, self.dirk, self.sanne):
             _PEOPLE[c.sub] = c.name
+        self.oost = oost
+        self.alarm = alarm
         self.platform: Platform | None = None
         self.platform_seq_alarm = 0
 
@@ -208,9 +287,10 @@ class Demo:
         self.say(f"── {clock}  {title} " + "─" * max(0, 66 - len(title)))
 
     def on_event(self, ev: dict[str, Any]) -> None:
-        line = describe(ev)
+        line = describe(ev, self.lang)
         if line is not None:
-            self.say(f"   platform ← #{ev['seq']:<4} {line}")
+            platform = self.lang.gettext("platform")
+            self.say(f"   {platform} ← #{ev['seq']:<4} {line}")
 
     async def pause(self, seconds: float = 1.0) -> None:
         await asyncio.sleep(0.1 if self.fast else seconds)
@@ -249,8 +329,15 @@ class Demo:
             result = await self.sim.attempt(carer, action, phone=phone)
         except PhoneError as exc:
             raise DemoError(f"{carer.name}'s phone: {exc}") from None
-        verdict = "GRANTED" if result.granted else "DENIED"
-        self.say(f"   {carer.name}'s phone ← {verdict} ({result.reason}){note}")
+        _ = self.lang.gettext
+        verdict = _("GRANTED") if result.granted else _("DENIED")
+        self.say(
+            "   "
+            + _("{name}'s phone ← {verdict} ({reason})").format(
+                name=carer.name, verdict=verdict, reason=result.reason
+            )
+            + note
+        )
         if expect is not None and result.reason != expect:
             raise DemoError(
                 f"expected {expect} for {carer.name}, the gateway answered {result.reason}"
@@ -277,25 +364,36 @@ class Demo:
         await self.sim.switch("front-keysafe", name, value)
 
     # -- the day ----------------------------------------------------------------------------
+    @property
+    def page(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
     async def run(self) -> int:
+        """The day; then the resident's page. With ``keep``, the gateway and the page stay
+        up until Ctrl-C (or SIGTERM)."""
+        _ = self.lang.gettext
         inside, outside, out_text = self.windows_now()
-        self.say("lockgw demo — a day at the front door of one home, as the care platform sees it")
-        self.say(f"(everything runs on this machine; files in {self.sim.dir})")
-        self.say("(the story's times of day are told; the gateway decides on the real clock,")
-        self.say(" so the schedules below are set around the time you run this)")
+        self.say(_("lockgw demo — a day at the front door of one home, as the care platform sees it"))
+        self.say(_("(everything runs on this machine; files in {dir})").format(dir=self.sim.dir))
+        self.say(_("(the story's times of day are told; the gateway decides on the real clock,"))
+        self.say(_(" so the schedules below are set around the time you run this)"))
         async with self.sim, MosquittoBroker(workdir=self.sim.dir / "broker") as broker:
             for carer in (self.anna, self.bram, self.chidi):
                 self.sim.issue(carer, windows=inside)
             self.sim.issue(self.dirk, windows=outside)
             self.sim.issue(self.sanne, windows=outside)
-            self.sim.write_config(broker.url, extra=DEMO_CONFIG)
+            self.sim.write_config(
+                broker.url,
+                extra=DEMO_CONFIG.format(port=self.web_port),
+                site_extra=f'language = "{self.lang.code}"\nmax_people = 5',
+            )
             self.write_phones()
 
-            self.scene("06:45", "the technician installs and pairs the lock and the key safe")
+            self.scene("06:45", _("the technician installs and pairs the lock and the key safe"))
             await self.sim.start_devices()
             await self.sim.pair_all()
             await self.lock_door("auto-relock", "3")
-            self.say("   paired both; the lock relocks itself 3 s after the door closes")
+            self.say("   " + _("paired both; the lock relocks itself 3 s after the door closes"))
             code, out = await self.sim.cli("devices", "--config", str(self.sim.config))
             self.say("\n".join("   " + line for line in out.rstrip().splitlines()))
             async with Platform(broker.url, self.sim.site) as platform:
@@ -305,32 +403,93 @@ class Demo:
                 await self.wait_event(
                     lambda e: e["type"] == "gateway.started", "the gateway starting"
                 )
+                await self.rosters()
                 await self.day(broker, out_text)
-                self.scene("23:59", "the gateway is stopped for the night's update")
+                self.scene("23:59", _("the gateway is stopped for the night's update"))
                 await self.sim.stop("gateway")
                 await self.wait_event(
                     lambda e: e["type"] == "gateway.stopping", "the gateway stopping"
                 )
-                self.say(f"   the platform's stream: {platform.checker.summary()}")
+                self.say(
+                    "   "
+                    + _("the platform's stream: {summary}").format(
+                        summary=platform.checker.summary()
+                    )
+                )
                 if platform.checker.gaps():
                     raise DemoError("the platform saw a gap in the stream")
-        self.say()
-        self.say("── what the resident (or her daughter) reads: lockgw audit show " + "─" * 14)
-        code, out = await self.sim.cli("audit", "show", "--config", str(self.sim.config))
-        self.say(out.rstrip())
-        code, out = await self.sim.cli("audit", "verify", "--config", str(self.sim.config))
-        self.say(f"   audit chain: {out.strip()}")
-        if code != 0:
-            raise DemoError("the audit chain does not verify")
+                self.say()
+                title = _("what the resident (or her daughter) reads: lockgw audit show")
+                self.say(f"── {title} " + "─" * max(0, 76 - len(title)))
+                code, out = await self.sim.cli("audit", "show", "--config", str(self.sim.config))
+                self.say(out.rstrip())
+                code, out = await self.sim.cli("audit", "verify", "--config", str(self.sim.config))
+                self.say("   " + _("audit chain: {result}").format(result=out.strip()))
+                if code != 0:
+                    raise DemoError("the audit chain does not verify")
+                await self.resident_page(platform)
         return 0
+
+    async def rosters(self) -> None:
+        """Each organisation tells the gateway who it authorises here, by name (signed
+        rosters): the resident's page and audit show name the carers, not pseudonyms."""
+        _ = self.lang.gettext
+        assert self.platform is not None
+        self.scene("07:00", _("the care organisations send their rosters: who may come in, by name"))
+        for org, carers in (
+            (self.west, [self.anna, self.bram]),
+            (self.oost, [self.chidi, self.dirk]),
+            (self.alarm, [self.sanne]),
+        ):
+            await self.platform.send_roster(org.id, self.sim.roster(org, 1, carers))
+
+            def applied(e: dict[str, Any], iss: str = org.id) -> bool:
+                return e["type"] == "roster.applied" and e.get("iss") == iss
+
+            await self.wait_event(applied, f"the roster of {org.id}")
+
+    async def resident_page(self, platform: Platform) -> None:
+        """The resident's own page: the gateway is back after its update; a one-time
+        link for the resident's tablet; with --keep it stays up until interrupted."""
+        _ = self.lang.gettext
+        self.scene("07:00", _("the next morning: the gateway is back, and so is the resident's page"))
+        before = platform.checker.last_seq
+        await self.sim.start_gateway()
+        await self.wait_event(
+            lambda e: e["type"] == "gateway.started" and e["seq"] > before,
+            "the gateway starting again",
+        )
+        code, out = await self.sim.cli(
+            "resident-link", "--config", str(self.sim.config), "--no-qr", "--label", "demo"
+        )
+        link = next((w for w in out.split() if "/login?t=" in w), None)
+        if code != 0 or link is None:
+            raise DemoError(f"lockgw resident-link failed: {out.strip()}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if self.keep:  # from here on Ctrl-C ends the serving, not the story
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        self.say("   " + _("the resident's page (read only): {page}").format(page=self.page))
+        self.say("   " + _("a one-time link to log in (lockgw resident-link): {link}").format(link=link))
+        if not self.keep:
+            self.say("   " + _("(run lockgw demo --keep DIR to keep it open and look at it)"))
+            return
+        self.say("   " + _("serving until you press Ctrl-C"))
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
     async def day(self, broker: MosquittoBroker, out_text: str) -> None:
         assert self.platform is not None
-        self.scene("07:30", "morning care: Anna (Thuiszorg West) lets herself in")
+        _ = self.lang.gettext
+        self.scene("07:30", _("morning care: Anna (Thuiszorg West) lets herself in"))
         await self.at_door(self.anna, expect="ok")
         await self.pause()
         await self.lock_door("door", "open")
-        self.say("   Anna goes in; the door closes behind her and the lock relocks itself")
+        self.say("   " + _("Anna goes in; the door closes behind her and the lock relocks itself"))
         await self.pause(0.5)
         await self.lock_door("door", "close")
         await self.wait_event(
@@ -338,11 +497,11 @@ class Demo:
             "the end of Anna's visit (door shut and relocked)",
         )
 
-        self.scene("09:10", "Bram (wijkverpleegkundige) takes the house key from the key safe")
+        self.scene("09:10", _("Bram (wijkverpleegkundige) takes the house key from the key safe"))
         await self.at_door(self.bram, "open", expect="ok")
         await self.key_safe("key", "take")
         await self.pause()
-        self.say("   ... and puts it back after his visit")
+        self.say("   " + _("... and puts it back after his visit"))
         await self.key_safe("key", "return")
         await self.key_safe("compartment", "close")
         await self.wait_event(
@@ -350,29 +509,32 @@ class Demo:
             "the end of Bram's visit (key returned)",
         )
 
-        self.scene("10:05", "Anna sends her token to a friend's phone")
+        self.scene("10:05", _("Anna sends her token to a friend's phone"))
         await self.at_door(
             self.anna,
             phone=Ed25519PrivateKey.generate(),
             expect="bad_proof",
-            note=" — the token only works with Anna's own phone key",
+            note=_(" — the token only works with Anna's own phone key"),
         )
 
-        self.scene("11:20", f"Dirk (Buurtzorg Oost) comes early: he is scheduled {out_text}")
+        self.scene(
+            "11:20",
+            _("Dirk (Buurtzorg Oost) comes early: he is scheduled {hours}").format(hours=out_text),
+        )
         await self.at_door(self.dirk, expect="outside_window")
 
-        self.scene("12:00", "Anna loses her phone: Thuiszorg West revokes her token")
+        self.scene("12:00", _("Anna loses her phone: Thuiszorg West revokes her token"))
         await self.platform.send_revocation(
             self.west.id, self.sim.revocation(self.west, 1, cti=(self.anna.cti,))
         )
         await self.wait_event(lambda e: e["type"] == "revocation.applied", "the revocation")
-        await self.at_door(self.anna, expect="revoked", note=" — whoever found the phone")
+        await self.at_door(self.anna, expect="revoked", note=_(" — whoever found the phone"))
 
-        self.scene("14:30", "Chidi (Buurtzorg Oost) takes the key and forgets to put it back")
+        self.scene("14:30", _("Chidi (Buurtzorg Oost) takes the key and forgets to put it back"))
         await self.at_door(self.chidi, "open", expect="ok")
         await self.key_safe("key", "take")
         await self.key_safe("compartment", "close")
-        self.say("   (the key safe warns after 10 s in this demo; after 30 minutes by default)")
+        self.say("   " + _("(the key safe warns after 10 s in this demo; after 30 minutes by default)"))
         await self.wait_event(
             lambda e: e["type"] == "keysafe.key_not_returned", "the key not returned", timeout=60
         )
@@ -381,33 +543,39 @@ class Demo:
             "the end of Chidi's visit",
             timeout=60,
         )
-        self.say("   the care manager calls Chidi; the key goes back")
+        self.say("   " + _("the care manager calls Chidi; the key goes back"))
         await self.key_safe("compartment", "open")
         await self.key_safe("key", "return")
         await self.key_safe("compartment", "close")
 
-        self.scene("16:00", "the lock's batteries are running down")
+        self.scene("16:00", _("the lock's batteries are running down"))
         await self.lock_door("battery", "15")
         await self.wait_event(
             lambda e: e["type"] == "battery" and bool(e.get("low")), "a low battery", timeout=60
         )
 
-        self.scene("18:15", "the home's internet connection drops (the broker is unreachable)")
+        self.scene("18:15", _("the home's internet connection drops (the broker is unreachable)"))
         await broker.stop()
         before = self.platform.checker.last_seq
-        self.say("   Bram comes for the evening round; the door does not need the internet:")
+        self.say("   " + _("Bram comes for the evening round; the door does not need the internet:"))
         try:
             result = await self.sim.attempt(self.bram)
         except PhoneError as exc:
             raise DemoError(f"Bram's phone: {exc}") from None
         self.say(
-            f"   Bram's phone ← {'GRANTED' if result.granted else 'DENIED'} ({result.reason}) — offline"
+            "   "
+            + _("{name}'s phone ← {verdict} ({reason})").format(
+                name="Bram",
+                verdict=_("GRANTED") if result.granted else _("DENIED"),
+                reason=result.reason,
+            )
+            + _(" — offline")
         )
         await self.lock_door("door", "open")
         await self.pause(0.5)
         await self.lock_door("door", "close")
         await self.pause(2.0)
-        self.say("   ... the connection comes back; the platform catches up:")
+        self.say("   " + _("... the connection comes back; the platform catches up:"))
         await broker.start()
         await self.wait_event(
             lambda e: e.get("id") == result.event, "the events from the outage", timeout=60
@@ -420,12 +588,17 @@ class Demo:
             timeout=60,
         )
         gaps = self.platform.checker.gaps()
-        self.say(f"   caught up from #{before + 1}; gaps in the stream: {gaps or 'none'}")
+        self.say(
+            "   "
+            + _("caught up from #{seq}; gaps in the stream: {gaps}").format(
+                seq=before + 1, gaps=gaps or _("none")
+            )
+        )
 
-        self.scene("03:10", "night: the resident's personal alarm goes off")
-        self.say("   Sanne, the night responder, is not scheduled now:")
+        self.scene("03:10", _("night: the resident's personal alarm goes off"))
+        self.say("   " + _("Sanne, the night responder, is not scheduled now:"))
         await self.at_door(self.sanne, expect="outside_window")
-        self.say("   the alarm centre raises the alarm for this home (a signed command)")
+        self.say("   " + _("the alarm centre raises the alarm for this home (a signed command)"))
         await self.command("alarm", state="raised")
         raised = await self.wait_event(
             lambda e: e["type"] == "command.result" and e.get("cmd") == "alarm", "the alarm"
@@ -435,14 +608,14 @@ class Demo:
         if not ev.get("emergency_outside_window"):
             raise DemoError("the emergency entry was not flagged")
         await self.pause()
-        self.say("   the alarm centre opens the door remotely for the ambulance (signed command)")
+        self.say("   " + _("the alarm centre opens the door remotely for the ambulance (signed command)"))
         raw = self.sim.command("unlock")
         await self.platform.send_command(raw)
         await self.wait_event(
             lambda e: e["type"] == "command.result" and e.get("cmd") == "unlock",
             "the remote unlock",
         )
-        self.say("   someone on the network replays that very command:")
+        self.say("   " + _("someone on the network replays that very command:"))
         await self.platform.send_command(raw)
         await self.wait_event(
             lambda e: e["type"] == "command.result" and not e.get("ok"), "the replay refused"
@@ -461,6 +634,11 @@ DEMO_CONFIG = """
 no_entry_after = 20
 relock_after = 20
 max_duration = 600
+
+[web]
+enabled = true
+address = "127.0.0.1"
+port = {port}
 """
 
 
@@ -493,7 +671,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 async def _run_demo(workdir: Path, args: argparse.Namespace) -> int:
     if True:
-        demo = Demo(workdir, fast=args.fast)
+        demo = Demo(workdir, fast=args.fast, lang=args.lang, keep=bool(args.keep))
         try:
             return await demo.run()
         except (DemoError, RuntimeError, ControlError) as exc:
@@ -510,6 +688,13 @@ def register(subs: Any) -> None:
     p = subs.add_parser("demo", help="the whole system on one machine, narrated (lockgw demo)")
     p.add_argument("--fast", action="store_true", help="shorter pauses (tests, CI)")
     p.add_argument(
-        "--keep", metavar="DIR", help="keep the demo's files (config, keys, journal) in DIR"
+        "--keep",
+        metavar="DIR",
+        help="keep the demo's files (config, keys, journal) in DIR, and the gateway and the "
+        "resident's page running until Ctrl-C",
+    )
+    p.add_argument(
+        "--lang", choices=LANGUAGES, default=None, help="nl (default) or en: the narration, "
+        "the page and audit show"
     )
     p.set_defaults(handler=_demo)

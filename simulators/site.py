@@ -221,9 +221,12 @@ class SimSite:
         return Roster.new(org.id, self.site, seq, entries).sign(org.key)
 
     # -- files ---------------------------------------------------------------------------------
-    def write_config(self, broker_url: str, *, extra: str = "", phone_link: str = "") -> Path:
-        """``extra``: TOML appended after the site's tables; ``phone_link``: lines for its
-        ``[phone_link]`` table (``device_timeout = 2``), which ``extra`` cannot declare again."""
+    def write_config(
+        self, broker_url: str, *, extra: str = "", phone_link: str = "", site_extra: str = ""
+    ) -> Path:
+        """``extra``: TOML appended after the site's tables; ``phone_link`` and
+        ``site_extra``: lines for its ``[phone_link]`` and ``[site]`` tables
+        (``device_timeout = 2``, ``language = "en"``), which ``extra`` cannot declare again."""
         self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
         parts = [
             "# written by simulators/site.py",
@@ -231,6 +234,7 @@ class SimSite:
             f'id = "{self.site}"',
             f'timezone = "{self.timezone}"',
             'data_dir = "data"',
+            site_extra,
             "",
             "[mqtt]",
             f'url = "{broker_url}"',
@@ -248,6 +252,7 @@ class SimSite:
             parts += [
                 "[[issuers]]",
                 f'id = "{org.id}"',
+                f'name = "{org.title}"',
                 f'public_key = "keys/{org.id}.pub"',
                 "roles = [" + ", ".join(f'"{r}"' for r in org.roles) + "]",
                 "purposes = [" + ", ".join(f'"{p}"' for p in org.purposes) + "]",

@@ -31,6 +31,7 @@ _MODULES = (
     "devices",
     "test_open",
     "audit",
+    "resident_link",
     "health",
 )
 

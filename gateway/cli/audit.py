@@ -123,13 +123,7 @@ async def _show(args: argparse.Namespace) -> int:
     if not events:
         print(lang.gettext("No entries recorded for this selection."))
         return 0
-    people = (
-        await asyncio.to_thread(
-            People.load, cfg.site.data_dir, {i.id: i.title for i in cfg.issuers}
-        )
-        if cfg is not None
-        else People()
-    )
+    people = await asyncio.to_thread(People.load, cfg) if cfg is not None else People()
     day = None
     for e in events:
         at = _local(e.ts, tz)

@@ -22,6 +22,8 @@ async def _demo(args: argparse.Namespace) -> int:
         argv.append("--fast")
     if args.keep:
         argv += ["--keep", args.keep]
+    if args.lang:
+        argv += ["--lang", args.lang]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover - execv does not return
@@ -30,5 +32,12 @@ async def _demo(args: argparse.Namespace) -> int:
 def register(subs: Any) -> None:
     p = subs.add_parser("demo", help="the whole system on one machine, narrated; no set-up")
     p.add_argument("--fast", action="store_true", help="shorter pauses (tests, CI)")
-    p.add_argument("--keep", metavar="DIR", help="keep the demo's files (config, keys, journal) in DIR")
+    p.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep the demo's files (config, keys, journal) in DIR, and the gateway and the "
+        "resident's page running until Ctrl-C",
+    )
+    p.add_argument("--lang", choices=("nl", "en"), default=None,
+                   help="nl (default) or en: the narration, the page and audit show")
     p.set_defaults(handler=_demo)
