@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -80,6 +81,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self.phone_address: str | None = None
         self.web_address: str | None = None
+        self.web: Any = None  # gateway.web.WebServer while the page is on
 
     # -- pieces ----------------------------------------------------------------------------
     def _limits(self, device_id: str) -> VisitLimits:
@@ -143,6 +145,7 @@ class Gateway:
         except (OSError, ValueError) as exc:
             log.error("web.cannot_listen", address=f"{web.address}:{web.port}", error=str(exc))
             return
+        self.web = server
         self.web_address = server.address
 
     async def _clock_check(self) -> None:
@@ -178,6 +181,8 @@ class Gateway:
         self.config = new
         self.access.reload(new)
         self.door.config = new  # device timeout, suspicious window
+        if self.web is not None:  # names of organisations, language, max_people
+            self.web.config = new
         self.notifier.ready("reloaded")
         log.info("reload.done")
 
