@@ -17,6 +17,7 @@ import gc
 import os
 import signal
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -34,7 +35,6 @@ from gateway.mqtt import MqttLink
 from gateway.phone_link import PhoneLink
 from gateway.systemd import SdNotifier
 from gateway.visits import VisitLimits, VisitTracker
-from protocols.device import DeviceState
 from protocols.errors import ConfigError, JournalError
 from protocols.events import ClockUntrustedEvent, GatewayEvent
 
@@ -113,24 +113,40 @@ class Gateway:
             devices=self.devices.health(),
         )
 
-    async def _on_device_state(self, device_id: str, state: DeviceState) -> None:
-        await self.visits.on_state(device_id, state)
-        await self.mqtt.publish_device_state(device_id, state.model_dump(mode="json"))
-
     async def _device_events(self) -> None:
         async for device_id, state in self.devices.changes():
-            await self._on_device_state(device_id, state)
+            await self.visits.on_state(device_id, state)
+
+    def _visit_ended(self, device_id: str, problems: list[str]) -> None:
+        if "left_unlocked" in problems:
+            self.devices.mark_left_unlocked(device_id)
+
+    async def _publish_devices(self, link: MqttLink, device_ids: Iterable[str]) -> None:
+        """The retained state and availability of these devices, as they are now (the link
+        sends only what changed, or keeps it for its next connect)."""
+        for i in sorted(device_ids):
+            await link.publish_device_state(i, self.devices.retained_state(i).model_dump(mode="json"))
+            await link.publish_device_availability(
+                i, self.devices.availability(i).model_dump(mode="json")
+            )
+
+    async def _device_topics(self) -> None:
+        """Every change of a device's state, problems or availability, to its retained topics."""
+        while True:
+            await self._publish_devices(self.mqtt, await self.devices.touched())
+
+    def _inventory(self) -> list[dict[str, object]]:
+        return [{k: item.get(k) for k in _INVENTORY_FIELDS} for item in self.devices.inventory()]
+
+    async def _publish_base(self, link: MqttLink) -> None:
+        """The installed base (only changes go out: a device's maker, model and firmware
+        are known once it first answered)."""
+        await link.publish_inventory(self._inventory())
 
     async def _inventory_loop(self) -> None:
-        last: list[dict[str, object]] | None = None
         while True:
-            inv = [
-                {k: item.get(k) for k in _INVENTORY_FIELDS} for item in self.devices.inventory()
-            ]
-            if inv != last:
-                await self.mqtt.publish_inventory(inv)
-                last = inv
             await asyncio.sleep(5)
+            await self._publish_base(self.mqtt)
 
     async def _start_web(self, stack: contextlib.AsyncExitStack) -> None:
         """The resident's page. It cannot keep the door from working: a page that cannot
@@ -201,23 +217,28 @@ class Gateway:
                 )
             )
             self.access = AccessController(cfg)
-            self.visits = VisitTracker(self.journal, limits=self._limits)
+            self.visits = VisitTracker(
+                self.journal, limits=self._limits, on_ended=self._visit_ended
+            )
             self.devices = await stack.enter_async_context(
                 DeviceManager.from_config(cfg, self.journal)
             )
             self.door = DoorService(cfg, self.access, self.devices, self.journal, self.visits)
-            self.mqtt = await stack.enter_async_context(
-                MqttLink(
-                    cfg.mqtt,
-                    cfg.site.id,
-                    self.journal,
-                    version=self.version,
-                    on_command=self.door.on_command,
-                    on_revocation=self.door.on_revocation,
-                    on_credential=self.door.on_credential,
-                    on_roster=self.door.on_roster,
-                )
+            mqtt_link = MqttLink(
+                cfg.mqtt,
+                cfg.site.id,
+                self.journal,
+                version=self.version,
+                on_command=self.door.on_command,
+                on_revocation=self.door.on_revocation,
+                on_credential=self.door.on_credential,
+                on_roster=self.door.on_roster,
             )
+            # retained truth from the first connect on: the installed base and every
+            # configured device's state (its last known, or unknown) and availability
+            await self._publish_base(mqtt_link)
+            await self._publish_devices(mqtt_link, self.devices.supervisors)
+            self.mqtt = await stack.enter_async_context(mqtt_link)
             if cfg.phone_link.loopback:
                 link = await stack.enter_async_context(
                     PhoneLink(self.door, cfg.phone_link.loopback, step_timeout=cfg.phone_link.step_timeout)
@@ -233,6 +254,7 @@ class Gateway:
                 tasks = [
                     tg.create_task(self.visits.run()),
                     tg.create_task(self._device_events()),
+                    tg.create_task(self._device_topics()),
                     tg.create_task(self._inventory_loop()),
                     tg.create_task(self._clock_check()),
                     tg.create_task(self.health.run()),

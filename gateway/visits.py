@@ -85,8 +85,12 @@ class VisitTracker:
         *,
         limits: Callable[[str], VisitLimits] | None = None,
         clock: Callable[[], float] = time.time,
+        on_ended: Callable[[str, list[str]], None] | None = None,
     ) -> None:
+        """``on_ended(device, problems)`` is told of every visit that ends (the device's
+        retained problems take ``left_unlocked`` from it)."""
         self.sink = sink
+        self._on_ended = on_ended
         self._limits = limits or (lambda _device: VisitLimits())
         self.clock = clock
         self._by_device: dict[str, _Visit] = {}
@@ -216,6 +220,8 @@ class VisitTracker:
 
     async def _end(self, visit: _Visit) -> None:
         await self._emit(visit, "visit.ended")
+        if self._on_ended is not None:
+            self._on_ended(visit.device, list(visit.problems))
 
     async def _emit(self, visit: _Visit, kind: str) -> None:
         ended = kind == "visit.ended"

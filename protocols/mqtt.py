@@ -12,7 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.device import DeviceState
 
-__all__ = ["DeviceStatePayload", "GatewayStatus", "InventoryItem"]
+__all__ = ["PROBLEMS", "DeviceAvailability", "DeviceStatePayload", "GatewayStatus", "InventoryItem"]
+
+#: what ``problems`` in a device's retained state may hold (the words of the visit problems)
+PROBLEMS = ("lock_jammed", "left_unlocked", "door_left_open", "key_not_returned")
 
 
 class GatewayStatus(BaseModel):
@@ -26,12 +29,33 @@ class GatewayStatus(BaseModel):
 
 
 class DeviceStatePayload(DeviceState):
-    """``lockgw/v1/<site>/devices/<device>/state`` (retained): the latest snapshot of one device.
-
-    The device supervisor may add fields (``online``, ``last_seen``); consumers ignore unknown ones.
+    """``lockgw/v1/<site>/devices/<device>/state`` (retained): the latest snapshot of one device,
+    published for every configured device when the gateway connects (all ``unknown`` for a
+    device that never answered) and again on every change. Consumers ignore unknown fields.
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")
+
+    problems: list[str] = Field(
+        default_factory=list,
+        description="what is wrong right now, until it is put right: lock_jammed, "
+        "left_unlocked (a visit ended with the door shut but not relocked), door_left_open, "
+        "key_not_returned; empty when nothing is",
+    )
+
+
+class DeviceAvailability(BaseModel):
+    """``lockgw/v1/<site>/devices/<device>/availability`` (retained): whether the gateway reaches
+    the device. Published for every configured device when the gateway connects and on every
+    change. Meaningful only while the gateway's own ``status`` is ``online`` (the broker keeps
+    the last value when the gateway is gone)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    state: Literal["online", "offline"]
+    reason: str | None = Field(
+        default=None, description="offline: why, in words (link lost, no answer, not paired)"
+    )
 
 
 class InventoryItem(BaseModel):

@@ -101,6 +101,7 @@ class Platform:
         self.client_id = client_id or f"platform-{uuid.uuid4().hex[:8]}"
         self.checker = StreamChecker()
         self.states: dict[str, dict[str, Any]] = {}
+        self.availability: dict[str, dict[str, Any]] = {}
         self.inventory: list[dict[str, Any]] | None = None
         self.status: dict[str, Any] | None = None
         self._client: aiomqtt.Client | None = None
@@ -184,6 +185,8 @@ class Platform:
                 self.inventory = data
             elif topic.startswith(f"{self.root}/devices/") and topic.endswith("/state"):
                 self.states[topic.split("/")[-2]] = data
+            elif topic.startswith(f"{self.root}/devices/") and topic.endswith("/availability"):
+                self.availability[topic.split("/")[-2]] = data
             async with self._new:
                 self._new.notify_all()
 
@@ -197,6 +200,11 @@ class Platform:
                     if ev["seq"] > after_seq and pred(ev):
                         return ev
                 await self._new.wait()
+
+    async def wait_until(self, pred: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Until ``pred()`` holds of what has arrived (retained states, availability, ...)."""
+        async with asyncio.timeout(timeout), self._new:
+            await self._new.wait_for(pred)
 
     async def wait_seq(self, seq: int, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout), self._new:

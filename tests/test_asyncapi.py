@@ -29,6 +29,7 @@ def test_every_event_type_and_topic_is_documented() -> None:
         "lockgw/v1/{site}/status",
         "lockgw/v1/{site}/events",
         "lockgw/v1/{site}/devices/{device}/state",
+        "lockgw/v1/{site}/devices/{device}/availability",
         "lockgw/v1/{site}/inventory",
         "lockgw/v1/{site}/commands",
         "lockgw/v1/{site}/credentials",

@@ -596,3 +596,58 @@ async def test_a_door_open_at_a_restart_is_still_watched(
         ev = await sink2.wait_for(lambda b: b.type == "door.left_open")
         assert ev.device == "front-lock"
     assert sink2.of("lock.state") == []  # nothing changed: no duplicate state event
+
+
+async def test_retained_state_and_availability_follow_problems_and_the_link(
+    tmp_path: Path, devs: dict[str, Device]
+) -> None:
+    """What the MQTT link keeps retained per device: a problem is there while it lasts
+    (door left open, key not returned, left unlocked, jammed) and availability says why a
+    device is offline; every change is told through ``touched``."""
+    sink = ListSink()
+    async with DeviceManager.from_config(config(tmp_path), sink, secrets=paired(tmp_path),
+                                         drivers=lookup) as mgr:
+        before = mgr.availability("front-lock")
+        assert before.state == "offline" and "not reached yet" in (before.reason or "")
+        assert mgr.retained_state("front-lock").lock is None  # unknown until it answers
+        await online(sink, "front-lock")
+        await online(sink, "front-keysafe")
+        assert mgr.availability("front-lock").state == "online"
+
+        async def until(device: str, problems: list[str]) -> None:
+            async with asyncio.timeout(10):
+                while mgr.retained_state(device).problems != problems:
+                    await mgr.touched()
+
+        devs["L1"].door = DoorState.OPEN
+        devs["L1"].notify()
+        await until("front-lock", ["door_left_open"])
+        devs["L1"].door = DoorState.CLOSED
+        devs["L1"].notify()
+        await until("front-lock", [])
+
+        await mgr.execute("front", Action.UNLOCK)
+        mgr.mark_left_unlocked("front-lock")
+        await until("front-lock", ["left_unlocked"])
+        await mgr.execute("front", Action.LOCK)
+        await until("front-lock", [])
+
+        devs["L1"].jam = True
+        with pytest.raises(DeviceFailed):
+            await mgr.execute("front", Action.UNLOCK)
+        await until("front-lock", ["lock_jammed"])
+
+        await mgr.execute("front", Action.OPEN)
+        devs["K1"].key, devs["K1"].compartment = KeyState.ABSENT, CompartmentState.CLOSED
+        devs["K1"].notify()
+        await until("front-keysafe", ["key_not_returned"])
+        devs["K1"].key = KeyState.PRESENT
+        devs["K1"].notify()
+        await until("front-keysafe", [])
+
+        devs["K1"].reachable = False
+        devs["K1"].drop_link()
+        async with asyncio.timeout(10):
+            while mgr.availability("front-keysafe").state != "offline":
+                await mgr.touched()
+        assert mgr.availability("front-keysafe").reason

@@ -70,3 +70,28 @@ async def test_installer_commands_refuse_while_the_service_runs(
         code, out = await site.cli("test-open", "--config", str(site.config), "--door", "front")
         assert code == 1 and "service is running" in out
         assert gateway.returncode is None
+
+
+async def test_trial_opening_of_a_key_safe_without_the_key_is_not_ok_and_says_why(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """The compartment opens, but the key safe reports the house key absent: the trial
+    fails with the reason, the opening itself is journaled as what it was."""
+    async with SimSite(tmp_path) as site:
+        site.add_org(Org("org-a", "A", ("verzorgende",), ("planned",)))
+        site.write_config(broker.url)
+        await site.start_devices()
+        await site.pair_all()
+        for name, value in (("compartment", "open"), ("key", "take"), ("compartment", "close")):
+            await site.switch("front-keysafe", name, value)
+        code, out = await site.cli(
+            "test-open", "--config", str(site.config), "--door", "front", "--hold", "0.2"
+        )
+        assert code == 1, out
+        assert "front-lock: unlock ok" in out
+        assert "front-keysafe: open done, NOT OK" in out and "key absent" in out
+        assert "result: FAILED" in out and "result: ok" not in out
+        code, out = await site.cli("audit", "show", "--config", str(site.config), "--json")
+        rows = json.loads(out)
+        opened = [r for r in rows if r.get("device") == "front-keysafe"]
+        assert [r.get("type") for r in opened] == ["access.granted"]

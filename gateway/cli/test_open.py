@@ -3,7 +3,9 @@
 The sector's installation steps end with a test and a trial opening. This moves the real
 devices at one door through their drivers — the lock unlocks, waits, and locks again; the
 key safe opens its compartment — and prints what each device reported, battery included.
-Each opening is journaled (``access.granted``, channel ``command``, actor ``installer``),
+A step is only ok when the device is as a finished installation needs it: a key safe
+that reports the house key absent, or a device that reports a critical battery, fails
+the trial with the reason, though it moved. Each opening is journaled (``access.granted``, channel ``command``, actor ``installer``),
 so the platform sees it as soon as the service starts and publishes the journal.
 
 Run it while the service is stopped (``systemctl stop lockgw``): a BLE device takes one
@@ -23,7 +25,7 @@ from gateway.devices import DeviceManager
 from gateway.health import running_daemon
 from gateway.journal import Journal, journal_path
 from gateway.logs import configure_logging
-from protocols.device import Action, Capability, DeviceState
+from protocols.device import Action, Capability, DeviceState, KeyState
 from protocols.errors import DeviceError, LockgwError
 from protocols.events import AccessDecisionEvent, Channel
 
@@ -45,17 +47,34 @@ def _describe(state: DeviceState) -> str:
     return ", ".join(parts) or "no state reported"
 
 
+def _problems(state: DeviceState) -> list[str]:
+    """What a device reports that a finished installation must not have."""
+    out: list[str] = []
+    if state.key is KeyState.ABSENT:
+        out.append("key absent — the house key is not in the key safe; hang it back")
+    if state.battery_critical:
+        out.append("battery critical — replace the batteries before leaving")
+    return out
+
+
 async def _step(
     devices: DeviceManager, journal: Journal, door: str, action: Action, device_id: str
 ) -> bool:
+    problems: list[str] = []
     try:
         state = await devices.execute(door, action)
     except DeviceError as exc:
         print(f"  {device_id}: {action.value} FAILED — {exc.reason.value}: {exc.detail or exc}")
         ok, reason = False, exc.reason.value
     else:
-        print(f"  {device_id}: {action.value} ok — {_describe(state)}")
-        ok, reason = True, "ok"
+        problems = _problems(state)
+        if problems:
+            print(f"  {device_id}: {action.value} done, NOT OK — {_describe(state)}")
+            for p in problems:
+                print(f"    ! {p}")
+        else:
+            print(f"  {device_id}: {action.value} ok — {_describe(state)}")
+        ok, reason = True, "ok"  # the device did move: journaled as the opening it was
     if action is not Action.LOCK:
         with contextlib.suppress(LockgwError):
             await journal.emit(
@@ -70,7 +89,7 @@ async def _step(
                     request_id="test-open",
                 )
             )
-    return ok
+    return ok and not problems
 
 
 async def _test_open(args: argparse.Namespace) -> int:

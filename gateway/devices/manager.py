@@ -8,6 +8,8 @@ The door service and the app use exactly::
         devices.states(); devices.inventory(); devices.records()
         devices.on_change(visits.on_state)
         async for device_id, state in devices.changes(): ...
+        ids = await devices.touched()        # whose record changed (one reader)
+        devices.retained_state(i); devices.availability(i)   # what MQTT keeps (retained)
 
 Entering starts the supervisors and returns at once: a device that is off does not
 delay the gateway; it is reported ``device.offline`` and retried in the background.
@@ -35,6 +37,7 @@ from gateway.events import EventSink
 from gateway.health import DeviceHealth
 from protocols.device import Action, Capability, DeviceState
 from protocols.errors import DeviceUnavailable
+from protocols.mqtt import DeviceAvailability, DeviceStatePayload
 
 __all__ = ["DeviceManager", "DriverLookup", "make_driver"]
 
@@ -85,6 +88,8 @@ class DeviceManager:
         self._callbacks: list[ChangeCallback] = []
         self._subscribers: set[asyncio.Queue[tuple[str, DeviceState]]] = set()
         self._dirty = asyncio.Event()
+        self._touched_ids: set[str] = set()
+        self._touched_event = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         #: the snapshot being written off the loop, awaited before the last one at exit
         self._snapshot_job: asyncio.Future[None] | None = None
@@ -96,7 +101,7 @@ class DeviceManager:
                 driver,
                 sink,
                 on_state=self._state_changed,
-                on_record=self._dirty.set,
+                on_record=self._touch_for(dev.id),
                 paired_at=self._paired_at_for(dev.id),
                 record=previous.get(dev.id),
                 clock=clock,
@@ -119,6 +124,14 @@ class DeviceManager:
             (d, make_driver(d, store, drivers, adapter=cfg.bluetooth.adapter)) for d in cfg.devices
         ]
         return cls(devices, sink, state_file=StateFile(cfg.site.data_dir), secrets=store)
+
+    def _touch_for(self, device_id: str) -> Callable[[], None]:
+        def touch() -> None:
+            self._dirty.set()
+            self._touched_ids.add(device_id)
+            self._touched_event.set()
+
+        return touch
 
     def _paired_at_for(self, device_id: str) -> Callable[[], str | None]:
         known: list[str] = []  # once paired, the date is kept (the file is read once)
@@ -178,6 +191,37 @@ class DeviceManager:
 
     def inventory(self) -> list[dict[str, Any]]:
         return [s.record().inventory() for s in self.supervisors.values()]
+
+    def retained_state(self, device_id: str) -> DeviceStatePayload:
+        """``devices/<id>/state`` (CONTRACT §4): the last state the device reported (all
+        ``unknown`` before it ever answered) and what is wrong with it now."""
+        sup = self.supervisors[device_id]
+        state = sup.state if sup.state is not None else DeviceState(kind=sup.kind)
+        return DeviceStatePayload(**state.model_dump(), problems=sup.problems())
+
+    def availability(self, device_id: str) -> DeviceAvailability:
+        """``devices/<id>/availability``: online once the device answered since the
+        gateway started, offline (with the reason) otherwise."""
+        sup = self.supervisors[device_id]
+        if sup.online:
+            return DeviceAvailability(state="online")
+        if sup.online is None:
+            return DeviceAvailability(state="offline", reason="not reached yet since the gateway started")
+        return DeviceAvailability(state="offline", reason=sup.error or "no answer")
+
+    def mark_left_unlocked(self, device_id: str) -> None:
+        """A visit at this lock ended ``left_unlocked``: a problem until it locks."""
+        sup = self.supervisors.get(device_id)
+        if sup is not None:
+            sup.mark_left_unlocked()
+
+    async def touched(self) -> set[str]:
+        """Wait until some device's record (state, online, problems, contact) changed;
+        return those devices' ids. Every change is in some answer; one reader only."""
+        await self._touched_event.wait()
+        self._touched_event.clear()
+        ids, self._touched_ids = self._touched_ids, set()
+        return ids
 
     def health(self) -> list[DeviceHealth]:
         """The devices part of ``gateway.health.Snapshot``."""

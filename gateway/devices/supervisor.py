@@ -23,6 +23,11 @@ Every state snapshot, whether it is the answer to a command, a refresh or a
 notification, goes through :meth:`Supervisor.apply`, which turns differences into
 events (``lock.state``, ``keysafe.state``, ``battery``) and runs the two watches:
 the door left open and the key not returned.
+
+:meth:`Supervisor.problems` is what is wrong with the device right now, in the words
+of the visit problems (``lock_jammed``, ``left_unlocked``, ``door_left_open``,
+``key_not_returned``): published with its retained state, so a dashboard shows a
+problem for as long as it lasts, not only the event that began it.
 """
 
 from __future__ import annotations
@@ -133,6 +138,8 @@ class Supervisor:
             now if st is not None and st.compartment is CompartmentState.OPEN else None
         )
         self._key_alerted = False
+        #: a visit ended with the door shut but not relocked; cleared when the lock locks
+        self._left_unlocked = False
 
     @property
     def id(self) -> str:
@@ -177,6 +184,32 @@ class Supervisor:
             ),
         )
 
+    def problems(self) -> list[str]:
+        """What is wrong right now (empty when nothing is), in a fixed order."""
+        st = self.state
+        out: list[str] = []
+        if st is not None and st.lock is LockState.JAMMED:
+            out.append("lock_jammed")
+        if self._left_unlocked:
+            out.append("left_unlocked")
+        if self._door_alerted and self._door_opened_at is not None:
+            out.append("door_left_open")
+        if (
+            self._key_alerted
+            and self._compartment_opened_at is not None
+            and (st is None or st.key is not KeyState.PRESENT)
+        ):
+            out.append("key_not_returned")
+        return out
+
+    def mark_left_unlocked(self) -> None:
+        """A visit ended with the door shut but not relocked (``gateway.visits``): a problem
+        until the lock reports ``locked``."""
+        if self.state is not None and self.state.lock is LockState.LOCKED:
+            return
+        self._left_unlocked = True
+        self._on_record()
+
     # -- events ----------------------------------------------------------------------------
     async def _emit(self, body: EventBody) -> None:
         try:
@@ -216,6 +249,8 @@ class Supervisor:
             self.state = new
             door = self.cfg.door
             if new.kind is DeviceKind.LOCK:
+                if new.lock is LockState.LOCKED:
+                    self._left_unlocked = False
                 if old is None or (old.lock, old.door) != (new.lock, new.door):
                     await self._emit(
                         LockStateEvent(
@@ -307,6 +342,7 @@ class Supervisor:
             and now - opened >= self.cfg.door_left_open_after
         ):
             self._door_alerted = True
+            self._on_record()  # a problem now (Supervisor.problems)
             self._log.warning("device.door_left_open", seconds=round(now - opened))
             await self._emit(
                 DoorLeftOpenEvent(
@@ -323,6 +359,7 @@ class Supervisor:
             and now - opened >= self.cfg.key_not_returned_after
         ):
             self._key_alerted = True
+            self._on_record()
             key = self.state.key if self.state else None
             if key is not KeyState.PRESENT:
                 self._log.warning("device.key_not_returned", minutes=(now - opened) / 60)

@@ -4,8 +4,9 @@
 connection to the broker, reconnecting with capped, jittered backoff, and:
 
 - publishes ``status`` (retained; ``offline`` is the Last Will, and is also sent on
-  an orderly stop), the latest state of every device and the inventory (retained,
-  re-sent after every reconnect);
+  an orderly stop), and keeps the retained topics it is given — each device's state
+  and availability, the inventory, Home Assistant discovery — sending every one of
+  them after each (re)connect and each change while connected;
 - streams the journal's outbox to ``events`` at QoS 1, in ``seq`` order, with up to
   ``window`` publishes in flight; an event leaves the outbox only after the broker's
   PUBACK. After a reconnect everything not acknowledged is sent again (at least
@@ -72,6 +73,10 @@ class Topics:
     @staticmethod
     def device_state(site: str, device: str) -> str:
         return f"{Topics.ROOT}/{site}/devices/{device}/state"
+
+    @staticmethod
+    def device_availability(site: str, device: str) -> str:
+        return f"{Topics.ROOT}/{site}/devices/{device}/availability"
 
     @staticmethod
     def inventory(site: str) -> str:
@@ -154,8 +159,8 @@ class MqttLink:
         }
         self._inbound: dict[str, asyncio.Queue[tuple[Any, ...]]] = {}
         self._workers: set[asyncio.Task[None]] = set()
-        self._states: dict[str, bytes] = {}
-        self._inventory: bytes | None = None
+        #: retained topic -> payload, in the order first given; sent after every connect
+        self._retained: dict[str, bytes] = {}
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
@@ -226,23 +231,44 @@ class MqttLink:
     # -- retained state --------------------------------------------------------------------
     async def publish_device_state(self, device_id: str, state: Mapping[str, Any]) -> None:
         """The latest state of one device (retained); kept and re-sent after a reconnect."""
-        payload = _dumps(dict(state))
-        self._states[device_id] = payload
-        await self._publish_retained(Topics.device_state(self.site, device_id), payload)
+        await self.publish_retained(Topics.device_state(self.site, device_id), _dumps(dict(state)))
+
+    async def publish_device_availability(
+        self, device_id: str, availability: Mapping[str, Any]
+    ) -> None:
+        """Whether the gateway reaches one device (retained); kept and re-sent."""
+        await self.publish_retained(
+            Topics.device_availability(self.site, device_id), _dumps(dict(availability))
+        )
 
     async def publish_inventory(self, items: Sequence[Mapping[str, Any]]) -> None:
         """The installed base (retained); kept and re-sent after a reconnect."""
-        self._inventory = _dumps([dict(i) for i in items])
-        await self._publish_retained(Topics.inventory(self.site), self._inventory)
+        await self.publish_retained(Topics.inventory(self.site), _dumps([dict(i) for i in items]))
 
-    async def _publish_retained(self, topic: str, payload: bytes) -> None:
+    def keep_retained(self, topic: str, payload: bytes) -> bool:
+        """Keep ``payload`` as ``topic``'s retained message without sending it now (it goes
+        with the next connect); True when it differs from what was kept. An empty payload
+        clears the topic at the broker and is then forgotten."""
+        if self._retained.get(topic) == payload:
+            return False
+        self._retained[topic] = payload
+        return True
+
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Keep ``payload`` as ``topic``'s retained message and send it now if connected
+        (otherwise with the next connect). Unchanged payloads are not sent again."""
+        if not self.keep_retained(topic, payload):
+            return
         client = self._client
         if client is None or not self.connected:
             return  # sent on the next connection
         try:
             await client.publish(topic, payload, qos=1, retain=True, timeout=5)
-        except aiomqtt.MqttError as exc:
+        except aiomqtt.MqttError as exc:  # the next connection sends it
             log.info("mqtt.retained_deferred", topic=topic, error=str(exc))
+            return
+        if not payload and self._retained.get(topic) == b"":
+            del self._retained[topic]
 
     # -- connection loop ------------------------------------------------------------------
     def _make_client(self) -> aiomqtt.Client:
@@ -319,12 +345,7 @@ class MqttLink:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.publish(Topics.status(self.site), self._status("online"), qos=1, retain=True)
-        for device, payload in list(self._states.items()):
-            await client.publish(
-                Topics.device_state(self.site, device), payload, qos=1, retain=True
-            )
-        if self._inventory is not None:
-            await client.publish(Topics.inventory(self.site), self._inventory, qos=1, retain=True)
+        sent = await self._send_retained(client, {})
         subs = [
             (Topics.commands(self.site), 1),
             (Topics.credentials(self.site), 1),
@@ -334,6 +355,8 @@ class MqttLink:
         await client.subscribe(subs)
         self._client = client
         self._connected.set()
+        # what changed while the first pass was under way (not sent: not yet connected)
+        await self._send_retained(client, sent)
         log.info("mqtt.connected", broker=f"{self.host}:{self.port}", protocol=self._protocol.name)
         window = self.window
         if self._receive_max is not None:  # headroom for status and retained state
@@ -365,6 +388,21 @@ class MqttLink:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.published += stream.acked
+
+    async def _send_retained(
+        self, client: aiomqtt.Client, sent: dict[str, bytes]
+    ) -> dict[str, bytes]:
+        """Publish every kept retained message not already in ``sent`` as it is now."""
+        out = dict(sent)
+        for topic in list(self._retained):
+            payload = self._retained.get(topic)
+            if payload is None or out.get(topic) == payload:
+                continue
+            await client.publish(topic, payload, qos=1, retain=True)
+            out[topic] = payload
+            if not payload and self._retained.get(topic) == b"":
+                del self._retained[topic]  # cleared at the broker: nothing to keep
+        return out
 
     # -- inbound -------------------------------------------------------------------------
     async def _receive(self, client: aiomqtt.Client) -> None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from protocols.events import EVENT_MODELS
-from protocols.mqtt import DeviceStatePayload, GatewayStatus, InventoryItem
+from protocols.mqtt import DeviceAvailability, DeviceStatePayload, GatewayStatus, InventoryItem
 
 __all__ = ["document"]
 
@@ -50,6 +50,7 @@ _COSE = {
 _QOS1 = {"mqtt": {"qos": 1, "retain": False, "bindingVersion": "0.2.0"}}
 _QOS1_RETAINED = {"mqtt": {"qos": 1, "retain": True, "bindingVersion": "0.2.0"}}
 _SITE_PARAM = {"site": {"description": "the site id (random; carries no address)"}}
+_DEVICE_PARAM = {"description": "the device id from the config"}
 
 
 def _event_types(model: type[Any]) -> list[str]:
@@ -62,6 +63,7 @@ def _schemas() -> dict[str, Any]:
         *EVENT_MODELS,
         GatewayStatus,
         DeviceStatePayload,
+        DeviceAvailability,
         InventoryItem,
     ]
     mode: JsonSchemaMode = "serialization"
@@ -99,6 +101,10 @@ def document() -> dict[str, Any]:
             "deviceState": {
                 "contentType": "application/json",
                 "payload": {"$ref": _REF.format(model="DeviceStatePayload")},
+            },
+            "deviceAvailability": {
+                "contentType": "application/json",
+                "payload": {"$ref": _REF.format(model="DeviceAvailability")},
             },
             "inventory": {
                 "contentType": "application/json",
@@ -163,8 +169,16 @@ def document() -> dict[str, Any]:
         "deviceState": channel(
             "lockgw/v1/{site}/devices/{device}/state",
             ref("deviceState"),
-            "latest state of one device (retained)",
-            {**_SITE_PARAM, "device": {"description": "the device id from the config"}},
+            "latest state of one device and its current problems (retained; every configured "
+            "device from the gateway's first connect on)",
+            {**_SITE_PARAM, "device": _DEVICE_PARAM},
+        ),
+        "deviceAvailability": channel(
+            "lockgw/v1/{site}/devices/{device}/availability",
+            ref("deviceAvailability"),
+            "whether the gateway reaches one device (retained; every configured device from "
+            "the gateway's first connect on); meaningful while status is online",
+            {**_SITE_PARAM, "device": _DEVICE_PARAM},
         ),
         "inventory": channel(
             "lockgw/v1/{site}/inventory",
@@ -217,7 +231,15 @@ def document() -> dict[str, Any]:
             _QOS1,
             "every event; removed from the gateway's outbox only after the broker's PUBACK",
         ),
-        "sendDeviceState": op("send", "deviceState", _QOS1_RETAINED, "a device changed"),
+        "sendDeviceState": op(
+            "send", "deviceState", _QOS1_RETAINED, "on connect, and when a device changed"
+        ),
+        "sendDeviceAvailability": op(
+            "send",
+            "deviceAvailability",
+            _QOS1_RETAINED,
+            "on connect, and when a device went online or offline",
+        ),
         "sendInventory": op("send", "inventory", _QOS1_RETAINED, "the installed base changed"),
         "receiveCommands": op("receive", "commands", _QOS1, "verified before anything happens"),
         "receiveCredentials": op("receive", "credentials", _QOS1, "held for phones"),
