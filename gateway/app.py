@@ -32,6 +32,7 @@ from gateway.door import DoorService
 from gateway.health import HealthServer, Snapshot
 from gateway.journal import Journal, journal_path
 from gateway.mqtt import MqttLink
+from gateway.mqtt.homeassistant import HaDevice, discovery_messages, node_id
 from gateway.phone_link import PhoneLink
 from gateway.systemd import SdNotifier
 from gateway.visits import VisitLimits, VisitTracker
@@ -138,10 +139,35 @@ class Gateway:
     def _inventory(self) -> list[dict[str, object]]:
         return [{k: item.get(k) for k in _INVENTORY_FIELDS} for item in self.devices.inventory()]
 
+    def _discovery(self) -> dict[str, bytes]:
+        """Home Assistant discovery configs (``[mqtt] homeassistant``), from the inventory."""
+        if not self.config.mqtt.homeassistant:
+            return {}
+        devices = []
+        for sup in self.devices.supervisors.values():
+            info = sup.info
+            devices.append(
+                HaDevice(
+                    id=sup.id,
+                    door=sup.cfg.door,
+                    kind=sup.kind,
+                    capabilities=sup.driver.capabilities,
+                    **(info.model_dump() if info is not None else {}),
+                )
+            )
+        return discovery_messages(
+            site=self.config.site.id,
+            prefix=self.config.mqtt.discovery_prefix,
+            version=self.version,
+            devices=devices,
+        )
+
     async def _publish_base(self, link: MqttLink) -> None:
-        """The installed base (only changes go out: a device's maker, model and firmware
-        are known once it first answered)."""
+        """The installed base and, when enabled, Home Assistant discovery (only changes go
+        out: a device's maker, model and firmware are known once it first answered)."""
         await link.publish_inventory(self._inventory())
+        for topic, payload in self._discovery().items():
+            await link.publish_retained(topic, payload)
 
     async def _inventory_loop(self) -> None:
         while True:
@@ -233,9 +259,15 @@ class Gateway:
                 on_revocation=self.door.on_revocation,
                 on_credential=self.door.on_credential,
                 on_roster=self.door.on_roster,
+                owned=(
+                    f"{cfg.mqtt.discovery_prefix}/+/{node_id(cfg.site.id)}/+/config"
+                    if cfg.mqtt.homeassistant
+                    else None
+                ),
             )
-            # retained truth from the first connect on: the installed base and every
-            # configured device's state (its last known, or unknown) and availability
+            # retained truth from the first connect on: the installed base, HA discovery
+            # (when enabled), and every configured device's state (its last known, or
+            # unknown) and availability
             await self._publish_base(mqtt_link)
             await self._publish_devices(mqtt_link, self.devices.supervisors)
             self.mqtt = await stack.enter_async_context(mqtt_link)

@@ -90,6 +90,13 @@ class MqttConfig(_Section):
     #: first and last reconnect delay, seconds (capped, jittered backoff)
     reconnect_min: float = Field(default=0.5, gt=0)
     reconnect_max: float = Field(default=30.0, gt=0)
+    #: publish Home Assistant MQTT discovery configs: read-only entities for every device
+    #: (docs/homeassistant.md)
+    homeassistant: bool = False
+    #: the topic prefix Home Assistant's MQTT integration listens on for discovery
+    discovery_prefix: str = Field(
+        default="homeassistant", min_length=1, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+    )
 
     @field_validator("url")
     @classmethod

@@ -12,7 +12,10 @@ connection to the broker, reconnecting with capped, jittered backoff, and:
   PUBACK. After a reconnect everything not acknowledged is sent again (at least
   once: consumers drop duplicates by ``id``);
 - hands every inbound command, revocation list, roster and pushed token, raw, to the
-  callbacks. A callback that raises is logged; the link carries on.
+  callbacks. A callback that raises is logged; the link carries on;
+- with ``owned`` (a topic filter: Home Assistant discovery under this gateway's node),
+  clears every retained message under it that it does not keep — what a removed device
+  or an older release left behind.
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ class MqttLink:
         on_credential: CommandHandler | None = None,
         on_roster: RevocationHandler | None = None,
         window: int = 100,
+        owned: str | None = None,
     ) -> None:
         u = urlparse(config.url)
         self.config = config
@@ -156,7 +160,9 @@ class MqttLink:
             "revocation": on_revocation,
             "credential": on_credential,
             "roster": on_roster,
+            "stale": self._clear_stale if owned is not None else None,
         }
+        self.owned = owned
         self._inbound: dict[str, asyncio.Queue[tuple[Any, ...]]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         #: retained topic -> payload, in the order first given; sent after every connect
@@ -352,6 +358,8 @@ class MqttLink:
             (Topics.revocations(), 1),
             (Topics.rosters(self.site), 1),
         ]
+        if self.owned is not None:
+            subs.append((self.owned, 1))
         await client.subscribe(subs)
         self._client = client
         self._connected.set()
@@ -420,6 +428,17 @@ class MqttLink:
                 self._hand("revocation", (topic.split("/")[3], bytes(payload)))
             elif msg.topic.matches(Topics.rosters(self.site)):
                 self._hand("roster", (topic.split("/")[3], bytes(payload)))
+            elif (
+                self.owned is not None
+                and msg.topic.matches(self.owned)
+                and topic not in self._retained
+            ):
+                self._hand("stale", (topic,))
+
+    async def _clear_stale(self, topic: str) -> None:
+        if topic not in self._retained:  # kept meanwhile: not stale after all
+            log.info("mqtt.stale_cleared", topic=topic)
+            await self.publish_retained(topic, b"")
 
     def _hand(self, kind: str, args: tuple[Any, ...]) -> None:
         q = self._inbound.get(kind)
