@@ -1,14 +1,77 @@
-"""docs/asyncapi.json is generated from the models; this fails when they drift apart."""
+"""docs/asyncapi.json: generated from the models (this fails when they drift apart), valid
+AsyncAPI (the AsyncAPI project's own parser, from npm), and forward compatible: every
+payload the gateway publishes validates against it, and so does the same payload with a
+field a later release might add."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft7Validator
 
 from gateway.mqtt.asyncapi import document
-from protocols.events import EventType
+from protocols.events import (
+    EVENT_MODELS,
+    AccessDecisionEvent,
+    AlarmEvent,
+    BatteryEvent,
+    Channel,
+    ClockUntrustedEvent,
+    CommandResultEvent,
+    DeviceOnlineEvent,
+    DoorLeftOpenEvent,
+    EventBody,
+    EventType,
+    GatewayEvent,
+    KeyNotReturnedEvent,
+    KeysafeStateEvent,
+    LockState,
+    LockStateEvent,
+    RevocationAppliedEvent,
+    RosterAppliedEvent,
+    RosterOverLimitEvent,
+    RosterPerson,
+    SuspiciousEvent,
+    VisitEvent,
+)
+from protocols.mqtt import DeviceAvailability, DeviceStatePayload, GatewayStatus
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "asyncapi.json"
+PARSER = ROOT / "tests" / "asyncapi"
+
+#: one body of every event model, as the gateway builds them
+BODIES: list[EventBody] = [
+    AccessDecisionEvent(type="access.granted", door="front", device="front-lock", iss="org",
+                        sub="c-1", role="verzorgende", purpose="planned", action="unlock",
+                        token_id="9f", channel=Channel.PHONE, reason="ok"),
+    SuspiciousEvent(door="front", count=5, window=300),
+    LockStateEvent(device="front-lock", door="front", lock=LockState.LOCKED),
+    KeysafeStateEvent(device="front-keysafe", door="front", compartment="closed", key="present"),
+    KeyNotReturnedEvent(device="front-keysafe", door="front", opened_at="2026-01-01T07:00:00.000Z",
+                        minutes=30),
+    DoorLeftOpenEvent(device="front-lock", door="front", opened_at="2026-01-01T07:00:00.000Z",
+                      seconds=300),
+    BatteryEvent(device="front-lock", door="front", level=9, low=True, critical=True, days_left=3.5),
+    DeviceOnlineEvent(type="device.offline", device="front-lock", door="front", reason="link lost"),
+    CommandResultEvent(request_id="r-1", cmd="unlock", ok=True, reason="ok", actor="alarm"),
+    VisitEvent(type="visit.ended", visit="0190", door="front", duration_s=61.5,
+               problems=["left_unlocked"]),
+    AlarmEvent(type="alarm.raised", actor="alarmcentrale", request_id="r-2"),
+    RevocationAppliedEvent(iss="org", list_seq=4, cti_count=1, sub_count=0),
+    RosterAppliedEvent(iss="org", list_seq=2, people=1,
+                       added=[RosterPerson(sub="c-1", role="verzorgende")]),
+    RosterOverLimitEvent(people=6, limit=5),
+    ClockUntrustedEvent(now="2020-01-01T00:00:00.000Z", floor="2026-01-01T00:00:00.000Z",
+                        detail="behind the time floor"),
+    GatewayEvent(type="gateway.started", version="0.1.0"),
+]
 
 
 def test_the_committed_asyncapi_document_matches_the_code() -> None:
@@ -40,6 +103,113 @@ def test_every_event_type_and_topic_is_documented() -> None:
         ref = msg["payload"].get("$ref") or msg["payload"].get("items", {}).get("$ref")
         if ref:
             assert ref.split("/")[-1] in doc["components"]["schemas"]
+
+
+def _validator(schema_name: str) -> Draft7Validator:
+    """A JSON Schema validator of one component schema, its $refs resolved in the document
+    (AsyncAPI 3's default schema format is a superset of draft 7)."""
+    doc = json.loads(DOC.read_text(encoding="utf-8"))
+    schema = {**doc["components"]["schemas"][schema_name], "components": doc["components"]}
+    Draft7Validator.check_schema(schema)
+    return Draft7Validator(schema)
+
+
+def _wire(body: EventBody, seq: int = 1) -> dict[str, Any]:
+    from gateway.journal._chain import uuid7, wire_payload
+
+    raw = wire_payload(uuid7(), seq, "2026-01-01T00:00:00.000Z", '"site-1"', body.model_dump_json())
+    out: dict[str, Any] = json.loads(raw)
+    return out
+
+
+def test_every_event_the_gateway_publishes_validates_and_so_does_one_with_a_new_field() -> None:
+    assert {type(b) for b in BODIES} == set(EVENT_MODELS)
+    for body in BODIES:
+        check = _validator(type(body).__name__)
+        wire = _wire(body)
+        assert not list(check.iter_errors(wire)), (body.type, list(check.iter_errors(wire)))
+        # a later release within v 1 adds a field: a strict consumer still accepts it
+        newer = {**wire, "added_in_a_later_release": {"any": ["json", 1]}}
+        for nested in ("added", "removed", "changed"):  # objects inside may grow too
+            if wire.get(nested):
+                newer[nested] = [{**p, "name_hint": "x"} for p in wire[nested]]
+        assert not list(check.iter_errors(newer)), body.type
+
+
+def test_the_schemas_still_refuse_what_is_wrong() -> None:
+    """The check is not vacuous: a missing field, a wrong type or value still fails."""
+    check = _validator("LockStateEvent")
+    wire = _wire(LockStateEvent(device="front-lock", door="front", lock=LockState.LOCKED))
+    for broken in (
+        {k: v for k, v in wire.items() if k != "seq"},
+        {**wire, "seq": "4711"},
+        {**wire, "lock": "wide open"},
+        {**wire, "v": 2},
+    ):
+        assert list(check.iter_errors(broken)), broken
+
+
+def test_the_retained_payloads_validate_with_new_fields_too() -> None:
+    samples = {
+        "GatewayStatus": GatewayStatus(state="online", version="1", started_at="2026-01-01T00:00:00Z"),
+        "DeviceStatePayload": DeviceStatePayload(kind="lock", lock=LockState.JAMMED,
+                                                 problems=["lock_jammed"]),
+        "DeviceAvailability": DeviceAvailability(state="offline", reason="link lost"),
+    }
+    for name, model in samples.items():
+        check = _validator(name)
+        data = model.model_dump(mode="json")
+        assert not list(check.iter_errors(data)), name
+        assert not list(check.iter_errors({**data, "since": "2027-01-01"})), name
+
+
+def _asyncapi_parser() -> Path:
+    """The AsyncAPI parser (npm @asyncapi/parser, pinned by tests/asyncapi/package-lock.json),
+    installed once per lock file into a cache outside the repository."""
+    npm = shutil.which("npm")
+    assert npm, "npm (Node.js 20) is needed to run the AsyncAPI parser"
+    lock = (PARSER / "package-lock.json").read_bytes()
+    where = Path.home() / ".cache" / "lockgw-test" / f"asyncapi-{hashlib.sha256(lock).hexdigest()[:12]}"
+    if not (where / ".complete").exists():
+        shutil.rmtree(where, ignore_errors=True)
+        where.mkdir(parents=True)
+        for name in ("package.json", "package-lock.json", "validate.mjs"):
+            shutil.copy(PARSER / name, where / name)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--silent"],
+            cwd=where, check=True, timeout=600,
+        )
+        (where / ".complete").write_text("ok")
+    shutil.copy(PARSER / "validate.mjs", where / "validate.mjs")
+    return where
+
+
+def _parse(where: Path, *docs: Path) -> dict[str, dict[str, Any]]:
+    """{file: {"valid": bool, "diagnostics": [...]}} from the AsyncAPI parser."""
+    node = shutil.which("node")
+    assert node
+    proc = subprocess.run(
+        [node, str(where / "validate.mjs"), *map(str, docs)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    return {r["file"]: r for r in map(json.loads, proc.stdout.splitlines())}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # the first run on a machine installs the parser (~30 s)
+def test_the_asyncapi_parser_accepts_the_document_and_refuses_a_broken_one(
+    tmp_path: Path,
+) -> None:
+    where = _asyncapi_parser()
+    broken = json.loads(DOC.read_text(encoding="utf-8"))
+    del broken["components"]["messages"]["status"]  # a channel now points at nothing
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    results = _parse(where, DOC, tmp_path / "broken.json")
+    ours = results[str(DOC)]
+    assert ours["valid"], ours["diagnostics"]
+    assert not [d for d in ours["diagnostics"] if d["severity"] <= 1], ours["diagnostics"]
+    refused = results[str(tmp_path / "broken.json")]
+    assert not refused["valid"] and "status" in json.dumps(refused["diagnostics"])
 
 
 def test_a_published_event_validates_against_its_schema_fields() -> None:

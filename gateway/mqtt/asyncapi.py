@@ -1,7 +1,14 @@
 """The AsyncAPI 3 document of every lockgw topic and payload, generated from the pydantic models.
 
 ``python -m gateway.mqtt.asyncapi > docs/asyncapi.json``. ``tests/test_asyncapi.py``
-fails when the committed document and the code drift apart.
+fails when the committed document and the code drift apart, validates real payloads
+against it and runs the AsyncAPI parser (npm ``@asyncapi/parser``) over it.
+
+Forward compatible: within ``v: 1`` new fields may be added to any payload
+(docs/platform.md), so every published schema says ``additionalProperties: true`` —
+also where the gateway's own models forbid unknown fields, which only guards the
+producer against its own typos. A consumer that validates strictly keeps working when a
+release adds a field.
 """
 
 from __future__ import annotations
@@ -74,6 +81,9 @@ def _schemas() -> dict[str, Any]:
         body["properties"] = {**_ENVELOPE, **body["properties"]}
         required = [r for r in body.get("required", []) if r != "type"]
         body["required"] = ["v", "id", "seq", "ts", "site", "type", *required]
+    for schema in schemas.values():  # new fields within v 1 must not break a consumer
+        if schema.get("type") == "object":
+            schema["additionalProperties"] = True
     return schemas
 
 
@@ -257,7 +267,9 @@ def document() -> dict[str, Any]:
             "version": "1.0.0",
             "description": "What a lockgw door-access gateway publishes and accepts over MQTT "
             "(topic root lockgw/v1/). Generated from the pydantic models by "
-            "`python -m gateway.mqtt.asyncapi`; see docs/platform.md.",
+            "`python -m gateway.mqtt.asyncapi`; see docs/platform.md. Within v 1 any payload "
+            "may gain fields: consumers ignore fields they do not know (every schema allows "
+            "additional properties).",
         },
         "defaultContentType": "application/json",
         "servers": {
