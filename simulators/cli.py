@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from protocols.errors import LockgwError
@@ -21,8 +22,16 @@ _MODULES: tuple[str, ...] = ("demo", "carelock", "nuki", "phone", "platform", "c
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 
 
+def _version() -> str:
+    try:
+        return version("lockgw")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lockgw-sim", description="lockgw simulators.")
+    parser.add_argument("--version", action="version", version=f"lockgw-sim {_version()}")
     subs = parser.add_subparsers(dest="command", required=True, metavar="SIMULATOR")
     for name in _MODULES:
         module: Any = importlib.import_module(f"simulators.{name}")

@@ -4,7 +4,9 @@ and sends what a platform sends (signed commands, revocation lists, rosters, hel
 ``lockgw-sim platform watch --broker mqtt://127.0.0.1:P --site S`` prints every event
 as it arrives and, on exit (Ctrl-C or ``--count N`` / ``--idle T``), a summary: events
 received, duplicates removed by ``id``, gaps in ``seq``. Exit 0 when the stream was
-gap-free, 1 otherwise. Imports ``protocols/`` only.
+gap-free, 1 otherwise, 2 when it could not connect. A broker over TLS takes the
+gateway's own options (``[mqtt.tls]``): ``--broker mqtts://host:8883 --ca-file F
+[--cert-file F --key-file F] [--insecure-skip-verify]``. Imports ``protocols/`` only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import sys
 import uuid
 from collections.abc import Callable
@@ -83,7 +86,28 @@ class StreamChecker:
 
 def _broker(url: str) -> tuple[str, int]:
     u = urlparse(url)
-    return u.hostname or "127.0.0.1", u.port or 1883
+    return u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+
+def tls_context(
+    url: str,
+    *,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    insecure_skip_verify: bool = False,
+) -> ssl.SSLContext | None:
+    """TLS as the gateway does it ([mqtt.tls]): only for ``mqtts://``; the broker's CA,
+    optionally a client certificate and key."""
+    if urlparse(url).scheme != "mqtts":
+        return None
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if cert_file is not None:
+        ctx.load_cert_chain(cert_file, key_file)
+    if insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 #: paho's complaints about a broker that went away are expected here (we reconnect)
@@ -95,8 +119,16 @@ _QUIET.propagate = False
 class Platform:
     """A platform's MQTT client for one site. ``async with Platform(url, site) as p:``."""
 
-    def __init__(self, url: str, site: str, *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        site: str,
+        *,
+        client_id: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.host, self.port = _broker(url)
+        self.tls = tls if tls is not None else tls_context(url)
         self.site = site
         self.client_id = client_id or f"platform-{uuid.uuid4().hex[:8]}"
         self.checker = StreamChecker()
@@ -125,6 +157,7 @@ class Platform:
             properties=_session_props(),
             max_queued_incoming_messages=0,
             logger=_QUIET,
+            tls_context=self.tls,
         )
 
     async def __aenter__(self) -> Platform:
@@ -243,22 +276,43 @@ async def _watch(args: argparse.Namespace) -> int:
     def show(ev: dict[str, Any]) -> None:
         print(json.dumps(ev), flush=True)
 
-    async with Platform(args.broker, args.site, client_id=args.client_id) as p:
-        p.on_event = show
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError, KeyboardInterrupt):
-            async with asyncio.timeout(args.idle), p._new:
-                await p._new.wait_for(
-                    lambda: args.count is not None and len(p.checker.events) >= args.count
-                )
-        print(p.checker.summary(), file=sys.stderr)
-        return 0 if not p.checker.gaps() else 1
+    try:
+        tls = tls_context(
+            args.broker,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            insecure_skip_verify=args.insecure_skip_verify,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        print(f"lockgw-sim platform watch: TLS files: {exc}", file=sys.stderr)
+        return 2
+    try:
+        async with Platform(args.broker, args.site, client_id=args.client_id, tls=tls) as p:
+            p.on_event = show
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, KeyboardInterrupt):
+                async with asyncio.timeout(args.idle), p._new:
+                    await p._new.wait_for(
+                        lambda: args.count is not None and len(p.checker.events) >= args.count
+                    )
+            print(p.checker.summary(), file=sys.stderr)
+            return 0 if not p.checker.gaps() else 1
+    except aiomqtt.MqttError as exc:  # connecting: refused, TLS handshake, unreachable
+        print(f"lockgw-sim platform watch: cannot connect to {args.broker}: {exc}", file=sys.stderr)
+        return 2
 
 
 def register(subs: Any) -> None:
     p = subs.add_parser("platform", help="a simulated care platform")
     sub = p.add_subparsers(dest="platform_cmd", required=True, metavar="ACTION")
     w = sub.add_parser("watch", help="subscribe to a site's events; report gaps and duplicates")
-    w.add_argument("--broker", required=True, help="mqtt://127.0.0.1:P")
+    w.add_argument("--broker", required=True, help="mqtt://127.0.0.1:P, or mqtts://HOST:PORT")
+    # the gateway's [mqtt.tls] options, for a broker over TLS
+    w.add_argument("--ca-file", default=None, help="the broker's CA certificate (PEM)")
+    w.add_argument("--cert-file", default=None, help="a client certificate (PEM)")
+    w.add_argument("--key-file", default=None, help="its private key (PEM)")
+    w.add_argument("--insecure-skip-verify", action="store_true",
+                   help="do not check the broker's certificate (bench set-ups only)")
     w.add_argument("--site", required=True)
     w.add_argument("--client-id", default=None, help="reuse to resume a persistent session")
     w.add_argument("--count", type=int, default=None, help="stop after N distinct events")

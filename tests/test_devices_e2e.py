@@ -59,7 +59,7 @@ async def paired(tmp_path: Path, sims: tuple[SimProcess, SimProcess]) -> Path:
     lock, keysafe = sims
     cfg = write_config(tmp_path, lock, keysafe)
     for device in ("front-lock", "front-keysafe"):
-        assert await main(["pair", "--config", str(cfg), device]) == 0
+        assert await main(["pair", "--config", str(cfg), device, "--yes"]) == 0
     return cfg
 
 
@@ -75,8 +75,8 @@ async def test_pair_explains_pairing_mode_then_pairs_and_devices_lists_the_base(
         assert not (tmp_path / "data" / "devices" / "keys" / "front-lock.json").exists()
 
         await lock.control("pairing", "on")
-        assert await main(["pair", "--config", str(cfg), "front-lock"]) == 0
-        assert await main(["pair", "--config", str(cfg), "--device", "front-keysafe"]) == 0
+        assert await main(["pair", "--config", str(cfg), "front-lock", "--yes"]) == 0
+        assert await main(["pair", "--config", str(cfg), "--device", "front-keysafe", "--yes"]) == 0
         out = capsys.readouterr().out
         assert "Paired front-lock" in out and "Paired front-keysafe" in out
 

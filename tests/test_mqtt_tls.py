@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,49 @@ async def test_without_a_client_certificate_the_broker_refuses_and_the_link_keep
                 BatteryEvent(device="d", door="front", level=90, low=False, critical=False)
             )
             assert j.backlog() == 1  # journaled, waiting for a broker that lets it in
+
+
+async def _watch(*argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulators.cli", "platform", "watch", *argv,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_the_platform_simulator_watches_over_tls_with_the_gateways_options(
+    pki: dict[str, Path], tmp_path: Path
+) -> None:
+    """`lockgw-sim platform watch` takes [mqtt.tls]'s options: with the CA and a client
+    certificate it receives the stream; without the certificate it says it cannot
+    connect, in one line, exit 2."""
+    async with MosquittoBroker(tls=(pki["ca"], pki["server_crt"], pki["server_key"])) as broker:
+        cfg = MqttConfig(
+            url=broker.url,
+            tls=MqttTlsConfig(
+                ca_file=pki["ca"], cert_file=pki["client_crt"], key_file=pki["client_key"]
+            ),
+        )
+        async with (
+            Journal(journal_path(tmp_path), SITE, retention_days=30) as j,
+            MqttLink(cfg, SITE, j, version="t") as link,
+        ):
+            await link.wait_connected(10)
+            tls = ["--ca-file", str(pki["ca"]), "--cert-file", str(pki["client_crt"]),
+                   "--key-file", str(pki["client_key"])]
+            session = [*tls, "--broker", broker.url, "--site", SITE, "--client-id", "tls-watch"]
+            code, _, err = await _watch(*session, "--idle", "1")  # its session begins
+            assert code == 0, err
+            await j.emit(BatteryEvent(device="d", door="front", level=42, low=False, critical=False))
+            async with asyncio.timeout(10):
+                await j.wait_drained()
+            code, out, err = await _watch(*session, "--count", "1", "--idle", "20")
+            assert code == 0, err
+            assert json.loads(out.splitlines()[0])["level"] == 42
+            code, out, err = await _watch(
+                "--broker", broker.url, "--site", SITE, "--ca-file", str(pki["ca"]), "--idle", "5"
+            )
+            assert code == 2 and "cannot connect" in err and "Traceback" not in err, err
+            assert len(err.strip().splitlines()) == 1, err

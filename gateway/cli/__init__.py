@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.cli._conventions import package_version
 from protocols.errors import LockgwError
 
 __all__ = ["main", "run"]
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lockgw", description="Door-access gateway for home care."
     )
+    parser.add_argument("--version", action="version", version=f"lockgw {package_version()}")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _MODULES:
         module: Any = importlib.import_module(f"gateway.cli.{name}")

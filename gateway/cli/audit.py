@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.cli._conventions import add_config_option, default_config
 from gateway.config import Config, load_config
 from gateway.journal import Journal, journal_path
 from gateway.words import People, describe
@@ -76,7 +77,9 @@ def parse_time(text: str, tz: ZoneInfo, now: datetime | None = None) -> datetime
 
 
 def _config(args: argparse.Namespace) -> Config | None:
-    return load_config(args.config) if args.config else None
+    if args.config:
+        return load_config(args.config)
+    return None if args.journal else load_config(default_config())
 
 
 def _where(args: argparse.Namespace, cfg: Config | None = None) -> tuple[Path, str, ZoneInfo]:
@@ -207,7 +210,7 @@ def _cell(v: Any) -> str:
 
 
 def _common(p: argparse.ArgumentParser, *, filters: bool = True) -> None:
-    p.add_argument("--config", help="the site's config (journal in its data_dir)")
+    add_config_option(p, default=False)
     p.add_argument("--journal", help="a journal file (instead of, or overriding, the config's)")
     if filters:
         p.add_argument("--since", help="from: 2026-11-01, 2026-11-01T08:00, or 7d / 12h ago")

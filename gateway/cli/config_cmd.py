@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gateway.cli._conventions import add_config_option
 from gateway.config import load_config
 from protocols.errors import ConfigError
 
 
 def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subs.add_parser("check-config", help="validate a config file and list every problem")
-    p.add_argument("--config", required=True, help="the TOML config file")
+    add_config_option(p)
     p.set_defaults(handler=_check)
 
 

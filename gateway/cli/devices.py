@@ -1,8 +1,11 @@
 """Installer commands: ``lockgw pair`` and ``lockgw devices`` (CONTRACT §6).
 
 ``lockgw pair --config F DEVICE_ID [--yes]`` puts one configured device through
-pairing and stores its keys (``<data_dir>/devices/keys/<id>.json``, mode 0600); then it
-connects with the new keys and prints what the device says it is.
+pairing; when the device shows a pairing code (carelock), it shows the same code and
+asks the installer whether they match (y/N; ``--yes`` for scripts, which also pairs a
+paired device again without asking) and keeps the keys only then
+(``<data_dir>/devices/keys/<id>.json``, mode 0600); then it connects with the new keys
+and prints what the device says it is.
 
 ``lockgw devices --config F [--json] [--probe] [--drivers]`` prints the installed base:
 driver, model, serial, firmware, door, state, battery, last seen. Without ``--probe``
@@ -29,6 +32,7 @@ import structlog
 
 from drivers.base import Driver
 from drivers.registry import available
+from gateway.cli._conventions import add_config_option
 from gateway.config import Config, DeviceConfig, load_config
 from gateway.devices.battery import classify
 from gateway.devices.manager import DeviceManager, DriverLookup, make_driver
@@ -100,6 +104,33 @@ def _confirm(question: str) -> bool:
         return input(f"{question} [y/N] ").strip().lower() in ("y", "yes", "j", "ja")
     except EOFError:
         return False
+
+
+def _code_confirmed(args: argparse.Namespace, dev: DeviceConfig, code: str) -> bool:
+    """The installer compares the code on the screen with the device's (both sides derive
+    it from the exchange: another code means something else answered). ``--yes`` is for
+    scripts that compare it themselves."""
+    print(f"Pairing code: {code}")
+    if args.yes:
+        print("(--yes: not asked whether the device shows the same code)")
+        return True
+    if not sys.stdin.isatty():
+        print(
+            f"lockgw pair: {dev.id} is not paired: there is no terminal to ask whether the "
+            "device shows the same code. Run it in a terminal, or add --yes in a script "
+            "that compares the code itself.",
+            file=sys.stderr,
+        )
+        return False
+    if _confirm("Does the device show the same code?"):
+        return True
+    print(
+        f"lockgw pair: {dev.id} is not paired and its new keys were thrown away. If the "
+        f"device showed another code, something else answered at {dev.address}: check "
+        "the address and what is near, then pair again.",
+        file=sys.stderr,
+    )
+    return False
 
 
 async def _verify(driver: Driver, timeout: float) -> DeviceRecord:
@@ -188,8 +219,9 @@ async def _pair_with(
         return 1
     store.mark_paired(dev.id)
     code = getattr(driver, "pairing_code", None)
-    if code:
-        print(f"Pairing code: {code} — check that the device shows the same code.")
+    if code and not _code_confirmed(args, dev, str(code)):
+        store.delete(dev.id)  # keys from an exchange nobody vouched for are not kept
+        return 1
     try:
         rec = await _verify(driver, dev.command_timeout)
     except DeviceError as exc:
@@ -427,14 +459,18 @@ async def _devices(args: argparse.Namespace) -> int:
 
 def register(subs: Any) -> None:
     p = subs.add_parser("pair", help="pair a configured lock or key safe and store its keys")
-    p.add_argument("--config", required=True, help="the TOML config file")
+    add_config_option(p)
     p.add_argument("device", metavar="DEVICE_ID", nargs="?", help="the id of a [[devices]] entry")
     p.add_argument("--device", dest="device_opt", metavar="DEVICE_ID", help="the same, as an option")
-    p.add_argument("--yes", action="store_true", help="pair again without asking")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask: the pairing code is taken as confirmed, a paired device is paired again",
+    )
     p.set_defaults(handler=_pair)
 
     d = subs.add_parser("devices", help="installed base: model, serial, state, battery")
-    d.add_argument("--config", required=False, help="the TOML config file")
+    add_config_option(d)
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.add_argument("--probe", action="store_true",
                    help="connect to each device instead of reading the gateway's snapshot")
@@ -449,9 +485,6 @@ def register(subs: Any) -> None:
 
 
 async def _devices_checked(args: argparse.Namespace) -> int:
-    if not args.drivers and not args.config:
-        print("lockgw devices: --config is required (or --drivers)", file=sys.stderr)
-        return 2
     # --watch prints every event itself: only errors from the log
     with _logs_to_stderr(logging.ERROR if args.watch else logging.WARNING):
         return await _devices(args)

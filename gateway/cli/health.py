@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gateway.cli._conventions import add_config_option
 from gateway.config import load_config
 from gateway.health import as_json, evaluate, read_snapshot, summary
 from protocols.i18n import LANGUAGES, language
@@ -27,7 +28,7 @@ async def _health(args: argparse.Namespace) -> int:
 
 def register(subs: Any) -> None:
     p = subs.add_parser("health", help="health summary for monitoring; exit 0 healthy, 1 not")
-    p.add_argument("--config", required=True)
+    add_config_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output (English)")
     p.add_argument(
         "--lang", choices=LANGUAGES, default=None, help="nl or en (default: [site] language)"

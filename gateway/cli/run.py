@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gateway.cli._conventions import add_config_option
 from gateway.logs import configure_logging
 
 __all__ = ["register"]
@@ -19,6 +20,6 @@ async def _run(args: argparse.Namespace) -> int:
 
 def register(subs: Any) -> None:
     p = subs.add_parser("run", help="the gateway daemon (foreground; systemd Type=notify)")
-    p.add_argument("--config", required=True, help="the TOML config file")
+    add_config_option(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(handler=_run)

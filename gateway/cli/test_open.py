@@ -20,6 +20,7 @@ import contextlib
 import sys
 from typing import Any
 
+from gateway.cli._conventions import add_config_option
 from gateway.config import load_config
 from gateway.devices import DeviceManager
 from gateway.health import running_daemon
@@ -136,7 +137,7 @@ def register(subs: Any) -> None:
     p = subs.add_parser(
         "test-open", help="installer's trial opening of one door's devices (service stopped)"
     )
-    p.add_argument("--config", required=True, help="the TOML config file")
+    add_config_option(p)
     p.add_argument("--door", required=True, help="the door id, as in [[devices]] door = ...")
     p.add_argument(
         "--hold", type=float, default=3.0, help="seconds the lock stays unlocked (default 3)"
