@@ -1,4 +1,4 @@
-"""The gateway's MQTT link (CONTRACT §4), on aiomqtt.
+"""The gateway's MQTT link (CONTRACT §4), on a paho-mqtt client it owns (``_paho.py``).
 
 ``async with MqttLink(cfg.mqtt, site, journal, version=...) as link:`` keeps one
 connection to the broker, reconnecting with capped, jittered backoff, and:
@@ -32,14 +32,12 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import aiomqtt
-import paho.mqtt.client as paho_mqtt
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.client import topic_matches_sub
 
 from gateway.config import MqttConfig
 from gateway.journal import Journal
+from gateway.mqtt._paho import MqttLinkError, PahoSession
 from protocols.errors import JournalError
 from protocols.mqtt import GatewayStatus
 
@@ -152,9 +150,7 @@ class MqttLink:
         self.client_id = config.client_id or f"lockgw-{site}"
         self.window = window
         self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._protocol = (
-            aiomqtt.ProtocolVersion.V5 if config.protocol == "5" else aiomqtt.ProtocolVersion.V311
-        )
+        self._protocol = config.protocol  # "5", or "3.1.1" (forced, or after a refusal)
         self._handlers: dict[str, Callable[..., Awaitable[None]] | None] = {
             "command": on_command,
             "revocation": on_revocation,
@@ -167,13 +163,12 @@ class MqttLink:
         self._workers: set[asyncio.Task[None]] = set()
         #: retained topic -> payload, in the order first given; sent after every connect
         self._retained: dict[str, bytes] = {}
-        self._client: aiomqtt.Client | None = None
+        self._client: PahoSession | None = None
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._tls: ssl.SSLContext | None = None
         self._password: str | None = None
-        self._receive_max: int | None = None
         #: events in flight allowed on the current connection (window, or less when the
         #: broker's Receive Maximum is lower)
         self.window_in_use = window
@@ -270,50 +265,26 @@ class MqttLink:
             return  # sent on the next connection
         try:
             await client.publish(topic, payload, qos=1, retain=True, timeout=5)
-        except aiomqtt.MqttError as exc:  # the next connection sends it
+        except (MqttLinkError, TimeoutError) as exc:  # the next connection sends it
             log.info("mqtt.retained_deferred", topic=topic, error=str(exc))
             return
         if not payload and self._retained.get(topic) == b"":
             del self._retained[topic]
 
     # -- connection loop ------------------------------------------------------------------
-    def _make_client(self) -> aiomqtt.Client:
-        v5 = self._protocol == aiomqtt.ProtocolVersion.V5
-        status = self._status("offline")
-        props = None
-        if v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = 24 * 3600
-        client = aiomqtt.Client(
+    def _make_client(self) -> PahoSession:
+        return PahoSession(
             self.host,
             self.port,
-            identifier=self.client_id,
+            client_id=self.client_id,
+            protocol=self._protocol,
             username=self.config.username,
             password=self._password,
-            protocol=self._protocol,
-            will=aiomqtt.Will(Topics.status(self.site), status, qos=1, retain=True),
-            clean_session=None if v5 else False,
-            clean_start=False if v5 else paho_mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=props,
+            will=(Topics.status(self.site), self._status("offline")),
             keepalive=self.config.keepalive,
-            timeout=10,  # connect (a TLS refusal shows only as a missing CONNACK)
-            tls_context=self._tls,
-            max_inflight_messages=0,  # bounded by the event window below
-            max_queued_incoming_messages=0,
+            connect_timeout=10,  # a TLS refusal shows only as a missing CONNACK
+            tls=self._tls,
         )
-        # aiomqtt warns on every call once more than 10 are pending: ~12 % of the
-        # publish rate at a window of 100 (measured); the window is bounded by us.
-        client.pending_calls_threshold = self.window * 4
-        # MQTT 5: the broker says how many QoS 1 messages it takes in flight (Receive
-        # Maximum, CONNACK); the event window stays below it
-        chained: Any = client._client.on_connect
-
-        def on_connect(c: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-            self._receive_max = getattr(props, "ReceiveMaximum", None)
-            chained(c, userdata, flags, rc, props)
-
-        client._client.on_connect = on_connect
-        return client
 
     async def _run(self) -> None:
         attempt = 0
@@ -326,15 +297,11 @@ class MqttLink:
                     self.last_error = None
                     await self._session(client)
                     return  # an orderly stop
-            except aiomqtt.MqttError as exc:
+            except MqttLinkError as exc:
                 self.last_error = str(exc)
-                if (
-                    isinstance(exc, aiomqtt.MqttCodeError)
-                    and self._protocol == aiomqtt.ProtocolVersion.V5
-                    and getattr(exc.rc, "value", exc.rc) == _UNSUPPORTED_PROTOCOL
-                ):
+                if self._protocol == "5" and exc.rc in (_UNSUPPORTED_PROTOCOL, 1):
                     log.warning("mqtt.fallback_311", broker=f"{self.host}:{self.port}")
-                    self._protocol = aiomqtt.ProtocolVersion.V311
+                    self._protocol = "3.1.1"
                     continue
                 log.warning("mqtt.disconnected", error=str(exc), attempt=attempt)
             except Exception as exc:  # TLS files, the journal, paho state: the link never dies
@@ -349,9 +316,10 @@ class MqttLink:
                 async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
                     await self._stop.wait()
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    async def _session(self, client: PahoSession) -> None:
         await client.publish(Topics.status(self.site), self._status("online"), qos=1, retain=True)
-        sent = await self._send_retained(client, {})
+        # subscribed before the retained state goes out: a platform that has seen a
+        # device's state can send a command and know it is heard
         subs = [
             (Topics.commands(self.site), 1),
             (Topics.credentials(self.site), 1),
@@ -360,33 +328,38 @@ class MqttLink:
         ]
         if self.owned is not None:
             subs.append((self.owned, 1))
+        client.on_message = self._receive
         await client.subscribe(subs)
+        sent = await self._send_retained(client, {})
         self._client = client
         self._connected.set()
         # what changed while the first pass was under way (not sent: not yet connected)
         await self._send_retained(client, sent)
-        log.info("mqtt.connected", broker=f"{self.host}:{self.port}", protocol=self._protocol.name)
+        log.info("mqtt.connected", broker=f"{self.host}:{self.port}", protocol=self._protocol)
         window = self.window
-        if self._receive_max is not None:  # headroom for status and retained state
-            window = max(1, min(window, self._receive_max - 10))
+        if client.receive_maximum is not None:  # headroom for status and retained state
+            window = max(1, min(window, client.receive_maximum - 10))
         self.window_in_use = window
         stream = _EventStream(client, self.journal, Topics.events(self.site), window)
         feeder = asyncio.create_task(stream.run(self._stop))
-        receiver = asyncio.create_task(self._receive(client))
+        assert client.disconnected is not None
+        receiver = asyncio.ensure_future(asyncio.shield(client.disconnected))  # its end
         stopper = asyncio.create_task(self._stop.wait())
-        tasks: tuple[asyncio.Task[Any], ...] = (feeder, receiver, stopper)
+        tasks: tuple[asyncio.Future[Any], ...] = (feeder, receiver, stopper)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in (feeder, receiver):
                 if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
                     raise exc
+            if receiver.done():
+                raise MqttLinkError("the broker closed the connection")
             # an orderly stop: the feeder ends by itself; let what is in flight be
             # acknowledged, then say goodbye (the Last Will is not sent on DISCONNECT)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(feeder, 3)
             self._connected.clear()
             await stream.drain(timeout=3)
-            with contextlib.suppress(aiomqtt.MqttError):
+            with contextlib.suppress(MqttLinkError, TimeoutError):
                 await client.publish(
                     Topics.status(self.site), self._status("offline"), qos=1, retain=True, timeout=3
                 )
@@ -398,7 +371,7 @@ class MqttLink:
             self.published += stream.acked
 
     async def _send_retained(
-        self, client: aiomqtt.Client, sent: dict[str, bytes]
+        self, client: PahoSession, sent: dict[str, bytes]
     ) -> dict[str, bytes]:
         """Publish every kept retained message not already in ``sent`` as it is now."""
         out = dict(sent)
@@ -413,27 +386,24 @@ class MqttLink:
         return out
 
     # -- inbound -------------------------------------------------------------------------
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        cmd, cred = Topics.commands(self.site), Topics.credentials(self.site)
-        async for msg in client.messages:
-            payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
-            if not payload:
-                continue  # a cleared retained message
-            topic = str(msg.topic)
-            if topic == cmd:
-                self._hand("command", (bytes(payload),))
-            elif topic == cred:
-                self._hand("credential", (bytes(payload),))
-            elif msg.topic.matches(Topics.revocations()):
-                self._hand("revocation", (topic.split("/")[3], bytes(payload)))
-            elif msg.topic.matches(Topics.rosters(self.site)):
-                self._hand("roster", (topic.split("/")[3], bytes(payload)))
-            elif (
-                self.owned is not None
-                and msg.topic.matches(self.owned)
-                and topic not in self._retained
-            ):
-                self._hand("stale", (topic,))
+    def _receive(self, topic: str, payload: bytes) -> None:
+        """Every inbound message (on the event loop): to the queue of its kind."""
+        if not payload:
+            return  # a cleared retained message
+        if topic == Topics.commands(self.site):
+            self._hand("command", (payload,))
+        elif topic == Topics.credentials(self.site):
+            self._hand("credential", (payload,))
+        elif topic_matches_sub(Topics.revocations(), topic):
+            self._hand("revocation", (topic.split("/")[3], payload))
+        elif topic_matches_sub(Topics.rosters(self.site), topic):
+            self._hand("roster", (topic.split("/")[3], payload))
+        elif (
+            self.owned is not None
+            and topic_matches_sub(self.owned, topic)
+            and topic not in self._retained
+        ):
+            self._hand("stale", (topic,))
 
     async def _clear_stale(self, topic: str) -> None:
         if topic not in self._retained:  # kept meanwhile: not stale after all
@@ -464,21 +434,19 @@ class MqttLink:
 class _EventStream:
     """One connection's share of the outbox: publish in seq order, mark on PUBACK.
 
-    The hot path talks to aiomqtt's paho client directly: ``paho.publish()`` does
-    not block, and a PUBACK arrives through paho's ``on_publish`` (chained to
-    aiomqtt's own, for every message that is not ours) on the event loop thread.
-    aiomqtt's awaitable ``publish`` costs two tasks and a ``wait_for`` per message,
-    which halves the rate at 100 in flight (bench/event_pipeline.py measures both).
+    The hot path hands each event to the session's paho client without waiting
+    (``publish_nowait``); its PUBACK comes back through the session's ``on_published``
+    hook on the event loop thread. An awaitable publish per event would cost a future
+    and a wake-up each; bench/event_pipeline.py measures the whole pipeline.
     """
 
-    def __init__(self, client: aiomqtt.Client, journal: Journal, topic: str, window: int) -> None:
+    def __init__(self, client: PahoSession, journal: Journal, topic: str, window: int) -> None:
         self.journal = journal
         self.topic = topic
         self.window = max(1, window)
         self.acked = 0
-        self._paho = client._client  # aiomqtt's paho client (see the class docstring)
-        self._chained: Any = self._paho.on_publish
-        self._paho.on_publish = self._on_publish
+        self._session = client
+        client.on_published = self._on_publish
         self._mids: dict[int, int] = {}  # paho message id -> seq, in flight
         self._order: deque[int] = deque()  # sent, oldest first
         self._done: set[int] = set()
@@ -488,16 +456,15 @@ class _EventStream:
         self._failed: BaseException | None = None
         self._wake = asyncio.Event()
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+    def _on_publish(self, mid: int, rc: int) -> bool:
         seq = self._mids.pop(mid, None)
         if seq is None:
-            self._chained(client, userdata, mid, rc, props)
-            return
-        if getattr(rc, "is_failure", False):
+            return False  # not an event: status or retained state, the session's own
+        if rc >= 0x80:
             # the broker refused it (MQTT 5 reason code >= 0x80): not published
-            self._failed = aiomqtt.MqttCodeError(rc, f"broker refused event seq {seq}")
+            self._failed = MqttLinkError(f"broker refused event seq {seq} (reason {rc})", rc)
             self._wake.set()
-            return
+            return True
         self.acked += 1
         self._done.add(seq)
         order, done = self._order, self._done
@@ -507,6 +474,7 @@ class _EventStream:
         if self._watermark > self._marked and (self._mark_task is None or self._mark_task.done()):
             self._mark_task = asyncio.create_task(self._mark())
         self._wake.set()
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish the outbox in order until ``stop``; then drain: everything committed
@@ -558,10 +526,8 @@ class _EventStream:
                 continue
             for _ in range(min(room, len(buffer))):
                 seq, payload = buffer.popleft()
-                info = self._paho.publish(self.topic, payload, qos=1)
-                if info.rc != 0:
-                    raise aiomqtt.MqttCodeError(info.rc, "could not publish an event")
-                self._mids[info.mid] = seq
+                mid = self._session.publish_nowait(self.topic, payload, qos=1)
+                self._mids[mid] = seq
                 self._order.append(seq)
 
     async def _sleep(self) -> None:
