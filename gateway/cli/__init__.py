@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.cli._conventions import package_version
+from gateway.cli._conventions import config_hint, package_version
 from protocols.errors import LockgwError
 
 __all__ = ["main", "run"]
@@ -61,7 +61,7 @@ async def main(argv: list[str]) -> int:
     try:
         return await handler(args)
     except LockgwError as exc:
-        print(f"lockgw {args.command}: {exc}", file=sys.stderr)
+        print(f"lockgw {args.command}: {exc}{config_hint(args, exc)}", file=sys.stderr)
         return 1
 
 

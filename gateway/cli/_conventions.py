@@ -10,7 +10,15 @@ import argparse
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["DEFAULT_CONFIG", "add_config_option", "default_config", "package_version"]
+from protocols.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "add_config_option",
+    "config_hint",
+    "default_config",
+    "package_version",
+]
 
 DEFAULT_CONFIG = "/etc/lockgw/lockgw.toml"
 
@@ -28,6 +36,15 @@ def add_config_option(p: argparse.ArgumentParser, *, default: bool = True) -> No
         default=default_config() if default else None,
         help=f"the TOML config file (default: $LOCKGW_CONFIG, else {DEFAULT_CONFIG})",
     )
+
+
+def config_hint(args: argparse.Namespace, exc: Exception) -> str:
+    """For an error about a config nobody named: how to name one."""
+    given = getattr(args, "config", None)
+    missing = not os.path.exists(default_config())
+    if isinstance(exc, ConfigError) and given in (None, default_config()) and missing:
+        return " (no --config given: give --config FILE or set LOCKGW_CONFIG)"
+    return ""
 
 
 def package_version() -> str:

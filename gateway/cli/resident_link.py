@@ -20,6 +20,7 @@ import socket
 import sys
 from typing import Any
 
+from gateway.cli._conventions import add_config_option
 from gateway.cli.token import UsageError, parse_duration
 from gateway.config import Config, load_config
 from gateway.web.sessions import ResidentAccess
@@ -91,7 +92,7 @@ def register(subs: Any) -> None:
     p = subs.add_parser(
         "resident-link", help="a one-time link and QR code to the resident's page (read only)"
     )
-    p.add_argument("--config", required=True, help="the TOML config file")
+    add_config_option(p)
     p.add_argument("--valid", default="24h", help="how long the link can be used: 24h, 7d, 30m")
     p.add_argument("--label", default=None, help="a note for yourself (e.g. tablet, daughter)")
     p.add_argument("--no-qr", action="store_true", help="print the link only")
