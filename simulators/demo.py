@@ -296,14 +296,23 @@ class Demo:
         await asyncio.sleep(0.1 if self.fast else seconds)
 
     @staticmethod
-    def windows_now() -> tuple[list[list[int]], list[list[int]], str]:
-        """(a window containing now, one that does not, the latter as text) in the site's zone."""
-        now = datetime.now(ZoneInfo(ZONE))
+    def windows_now(now: datetime | None = None) -> tuple[list[list[int]], list[list[int]], str]:
+        """(windows containing now, windows far from it, the latter as text) in the site's
+        zone. Both keep their meaning for hours, whenever the demo runs: a window that
+        would cross midnight is split in two (a run at 23:59 goes on after 00:00)."""
+        now = now or datetime.now(ZoneInfo(ZONE))
         m = now.hour * 60 + now.minute
-        inside = [[ALL_DAYS, max(0, m - 60), min(1440, m + 180)]]
-        start, end = (m + 90, 1440) if m + 90 < 1440 else (0, m - 90)
-        text = f"{start // 60:02d}:{start % 60:02d}–{end // 60:02d}:{end % 60:02d}"
-        return inside, [[ALL_DAYS, start, end]], text
+
+        def around(start: int, length: int) -> list[list[int]]:
+            start %= 1440
+            end = start + length
+            if end <= 1440:
+                return [[ALL_DAYS, start, end]]
+            return [[ALL_DAYS, start, 1440], [ALL_DAYS, 0, end - 1440]]
+
+        far = (m + 360) % 1440  # six hours on: the refused carer's shift
+        text = f"{far // 60:02d}:{far % 60:02d}–{(far + 240) % 1440 // 60:02d}:{far % 60:02d}"
+        return around(m - 60, 240), around(far, 240), text
 
     def write_phones(self) -> None:
         """What each phone holds (token + key), so a technician can replay with lockgw-sim phone."""
