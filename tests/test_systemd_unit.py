@@ -22,10 +22,11 @@ pytestmark = pytest.mark.slow
 
 
 def exec_start(config: Path) -> list[str]:
-    """The unit's ExecStart with this checkout's venv and ``config`` in place of /opt and /etc."""
+    """The unit's ExecStart with this checkout's venv and ``config`` in place of /usr/bin
+    (where the Debian package links it) and /etc."""
     line = next(ln for ln in UNIT.read_text().splitlines() if ln.startswith("ExecStart="))
     argv = shlex.split(line.removeprefix("ExecStart="))
-    assert argv[0] == "/opt/lockgw/.venv/bin/lockgw", "the guide installs into /opt/lockgw/.venv"
+    assert argv[0] == "/usr/bin/lockgw", "the Debian package links the program there"
     argv[0] = str(Path(sys.executable).parent / "lockgw")
     return [str(config) if a == "/etc/lockgw/lockgw.toml" else a for a in argv]
 
