@@ -91,7 +91,11 @@ def _cause(exc: BaseException) -> Unreachable:
 
 def unavailable(device_id: str, what: str, exc: BaseException) -> DeviceUnavailable:
     """The typed :class:`DeviceUnavailable` for a link-layer failure ``exc`` during ``what``."""
-    text = str(exc) or type(exc).__name__
+    text = (
+        str(exc.args[0])
+        if isinstance(exc, BleakBluetoothNotAvailableError) and exc.args
+        else str(exc) or type(exc).__name__
+    )
     return DeviceUnavailable(device_id, f"{what}: {text}", _cause(exc))
 
 T = TypeVar("T")

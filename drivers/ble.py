@@ -38,7 +38,12 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
-from bleak.exc import BleakDeviceNotFoundError, BleakError
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakBluetoothNotAvailableReason,
+    BleakDeviceNotFoundError,
+    BleakError,
+)
 from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
 from bleak_retry_connector import get_device_by_adapter as _cached_device
 
@@ -212,6 +217,48 @@ async def find_device(
             return None
 
 
+async def _adapter_state(adapter: str) -> BleakBluetoothNotAvailableReason | None:
+    """None when BlueZ has this adapter powered; else why not (asked over D-Bus, so the
+    answer is typed rather than read from an error message)."""
+    from dbus_fast import BusType, Message, MessageType, Variant
+    from dbus_fast.aio import MessageBus
+
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        async with asyncio.timeout(5):
+            reply = await bus.call(Message(
+                destination="org.bluez", path=f"/org/bluez/{adapter}",
+                interface="org.freedesktop.DBus.Properties", member="Get",
+                signature="ss", body=["org.bluez.Adapter1", "Powered"],
+            ))
+    finally:
+        bus.disconnect()
+        with contextlib.suppress(Exception):
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+    if reply is None or reply.message_type == MessageType.ERROR:
+        return BleakBluetoothNotAvailableReason.NO_BLUETOOTH
+    powered = reply.body[0]
+    if isinstance(powered, Variant) and powered.value is False:
+        return BleakBluetoothNotAvailableReason.POWERED_OFF
+    return None
+
+
+async def _find_on_adapter(address: str, timeout: float, adapter: str) -> BLEDevice | None:
+    try:
+        return await find_device(address, timeout, adapter=adapter)
+    except BleakError as exc:
+        with contextlib.suppress(OSError, TimeoutError, ValueError):
+            why = await _adapter_state(adapter)
+            if why is not None:
+                raise BleakBluetoothNotAvailableError(
+                    f"Bluetooth adapter {adapter} is "
+                    + ("powered off" if why is BleakBluetoothNotAvailableReason.POWERED_OFF
+                       else "missing"),
+                    why,
+                ) from exc
+        raise
+
+
 async def forget_device(device: BLEDevice) -> None:
     """Remove a device from BlueZ's cache (its stale GATT table with it), as
     ``bluetoothctl remove`` does; the next scan finds it afresh."""
@@ -234,6 +281,8 @@ async def forget_device(device: BLEDevice) -> None:
             ))
     finally:
         bus.disconnect()
+        with contextlib.suppress(Exception):
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
 
 def _check_table(client: BleakClient, required: Iterable[str]) -> None:
@@ -272,7 +321,7 @@ async def connect(
             raise
         return client
     for fresh in (False, True):
-        device = await find_device(address, timeout, adapter=adapter)
+        device = await _find_on_adapter(address, timeout, adapter)
         if device is None:
             raise BleakDeviceNotFoundError(
                 address, f"{address} was not seen on {adapter} within {timeout:g} s"

@@ -121,6 +121,8 @@ class _CarelockDriver(Driver):
         keep current while connected and ``refresh`` re-reads)."""
         if self._client is not None and self._client.is_connected:
             return self._client
+        if self._client is not None:  # a link that dropped: let bleak close what it holds
+            await self._close(self._client)
         client = await self._bleak(
             "connect",
             self._open_link(

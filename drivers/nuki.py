@@ -200,6 +200,8 @@ class NukiDriver(Driver):
     async def _connect(self) -> None:
         if self.is_connected:
             return
+        if self._client is not None:  # a link that dropped: let bleak close what it holds
+            await self._disconnect()
         try:
             client = await self._open_link(
                 disconnected_callback=self._on_lost, required=(PAIRING_GDIO, USDIO)

@@ -24,11 +24,6 @@ How BlueZ's peripheral API maps onto the simulator's model:
   ``refuse`` disconnects every central that connects; ``drop`` disconnects every central
   (``Device1.Disconnect`` on our side); ``out_of_range`` stops advertising, drops and
   refuses until cleared.
-- After a central's link ends the central is removed from our adapter's device list
-  (the simulated devices pair in the application, not as BLE bonds) and the application
-  is registered again, so every connection starts afresh. BlueZ does not need this;
-  BlueZoo 1.0.2 (the tests' mock) can connect a central to one registration only once
-  and signals a second connection of the same central to the peripheral not at all.
 
 The D-Bus objects themselves are in :mod:`simulators._bluez_objects`.
 """
@@ -188,8 +183,10 @@ class BluezPeripheral:
             self.server.faults._changed = self._faults_changed
             await self._register()
         except BaseException:
-            self._bus.disconnect()
-            self._bus = None
+            bus, self._bus = self._bus, None
+            bus.disconnect()
+            with contextlib.suppress(Exception):
+                await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
             raise
 
     async def close(self) -> None:
@@ -203,8 +200,10 @@ class BluezPeripheral:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._bus is not None:
-            self._bus.disconnect()
-            self._bus = None
+            bus, self._bus = self._bus, None
+            bus.disconnect()
+            with contextlib.suppress(Exception):
+                await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
@@ -246,22 +245,6 @@ class BluezPeripheral:
                 with contextlib.suppress(Exception):
                     await self._call(BLUEZ, self.adapter_path, "org.bluez.GattManager1",
                                      "UnregisterApplication", "o", [self._app_path])
-
-    async def _reregister(self) -> None:
-        """A fresh registration after a link ends (see the module docstring)."""
-        if self._bus is None or self._links:
-            return
-        for obj in self._chars.values():  # nobody is subscribed to a fresh registration
-            obj.notifying = False
-        try:
-            async with self._register_lock:
-                if self._registered:
-                    self._registered = False
-                    await self._call(BLUEZ, self.adapter_path, "org.bluez.GattManager1",
-                                     "UnregisterApplication", "o", [self._app_path])
-            await self._register()
-        except (DBusError, BluezUnavailable, TimeoutError) as exc:
-            log.warning("bluez re-registration failed", device=self.server.name, error=str(exc))
 
     async def _advertise(self, on: bool) -> None:
         if on == self._advertising:
@@ -396,14 +379,6 @@ class BluezPeripheral:
                     self._spawn(result)
             except Exception:
                 log.exception("on_disconnect failed", device=self.server.name)
-        self._spawn(self._after_link(path))
-
-    async def _after_link(self, path: str) -> None:
-        """Forget the central (our devices pair in the application, not as BLE bonds) and
-        register the application afresh (see the module docstring)."""
-        with contextlib.suppress(DBusError, BluezUnavailable, TimeoutError):
-            await self._call(BLUEZ, self.adapter_path, _ADAPTER, "RemoveDevice", "o", [path])
-        await self._reregister()
 
     def disconnect_central(self, path: str) -> None:
         self._spawn(self._disconnect_quietly(path))

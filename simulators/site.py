@@ -3,7 +3,11 @@
 Used by ``lockgw demo``, the real-process tests and the benchmarks, so all three run the
 same thing a technician would: ``lockgw-sim lock|keysafe|nuki`` processes reached through
 the loopback BLE transport, ``lockgw pair`` and ``lockgw run`` as processes, phones
-speaking the CONTRACT §3 exchange over TCP. Imports ``protocols/`` (and other
+speaking the CONTRACT §3 exchange over TCP. A device with ``DeviceSpec(adapter="hci1")``
+is a BlueZ peripheral on that adapter instead (its address comes from its ready line:
+write the config after :meth:`SimSite.start_devices`), and ``SimSite(bluetooth="hci0",
+env={"DBUS_SYSTEM_BUS_ADDRESS": ...})`` gives the gateway its adapter and every process
+the bus. Imports ``protocols/`` (and other
 simulators) only; the gateway is driven through its command line and the network.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -103,6 +108,19 @@ class DeviceSpec:
     extra: str = ""  # extra TOML lines for its [[devices]] table
     port: int = field(default_factory=_unique_port)
     control: int = field(default_factory=_unique_port)
+    #: a BlueZ adapter: the simulator is a BlueZ peripheral there (``--bluez --adapter``)
+    adapter: str | None = None
+    #: the address for the config: set from the simulator's ready line when it starts
+    address: str | None = None
+    #: more simulator options (``--no-beacon``)
+    sim_args: tuple[str, ...] = ()
+
+    def config_address(self) -> str:
+        if self.adapter is None:
+            return f"loopback://127.0.0.1:{self.port}"
+        if self.address is None:
+            raise RuntimeError(f"{self.id}: start the BlueZ simulator before writing the config")
+        return self.address
 
 
 class SimSite:
@@ -116,8 +134,14 @@ class SimSite:
         delay_ms: int = 0,
         site_id: str | None = None,
         timezone: str = "Europe/Amsterdam",
+        bluetooth: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.dir = workdir
+        #: ``[bluetooth] adapter`` for the gateway (None: the section is left out)
+        self.bluetooth = bluetooth
+        #: extra environment for every process (``DBUS_SYSTEM_BUS_ADDRESS`` of a test bus)
+        self.env = dict(env or {})
         self.site = site_id or f"site-{secrets.token_hex(4)}"
         self.timezone = timezone
         self.delay_ms = delay_ms
@@ -245,6 +269,7 @@ class SimSite:
             f'loopback = "127.0.0.1:{self.phone_port}"',
             phone_link,
             "",
+            *([f'[bluetooth]\nadapter = "{self.bluetooth}"', ""] if self.bluetooth else []),
             extra,
         ]
         for org in self.orgs:
@@ -273,7 +298,7 @@ class SimSite:
                 f'id = "{dev.id}"',
                 f'door = "{dev.door}"',
                 f'driver = "{dev.driver}"',
-                f'address = "loopback://127.0.0.1:{dev.port}"',
+                f'address = "{dev.config_address()}"',
                 dev.extra,
                 "",
             ]
@@ -291,7 +316,7 @@ class SimSite:
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=self.dir,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **self.env, **(env or {})},
             )
         self.procs[name] = proc
         return proc
@@ -306,6 +331,7 @@ class SimSite:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=self.dir,
+            env={**os.environ, **self.env},
         )
         try:
             async with asyncio.timeout(timeout):
@@ -339,8 +365,12 @@ class SimSite:
                 "-m",
                 "simulators.cli",
                 dev.kind,
-                "--listen",
-                f"127.0.0.1:{dev.port}",
+                *(
+                    ["--bluez", "--adapter", dev.adapter]
+                    if dev.adapter is not None
+                    else ["--listen", f"127.0.0.1:{dev.port}"]
+                ),
+                *dev.sim_args,
                 "--control",
                 f"127.0.0.1:{dev.control}",
                 "--state",
@@ -354,7 +384,27 @@ class SimSite:
         # many simulators starting at once on a small machine take a while each
         budget = 20.0 + 2.0 * len(self.devices)
         for dev in self.devices:
-            await self.wait_port(dev.port, f"the simulated {dev.kind} {dev.id}", timeout=budget)
+            if dev.adapter is None:
+                await self.wait_port(dev.port, f"the simulated {dev.kind} {dev.id}", timeout=budget)
+            else:
+                dev.address = await self._ready_address(dev, timeout=budget)
+
+    async def _ready_address(self, dev: DeviceSpec, timeout: float) -> str:
+        """The BLE address a BlueZ simulator printed in its ready line."""
+        log = self.dir / f"sim-{dev.id}.log"
+        deadline = time.monotonic() + timeout
+        while True:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            for line in text.splitlines():
+                if line.startswith("{") and '"ready": true' in line:
+                    address: str = json.loads(line)["address"]
+                    return address
+            proc = self.procs.get(f"sim-{dev.id}")
+            if (proc is not None and proc.returncode is not None) or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the simulated {dev.kind} {dev.id} did not start on {dev.adapter}:\n{text[-2000:]}"
+                )
+            await asyncio.sleep(0.05)
 
     async def pair_all(self, *, attempts: int = 3) -> None:
         """``lockgw pair`` every device, as an installer would (again when one times out:

@@ -13,7 +13,8 @@ it, and this module only talks to it over D-Bus.
   (``bz.bus_address`` is what ``DBUS_SYSTEM_BUS_ADDRESS`` must be for every process that
   should use it: ``bz.env()`` is ``os.environ`` with it set), and
 - ``bluezoo`` on that bus with adapters ``hci0`` … ``hciN-1`` (powered, scanning every
-  second), and waits until every adapter is on the bus.
+  second), through ``tests/bluezoo_launcher.py`` (three corrections towards BlueZ that
+  reconnecting needs), and waits until every adapter is on the bus.
 
 ``await bz.remove_adapter("hci0")`` / ``await bz.add_adapter("hci0")`` take an adapter
 away and give it back with the same address (a USB dongle pulled and plugged in again,
@@ -28,6 +29,7 @@ uses another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -157,6 +159,8 @@ class BluezEnv:
             ))
         finally:
             bus.disconnect()
+            with contextlib.suppress(Exception):
+                await bus.wait_for_disconnect()
         if reply is None or reply.message_type == MessageType.ERROR:
             detail = reply.body if reply is not None else "no reply"
             raise BluezEnvError(f"BlueZoo {member}{tuple(body)} failed: {reply.error_name if reply else ''} {detail}")
@@ -170,6 +174,8 @@ class BluezEnv:
             ))
         finally:
             bus.disconnect()
+            with contextlib.suppress(Exception):
+                await bus.wait_for_disconnect()
         if reply is None or reply.message_type == MessageType.ERROR:
             raise BluezEnvError("org.bluez does not answer GetManagedObjects")
         return {
@@ -182,9 +188,9 @@ class BluezEnv:
         dbus_daemon = _find_tool("dbus-daemon")
         if dbus_daemon is None:
             raise BluezEnvError("dbus-daemon is not installed: run scripts/bootstrap.sh")
-        bluezoo = _find_tool("bluezoo")
-        if bluezoo is None:
+        if _find_tool("bluezoo") is None:
             raise BluezEnvError("bluezoo is not installed: pip install -e '.[test]'")
+        bluezoo = str(Path(__file__).with_name("bluezoo_launcher.py"))
         self._dir = Path(tempfile.mkdtemp(prefix="lockgw-bluez-"))
         try:
             self._start(dbus_daemon, bluezoo)
@@ -206,7 +212,7 @@ class BluezEnv:
         if not line:
             raise BluezEnvError(f"dbus-daemon exited {self._dbus.wait()} before printing its address")
         self.bus_address = line
-        argv = [bluezoo, "--auto-enable", f"--scan-interval={self.scan_interval}"]
+        argv = [sys.executable, bluezoo, "--auto-enable", f"--scan-interval={self.scan_interval}"]
         for a in self.adapters:
             argv += ["-a", a.address]
         with (self._dir / "bluezoo.log").open("wb") as log:

@@ -19,7 +19,7 @@ from bluez_env import BluezEnv
 from pyNukiBT import NukiDevice
 from simprocs import SimProcess
 
-from drivers.ble import find_device, forget_device
+from drivers.ble import find_device
 from drivers.carelock import CarelockKeysafeDriver, CarelockLockDriver
 from drivers.nuki import NukiDriver
 from protocols.device import Action, CompartmentState, DeviceState, DoorState, KeyState, LockState
@@ -92,6 +92,32 @@ async def test_carelock_lock_over_bluez_every_action_a_notification_and_a_jam(
         await lock.disconnect()
 
 
+async def test_the_adapter_taken_away_is_adapter_missing_and_the_lock_is_reached_once_it_is_back(
+    lock_sim: SimProcess, bluez_here: BluezEnv
+) -> None:
+    lock = CarelockLockDriver(
+        "front-lock", lock_sim.address, secrets=MemorySecrets(), timeout=10.0, adapter="hci0"
+    )
+    lost = asyncio.Event()
+    lock.on_link_lost(lost.set)
+    try:
+        await lock.pair()
+        await bluez_here.remove_adapter("hci0")
+        async with asyncio.timeout(10):
+            await lost.wait()  # the link went with the adapter, and the driver said so
+        assert not lock.is_connected
+        with pytest.raises(DeviceUnavailable) as err:
+            await lock.execute(Action.UNLOCK)
+        assert err.value.cause is Unreachable.ADAPTER_MISSING
+        assert "hci0 is missing" in err.value.detail
+    finally:
+        await bluez_here.add_adapter("hci0")
+    try:
+        assert (await lock.execute(Action.UNLOCK)).lock is LockState.UNLOCKED
+    finally:
+        await lock.disconnect()
+
+
 async def test_carelock_keysafe_over_bluez_opens_and_reports_the_key_and_a_slow_device(
     safe_sim: SimProcess,
 ) -> None:
@@ -152,13 +178,6 @@ async def test_pynukibt_pairs_with_and_operates_the_nuki_simulator_over_bluez(
     """pyNukiBT unchanged, with bleak's BlueZ backend: no patch at all over BlueZ."""
 
     async def fresh() -> BLEDevice:
-        # pyNukiBT looks characteristics up by UUID; BlueZoo 1.0.2 leaves an earlier
-        # connection's GATT objects behind, so each connection starts from a clean BlueZ
-        # cache (as `bluetoothctl remove` does; our drivers do it themselves when they meet
-        # a stale table) — see docs/simulators.md, "BlueZ without a radio"
-        cached = await find_device(nuki_sim.address, adapter="hci0")
-        if cached is not None:
-            await forget_device(cached)
         found = await find_device(nuki_sim.address, adapter="hci0")
         assert found is not None
         return found

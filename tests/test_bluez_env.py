@@ -7,6 +7,7 @@ back with its address.
 """
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -106,6 +107,8 @@ async def peripheral(bluez_here: BluezEnv) -> AsyncIterator[_Char]:
         yield char
     finally:
         bus.disconnect()  # BlueZ drops an application whose owner leaves the bus
+        with contextlib.suppress(Exception):
+            await bus.wait_for_disconnect()
 
 
 async def test_advertisement_on_one_adapter_is_found_connected_read_and_written_from_another(
@@ -152,3 +155,5 @@ async def test_a_removed_adapter_leaves_the_bus_and_comes_back_with_its_address(
         assert await props.get_powered() is True
     finally:
         bus.disconnect()
+        with contextlib.suppress(Exception):
+            await bus.wait_for_disconnect()
