@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from bleak import BleakClient
 from bleak.exc import (
@@ -118,6 +118,14 @@ class Driver(ABC):
     name: ClassVar[str]
     kind: ClassVar[DeviceKind]
     capabilities: ClassVar[frozenset[Capability]]
+    #: how the supervisor reaches this device unless the config says (``connection``):
+    #: "keep" a link, or connect "on_demand" per command and poll (battery-powered locks
+    #: whose maker advises against a held link)
+    default_connection: ClassVar[Literal["keep", "on_demand"]] = "keep"
+    #: seconds between health polls unless the config says (``health_interval``)
+    default_health_interval: ClassVar[float] = 60.0
+    #: what an installer must know before pairing (``lockgw pair`` prints it first)
+    pairing_notice: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -240,6 +248,13 @@ class Driver(ABC):
         if self._events.full():  # a stalled consumer loses old snapshots, never blocks the link
             self._events.get_nowait()
         self._events.put_nowait(state)
+
+    async def wakeups(self) -> AsyncIterator[None]:
+        """One item each time the device signals, without a link, that it has news (Nuki:
+        a bit in its advertisement), so an on-demand supervisor looks now rather than at
+        its next poll. The default: a device that never does."""
+        await asyncio.Event().wait()
+        yield  # pragma: no cover - never reached
 
     async def events(self) -> AsyncIterator[DeviceState]:
         """Unsolicited state snapshots (door opened, jam, battery, key returned)."""

@@ -11,7 +11,19 @@ cannot encrypt) and to USDIO (encrypted commands). An action is two writes::
 Pairing (:meth:`NukiDriver.pair`, the installer's ``lockgw pair`` with the lock in pairing
 mode) stores the authorization id, the shared key and the lock's public key through the
 :class:`SecretStore`; the driver's own X25519 secret is not kept (the shared key is all a
-session needs).
+session needs). The lock takes the gateway as its *bridge*: it keeps one bridge
+authorization, so pairing the gateway pushes out a Nuki Bridge paired before (``lockgw
+pair`` warns).
+
+**Connected on demand** by default (``connection = "on_demand"``): a held BLE connection
+and frequent polling drain a Nuki's batteries (nuki_hub users ask for exactly this). The
+gateway connects per command and per poll (every 30 minutes unless ``health_interval``
+says otherwise) and is **woken by the lock's advertisement** in between: a Nuki
+advertises an iBeacon whose TX-power byte has bit 0 set while it holds a state change no
+client has read (the door opened, a turn by hand, the battery); :meth:`NukiDriver.wakeups`
+watches for it on the gateway's adapter and the supervisor looks at once.
+``connection = "keep"`` holds the link instead (notifications arrive at once, at the
+batteries' cost).
 """
 
 from __future__ import annotations
@@ -19,15 +31,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Mapping
-from typing import Any, ClassVar, Final
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar, Final, Literal
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
 from drivers.base import Driver, SecretStore, unavailable
-from drivers.ble import GattTableMismatch
+from drivers.ble import GattTableMismatch, watch_advertisements
 from protocols.device import Action, Capability, DeviceInfo, DeviceKind, DeviceState
 from protocols.errors import DeviceFailed, DeviceUnavailable, PairingError, Unreachable
 from protocols.events import DoorState, LockState
@@ -59,7 +73,7 @@ from protocols.nuki import (
 from protocols.nuki import LockState as NukiLockState
 from protocols.nuki.pairing import PairingClient
 
-__all__ = ["NukiDriver", "NukiPairingRefused", "NukiRefused"]
+__all__ = ["NukiDriver", "NukiPairingRefused", "NukiRefused", "has_news"]
 
 #: put in the inbox when the link drops
 _LOST: Final = ("", b"")
@@ -108,6 +122,16 @@ class NukiPairingRefused(PairingError):
         self.code = code
 
 
+def has_news(manufacturer_data: Mapping[int, bytes]) -> bool:
+    """True when a Nuki's iBeacon (Apple's company id 0x004C, type 0x02 0x15) has bit 0 of
+    its TX-power byte set: the lock holds a state change no client has read yet."""
+    beacon = manufacturer_data.get(0x004C)
+    return (
+        beacon is not None and len(beacon) >= 23 and beacon[:2] == b"\x02\x15"
+        and bool(beacon[-1] & 0x01)
+    )
+
+
 def to_device_state(states: KeyturnerStates) -> DeviceState:
     return DeviceState(
         kind=DeviceKind.LOCK,
@@ -123,6 +147,15 @@ class NukiDriver(Driver):
 
     name: ClassVar[str] = "nuki"
     kind: ClassVar[DeviceKind] = DeviceKind.LOCK
+    default_connection: ClassVar[Literal["keep", "on_demand"]] = "on_demand"
+    #: the lock's beacon says when it has news; the poll is only a safety net (nuki_hub's
+    #: default lock-state query interval is 30 minutes too)
+    default_health_interval: ClassVar[float] = 1800.0
+    pairing_notice: ClassVar[str | None] = (
+        "the gateway pairs as this Nuki's bridge. A lock has one bridge slot: a Nuki Bridge "
+        "already paired with it is pushed out (remote access and notifications through the "
+        "Nuki app stop working through that Bridge). The Nuki app on phones keeps working."
+    )
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {
             Capability.LOCK,
@@ -247,6 +280,22 @@ class NukiDriver(Driver):
         except BleakError as exc:
             await self._disconnect()
             raise unavailable(self.device_id, "write", exc) from exc
+
+    # -- the lock's beacon ------------------------------------------------------------------
+    async def wakeups(self) -> AsyncIterator[None]:
+        """One item per advertisement that says the lock has unread news (see the module
+        docstring); nothing while it has none. Scans on the gateway's adapter through the
+        shared scanner (:func:`drivers.ble.watch_advertisements`)."""
+        news: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+
+        def seen(_device: BLEDevice, adv: AdvertisementData) -> None:
+            if has_news(adv.manufacturer_data) and not news.full():
+                news.put_nowait(None)
+
+        async with watch_advertisements(self.address, seen, adapter=self.adapter):
+            while True:
+                await news.get()
+                yield
 
     # -- messages ------------------------------------------------------------------------
     def _decode(self, char: str, data: bytes) -> Message:

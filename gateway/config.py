@@ -205,11 +205,14 @@ class DeviceConfig(_Section):
     #: "keep" = stay connected: the default, because an unlock is then one link round trip
     #: (p50 64 ms at BLE timing vs 490 ms connecting on demand, bench/device_connection.py) and
     #: door / jam / key notifications arrive at once instead of at the next poll;
-    #: "on_demand" = connect per command and per health poll (docs/devices.md §5)
+    #: "on_demand" = connect per command and per health poll (docs/devices.md §5).
+    #: Left out, the driver's default applies: "keep", except "on_demand" for a Nuki
+    #: (battery life; woken by its advertisement, docs/nuki.md)
     connection: Literal["keep", "on_demand"] = "keep"
     battery_low: int = Field(default=20, ge=1, le=99)
     battery_critical: int = Field(default=10, ge=1, le=99)
-    #: a device quiet this many seconds is polled (a refresh of its state)
+    #: a device quiet this many seconds is polled (a refresh of its state); left out, the
+    #: driver's default: 60 s, a Nuki 1800 s (its beacon says when it has news)
     health_interval: float = Field(default=60.0, gt=0)
     #: seconds the door may stand open before door.left_open
     door_left_open_after: float = Field(default=300.0, gt=0)

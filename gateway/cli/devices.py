@@ -191,6 +191,8 @@ async def _pair_quiet(args: argparse.Namespace) -> int:
             )
             return 1
     driver = make_driver(dev, store, DRIVERS, adapter=cfg.bluetooth.adapter)
+    if driver.pairing_notice:
+        print(f"Note: {driver.pairing_notice}", file=sys.stderr)
     print(f"Pairing {dev.id} ({dev.driver} at {dev.address}, door {dev.door}) ...")
     try:
         return await _pair_with(args, cfg, dev, store, driver)

@@ -232,7 +232,7 @@ class DeviceManager:
                 online=bool(r.online),
                 last_contact=r.last_contact,
                 battery=r.battery,
-                health_interval=self.supervisors[r.id].cfg.health_interval,
+                health_interval=self.supervisors[r.id].health_interval,
             )
             for r in self.records().values()
         ]

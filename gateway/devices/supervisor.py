@@ -17,7 +17,12 @@ An unpaired device is not retried fast (every ``reconnect_max``); pairing it wit
 ``lockgw pair`` while the gateway runs brings it online at the next attempt.
 
 With ``connection = "on_demand"`` the supervisor connects for each command and each
-health poll and disconnects after; notifications (door opened) are seen only at polls.
+health poll and disconnects after; notifications (door opened) are seen only at polls —
+and whenever the driver's :meth:`~drivers.base.Driver.wakeups` says the device has news
+(a Nuki's advertisement), which makes the supervisor poll at once. Unless the config
+sets them, ``connection`` and ``health_interval`` are the driver's defaults
+(``Driver.default_connection`` / ``default_health_interval``: a Nuki is on demand,
+polled every 30 minutes, woken by its beacon).
 
 Every state snapshot, whether it is the answer to a command, a refresh or a
 notification, goes through :meth:`Supervisor.apply`, which turns differences into
@@ -144,6 +149,20 @@ class Supervisor:
     @property
     def id(self) -> str:
         return self.cfg.id
+
+    @property
+    def connection(self) -> str:
+        """``keep`` or ``on_demand``: the config's, else the driver's default."""
+        if "connection" in self.cfg.model_fields_set:
+            return self.cfg.connection
+        return self.driver.default_connection
+
+    @property
+    def health_interval(self) -> float:
+        """Seconds between health polls: the config's, else the driver's default."""
+        if "health_interval" in self.cfg.model_fields_set:
+            return self.cfg.health_interval
+        return self.driver.default_health_interval
 
     @property
     def kind(self) -> DeviceKind:
@@ -434,7 +453,7 @@ class Supervisor:
                             await self._connect_locked()
                         state = await op()
                     finally:
-                        if self.cfg.connection == "on_demand":
+                        if self.connection == "on_demand":
                             await self._drop_link()
         except TimeoutError:
             exc: DeviceError = DeviceUnavailable(
@@ -478,10 +497,11 @@ class Supervisor:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._watch())
             tg.create_task(self._notifications())
-            if self.cfg.connection == "keep":
+            if self.connection == "keep":
                 tg.create_task(self._keep())
             else:
                 tg.create_task(self._poll_on_demand())
+                tg.create_task(self._wakeups())
 
     async def _notifications(self) -> None:
         async for state in self.driver.events():
@@ -529,7 +549,7 @@ class Supervisor:
             # when a failed command asks for a look
             self._wake.clear()
             while self.driver.is_connected and not self._wake.is_set():
-                quiet_until = (self.last_contact or 0.0) + self.cfg.health_interval
+                quiet_until = (self.last_contact or 0.0) + self.health_interval
                 remaining = quiet_until - self._clock()
                 if remaining <= 0:
                     break
@@ -550,17 +570,30 @@ class Supervisor:
             try:
                 await self.refresh()
                 attempt = 0
-                await self._sleep(self.cfg.health_interval)
+                await self._sleep(self.health_interval)
             except PairingError:
                 await self._sleep(self.cfg.reconnect_max)
             except DeviceError:
                 attempt += 1
                 await self._sleep(
                     min(
-                        self.cfg.health_interval,
+                        self.health_interval,
                         backoff_delay(attempt, self.cfg.reconnect_min, self.cfg.reconnect_max),
                     )
                 )
+
+    async def _wakeups(self) -> None:
+        """The device says it has news (an on-demand device's advertisement): poll now."""
+        while True:
+            try:
+                async for _ in self.driver.wakeups():
+                    self._log.info("device.wakeup")
+                    self._wake.set()
+            except DeviceError as exc:
+                self._log.warning("devices.wakeups_failed", error=exc.detail or str(exc))
+            except Exception as exc:  # a scan that cannot run (adapter gone): try again later
+                self._log.warning("devices.wakeups_failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(self.cfg.reconnect_max)
 
     async def close(self) -> None:
         """Let go of the device (bounded)."""
