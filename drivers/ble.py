@@ -332,6 +332,9 @@ async def connect(
             name or address,
             disconnected_callback=disconnected_callback,
             max_attempts=CONNECT_ATTEMPTS,
+            # the table BlueZ resolves for this connection, not bleak's copy from an earlier
+            # one: a lock whose table changed (firmware) must not be written at stale paths
+            use_services_cache=False,
         )
         try:
             _check_table(bluez_client, needed)

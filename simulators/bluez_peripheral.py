@@ -414,6 +414,7 @@ class BluezPeripheral:
         async with conn.turn:
             await self._delay(faults.delay_ms)
             conn.frames_received += 1
+            self.server.frames_received += 1
             if not char.properties & gl.Property.READ:
                 raise _att_error(gl.AttError.READ_NOT_PERMITTED)
             try:
@@ -433,6 +434,7 @@ class BluezPeripheral:
             data = data[int(offset.value):] if isinstance(offset, Variant) else data
             await self._delay(faults.reply_delay_ms + faults.delay_ms)
             conn.frames_sent += 1
+            self.server.frames_sent += 1
             return self._garble(data)
 
     async def write(self, char: Characteristic, value: bytes, options: dict[str, Any]) -> None:
@@ -448,6 +450,7 @@ class BluezPeripheral:
             async def job() -> None:
                 await self._delay(faults.delay_ms)
                 conn.frames_received += 1
+                self.server.frames_received += 1
                 result = handler(conn, value)
                 if result is not None:
                     await result
@@ -457,6 +460,7 @@ class BluezPeripheral:
         async with conn.turn:
             await self._delay(faults.delay_ms)
             conn.frames_received += 1
+            self.server.frames_received += 1
             if handler is None or not char.properties & gl.Property.WRITE:
                 raise _att_error(gl.AttError.WRITE_NOT_PERMITTED)
             try:
@@ -469,6 +473,7 @@ class BluezPeripheral:
                 log.exception("gatt handler failed", device=self.server.name)
                 raise _att_error(gl.AttError.UNLIKELY_ERROR, repr(exc)) from exc
             await self._delay(faults.reply_delay_ms + faults.delay_ms)
+            self.server.frames_sent += 1  # the write response
 
     async def subscribe(self, obj: CharacteristicObject, on: bool) -> None:
         if not obj.char.properties & (gl.Property.NOTIFY | gl.Property.INDICATE):
