@@ -5,7 +5,7 @@
   inode, sd-daemon(3)), each line starts with its syslog priority, ``<3>`` for errors
   ... ``<7>`` for debug, so ``journalctl -p warning -u lockgw`` filters by level (systemd
   strips the prefix: ``SyslogLevelPrefix=yes`` is the default).
-- The standard library's logging — bleak, dbus-fast, paho (through aiomqtt), asyncio —
+- The standard library's logging — bleak, dbus-fast, paho, asyncio —
   goes through the same processors and renderer (``logger`` names the library), instead
   of Python's bare last-resort handler on stderr.
 - Libraries do not know what is secret: their string fields lose long hex and base64

@@ -103,7 +103,7 @@ async def test_the_daemon_logs_with_priorities_when_systemd_gives_it_the_journal
     tmp_path: Path, broker: MosquittoBroker
 ) -> None:
     """``lockgw run`` as the unit starts it: stdout is the journal's stream. Its lines and
-    paho's / asyncio's carry priorities; a broker outage is a warning (<4>)."""
+    paho's carry priorities; a broker outage is a warning (<4>), paho's packets debug (<7>)."""
     async with SimSite(tmp_path, devices=[]) as site:
         site.write_config(broker.url)
         log = tmp_path / "journal.txt"
@@ -111,6 +111,7 @@ async def test_the_daemon_logs_with_priorities_when_systemd_gives_it_the_journal
         with f:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway", "run", "--config", str(site.config),
+                "--log-level", "debug",
                 stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path,
                 env={**os.environ, "JOURNAL_STREAM": stream},
             )
@@ -127,5 +128,10 @@ async def test_the_daemon_logs_with_priorities_when_systemd_gives_it_the_journal
             await broker.start()
         lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
         assert lines and all(ln[:1] == "<" and ln[2:3] == ">" for ln in lines), lines[:5]
-        events = {json.loads(ln[3:])["event"]: ln[1] for ln in lines}
+        records = [(ln[1], json.loads(ln[3:])) for ln in lines]
+        events = {r["event"]: prio for prio, r in records}
         assert events["gateway.ready"] == "6" and events["mqtt.disconnected"] == "4"
+        # paho's own log (its packets, at debug) in the same form, with its logger's name
+        paho = [(prio, r) for prio, r in records if r.get("logger") == "paho.mqtt"]
+        assert paho and all(prio == "7" for prio, _ in paho), paho[:3]
+        assert any("CONNECT" in r["event"] for _, r in paho)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import threading
 from collections.abc import Callable, Sequence
@@ -81,6 +82,8 @@ class PahoSession:
             clean_session=None if self.v5 else False,  # a persistent session either way
         )
         client = self.client
+        # paho's own messages (packets at debug, its errors) join the gateway's log pipeline
+        client.enable_logger(logging.getLogger("paho.mqtt"))
         client.max_inflight_messages_set(0)  # the caller bounds what is in flight
         client.max_queued_messages_set(0)
         if username is not None:
