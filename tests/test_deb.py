@@ -6,6 +6,7 @@ then purged, and the machine left as it was."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
 import os
 import pwd
@@ -63,9 +64,20 @@ def _installed(deb: Path) -> Iterator[None]:
             _run("delgroup", "--quiet", "--system", "bluetooth", check=False)
 
 
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    """One package test at a time on this machine: several checkouts' suites may run at
+    once, and they share one dpkg database, one lockgw user, one /etc/lockgw."""
+    lock = Path("/run/lock" if Path("/run/lock").is_dir() else "/tmp") / "lockgw-test-deb.lock"
+    with lock.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def test_the_package_installs_runs_and_purges_cleanly(tmp_path: Path) -> None:
-    if _run("dpkg-query", "-W", "lockgw", check=False).returncode == 0:
-        pytest.skip("lockgw is installed on this machine: not touching it")
     started = time.monotonic()
     if os.environ.get("LOCKGW_TEST_DEB"):  # a package built just before (while working on this)
         deb = Path(os.environ["LOCKGW_TEST_DEB"])
@@ -77,7 +89,13 @@ def test_the_package_installs_runs_and_purges_cleanly(tmp_path: Path) -> None:
     print(f"build-deb: {time.monotonic() - started:.0f} s, {deb.stat().st_size / 1e6:.1f} MB")
     control = _run("dpkg-deb", "-f", str(deb), "Depends").stdout
     assert "python3." in control and "adduser" in control
+    with _machine_lock():
+        if _run("dpkg-query", "-W", "lockgw", check=False).returncode == 0:
+            pytest.skip("lockgw is installed on this machine: not touching it")
+        _install_run_purge(deb, tmp_path)
 
+
+def _install_run_purge(deb: Path, tmp_path: Path) -> None:
     with _installed(deb):
         assert _run("/usr/bin/lockgw", "--version").stdout.strip() == f"lockgw {version('lockgw')}"
         assert _run("/usr/bin/lockgw-sim", "--version").stdout.startswith("lockgw-sim ")
