@@ -108,10 +108,14 @@ class Gateway:
             time_floor=clock.floor,
             broker_connected=self.mqtt.connected,
             journal_ok=self.journal.error is None,
-            journal_failures=self.journal.failures,  # every refused emit, the door's included
+            journal_failures=self.journal.failures,  # every event that went to the fallback
             last_seq=self.journal.last_seq,
             backlog=self.journal.backlog(),
             devices=self.devices.health(),
+            journal_recording=self.journal.recording,
+            journal_held=self.journal.held,
+            journal_not_durable=self.journal.not_durable,
+            journal_problem=self.journal.fallback_problem or self.journal.error,
         )
 
     async def _device_events(self) -> None:

@@ -6,9 +6,15 @@ one that answers "no" (jammed, refused) ``device_failed``. Every attempt — gra
 denied, malformed, failed — is journaled (and so published) with all CONTRACT fields,
 and repeated denials at a door raise ``access.suspicious``.
 
-If the journal cannot write (disk full, corrupt database) the door still opens:
-care safety comes first. The attempt is logged, the phone's ``event`` is a locally
-generated id, and the health check reports that the gateway cannot journal.
+Every attempt leaves a durable record, whatever the journal does. When it cannot write
+(a full disk or ``journal.max_bytes``, a damaged file, its writer process restarting),
+the event goes to the journal's fallback file beside it and is journaled and published
+later, in order, with the ``event`` id the phone heard (``gateway.journal``); health
+and the MQTT ``status`` topic (``journal: fallback``) say so meanwhile. If even that
+file cannot be written, the door still opens for a valid token — care safety first —
+and the event is kept in memory and written in full to the system log; health says
+"NOTHING IS RECORDED" and ``status`` says ``journal: unrecorded`` at once. It is
+journaled if the gateway runs until the journal recovers, and lost if it stops first.
 
 Once the proof is in, an attempt (and a signed remote opening) runs to its end even if
 the phone goes away or SIGTERM arrives: the daemon waits for it (:meth:`DoorService.close`).
@@ -95,7 +101,7 @@ class DoorService:
     async def _emit(self, body: EventBody) -> str:
         try:
             env = await self.sink.emit(body)
-        except JournalError as exc:
+        except JournalError as exc:  # the journal is closed: only when stopping went wrong
             local = f"unjournaled-{uuid.uuid4()}"
             # the whole body: who, which door, what happened (structlog reserves ``event``)
             log.error(

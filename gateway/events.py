@@ -17,5 +17,7 @@ __all__ = ["EventSink"]
 
 class EventSink(Protocol):
     async def emit(self, body: EventBody) -> Envelope:
-        """Durably record ``body``; return it as published (with id, seq, ts)."""
+        """Durably record ``body``; return it as published (with id, seq, ts). ``seq`` is
+        0 when the journal could not take it at once and it waits in the journal's
+        fallback: its id and ts are final, its seq comes when it is journaled."""
         ...

@@ -13,7 +13,8 @@ clock              trusted: not behind the persisted time floor
 disk               at least 100 MB and 5 % free on the data directory
 daemon             the snapshot is younger than 3 × its write interval
 broker             connected to the MQTT broker
-journal            writable, and the unpublished backlog below 10,000 events
+journal            writable (else: events wait in its fallback file, or are not
+                   recorded at all), and the unpublished backlog below 10,000 events
 devices            every device contacted within 3 × its health interval
 =================  ===========================================================
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -73,6 +75,13 @@ class Snapshot(BaseModel):
     backlog: int
     devices: list[DeviceHealth]
     phones_served: int = 0
+    #: ``ok`` / ``fallback`` / ``unrecorded`` (``gateway.journal.Journal.recording``)
+    journal_recording: str = "ok"
+    #: events waiting in the fallback for the journal; of those, kept in memory only
+    journal_held: int = 0
+    journal_not_durable: int = 0
+    #: why the journal cannot write, in words (None when it can)
+    journal_problem: str | None = None
 
 
 def read_snapshot(data_dir: Path) -> Snapshot | None:
@@ -137,12 +146,7 @@ def evaluate(
         problems.append(_("clock: this machine's clock is behind the gateway's time floor"))
     if not snap.broker_connected:
         problems.append(_("broker: not connected; events are kept and sent when it is back"))
-    if not snap.journal_ok:
-        problems.append(
-            _("journal: cannot write ({n} entries unjournaled); doors still open").format(
-                n=snap.journal_failures
-            )
-        )
+    problems += _journal_problems(snap, _)
     if snap.backlog > MAX_BACKLOG:
         problems.append(_("journal: {n} events not yet published").format(n=snap.backlog))
     for d in snap.devices:
@@ -161,6 +165,29 @@ def evaluate(
     return problems
 
 
+def _journal_problems(snap: Snapshot, _: Callable[[str], str]) -> list[str]:
+    why = f" ({snap.journal_problem})" if snap.journal_problem else ""
+    if snap.journal_recording == "unrecorded":
+        return [
+            _(
+                "journal: NOTHING IS RECORDED: neither the journal nor its fallback file can "
+                "be written{why}; {n} events are kept in memory only and are lost if the "
+                "gateway stops; doors still open for valid keys; free disk space or fix the "
+                "data directory now"
+            ).format(why=why, n=snap.journal_not_durable)
+        ]
+    if snap.journal_recording == "fallback":
+        return [
+            _(
+                "journal: cannot write{why}; {n} events wait in its fallback file and are "
+                "journaled and published, in order, once it can; doors still open"
+            ).format(why=why, n=snap.journal_held)
+        ]
+    if not snap.journal_ok:
+        return [_("journal: cannot write; events go to its fallback file; doors still open")]
+    return []
+
+
 def _metrics(snap: Snapshot) -> str:
     lines = [
         "# TYPE lockgw_up gauge",
@@ -171,6 +198,8 @@ def _metrics(snap: Snapshot) -> str:
         f"lockgw_journal_last_seq {snap.last_seq}",
         f"lockgw_journal_backlog {snap.backlog}",
         f"lockgw_journal_failures_total {snap.journal_failures}",
+        f"lockgw_journal_held {snap.journal_held}",
+        f"lockgw_journal_not_durable {snap.journal_not_durable}",
         f"lockgw_phones_served_total {snap.phones_served}",
         f"lockgw_started_at_seconds {snap.started_at:.0f}",
     ]
@@ -203,9 +232,21 @@ class HealthServer:
 
     def write_now(self) -> Snapshot:
         snap = self.collect()
+        data = snap.model_dump_json().encode()
+        # padded to whole blocks: on a full disk the snapshot is rewritten in the old
+        # file's own blocks, and health still tells what a full disk does to the journal
+        data += b" " * (-len(data) % 4096)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(snap.model_dump_json())
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno != errno.ENOSPC or not self.path.exists():
+                raise
+            with self.path.open("r+b") as f:  # not atomic: a reader may catch it half done
+                f.write(data)
+                f.truncate()
         return snap
 
     async def run(self) -> None:

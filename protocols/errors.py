@@ -17,7 +17,8 @@
     │   └── PairingError         pairing refused or broken
     └── JournalError             the journal cannot write or read (disk full, corrupt)
         ├── JournalFull          the disk (or the journal's size limit) is full
-        └── JournalCorrupt       the database file is damaged or not a journal
+        ├── JournalCorrupt       the database file is damaged or not a journal
+        └── JournalForeign       the journal belongs to another site (data_dir is wrong)
 
 Errors carry typed fields; code never has to parse a message string.
 Messages meant for a person say what to do.
@@ -37,6 +38,7 @@ __all__ = [
     "FrameError",
     "JournalCorrupt",
     "JournalError",
+    "JournalForeign",
     "JournalFull",
     "KeyFileError",
     "LockgwError",
@@ -193,3 +195,8 @@ class JournalFull(JournalError):
 
 class JournalCorrupt(JournalError):
     """The journal's database file is damaged, or is not a lockgw journal."""
+
+
+class JournalForeign(JournalError):
+    """The journal belongs to another site: the config's ``data_dir`` points at another
+    site's directory. Not a damage to repair: the gateway refuses to start."""

@@ -28,6 +28,7 @@ __all__ = [
     "EventBody",
     "EventType",
     "GatewayEvent",
+    "JournalRecoveredEvent",
     "KeyNotReturnedEvent",
     "KeysafeStateEvent",
     "LockState",
@@ -63,6 +64,7 @@ class EventType(StrEnum):
     CLOCK_UNTRUSTED = "clock.untrusted"
     GATEWAY_STARTED = "gateway.started"
     GATEWAY_STOPPING = "gateway.stopping"
+    JOURNAL_RECOVERED = "journal.recovered"
 
 
 class LockState(StrEnum):
@@ -260,6 +262,31 @@ class GatewayEvent(_Body):
     detail: str | None = None
 
 
+class JournalRecoveredEvent(_Body):
+    """``journal.recovered``: the journal records again after a time it could not (a full
+    disk or ``journal.max_bytes``, a damaged file, its writer restarting). The events of
+    that time waited, in order, in the fallback file beside it and were published just
+    before this one, with ``seq`` ``first_seq``..``last_seq``; each kept the ``id`` the
+    phone heard and its ``ts`` (when it happened), so ``ts`` goes back at ``first_seq``."""
+
+    type: Literal["journal.recovered"] = "journal.recovered"
+    since: str = Field(description="ts of the first event the journal could not take")
+    until: str = Field(description="ts of the last one")
+    events: int = Field(description="how many waited in the fallback and are now journaled")
+    first_seq: int | None = None
+    last_seq: int | None = None
+    problem: str = Field(description="why the journal could not take them, in words")
+    not_durable: int = Field(
+        default=0,
+        description="of those, how many were kept in memory only: the fallback file could "
+        "not be written either (they would have been lost had the gateway stopped)",
+    )
+    lost: int = Field(
+        default=0,
+        description="events not kept at all (too many waiting); the gateway's log has them",
+    )
+
+
 EventBody = Annotated[
     AccessDecisionEvent
     | SuspiciousEvent
@@ -276,7 +303,8 @@ EventBody = Annotated[
     | RosterAppliedEvent
     | RosterOverLimitEvent
     | ClockUntrustedEvent
-    | GatewayEvent,
+    | GatewayEvent
+    | JournalRecoveredEvent,
     Field(discriminator="type"),
 ]
 
@@ -297,6 +325,7 @@ EVENT_MODELS: tuple[type[_Body], ...] = (
     RosterOverLimitEvent,
     ClockUntrustedEvent,
     GatewayEvent,
+    JournalRecoveredEvent,
 )
 
 

@@ -26,6 +26,13 @@ class GatewayStatus(BaseModel):
     state: Literal["online", "offline"]
     version: str
     started_at: str = Field(description="RFC 3339 UTC, when this gateway process started")
+    journal: Literal["ok", "fallback", "unrecorded"] = Field(
+        default="ok",
+        description="ok: every event is journaled and streamed; fallback: the journal cannot "
+        "write, events wait in order in its fallback file and are streamed when it can; "
+        "unrecorded: that file cannot be written either, events are kept in memory only "
+        "(lost if the gateway stops) - doors still open for valid keys. Re-sent on change.",
+    )
 
 
 class DeviceStatePayload(DeviceState):

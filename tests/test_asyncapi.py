@@ -29,6 +29,7 @@ from protocols.events import (
     EventBody,
     EventType,
     GatewayEvent,
+    JournalRecoveredEvent,
     KeyNotReturnedEvent,
     KeysafeStateEvent,
     LockState,
@@ -71,6 +72,10 @@ BODIES: list[EventBody] = [
     ClockUntrustedEvent(now="2020-01-01T00:00:00.000Z", floor="2026-01-01T00:00:00.000Z",
                         detail="behind the time floor"),
     GatewayEvent(type="gateway.started", version="0.1.0"),
+    JournalRecoveredEvent(
+        since="2026-01-01T00:00:00.000Z", until="2026-01-01T00:05:00.000Z", events=12,
+        first_seq=40, last_seq=51, problem="the disk is full", not_durable=0, lost=0,
+    ),
 ]
 
 

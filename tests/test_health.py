@@ -99,3 +99,15 @@ async def test_health_speaks_the_sites_language_and_json_stays_english(
     assert capsys.readouterr().out.startswith("lockgw: 1 problem\n")
     assert await main(["health", "--config", str(cfg), "--json"]) == 1
     assert "broker: not connected" in capsys.readouterr().out
+
+
+def test_the_journal_fallback_and_nothing_recorded_are_told_apart(tmp_path: Path) -> None:
+    waiting = snap(journal_ok=False, journal_recording="fallback", journal_held=12,
+                   journal_problem="the disk is full")
+    (problem,) = evaluate(tmp_path, waiting)
+    assert "12 events wait in its fallback file" in problem and "the disk is full" in problem
+    nothing = snap(journal_ok=False, journal_recording="unrecorded", journal_held=5,
+                   journal_not_durable=5, journal_problem="the disk is full")
+    (problem,) = evaluate(tmp_path, nothing)
+    assert problem.startswith("journal: NOTHING IS RECORDED") and "5 events" in problem
+    assert "lost if the gateway stops" in problem

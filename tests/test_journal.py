@@ -16,10 +16,11 @@ from gateway.journal import (
     Journal,
     JournalCorrupt,
     JournalError,
-    JournalFull,
+    JournalForeign,
     envelope_from_wire,
     journal_path,
 )
+from gateway.journal._spill import RESERVE, spill_path
 from protocols.events import (
     EVENT_MODELS,
     AccessDecisionEvent,
@@ -254,37 +255,112 @@ async def test_retention_of_every_row_keeps_seq_counting(tmp_path: Path) -> None
         assert await j.verify() is None
 
 
-async def test_disk_full_raises_journal_full_and_loses_nothing_acknowledged(
+async def until_recording(j: Journal, state: str, timeout: float = 30.0) -> None:
+    """Until ``j.recording`` is ``state``; for ``ok`` also until ``journal.recovered``
+    (which follows the replay) is journaled."""
+    async with asyncio.timeout(timeout):
+        while j.recording != state:  # noqa: ASYNC110 - the replay loop has no event to offer
+            await asyncio.sleep(0.01)
+        while state == "ok" and not await j.read(types=["journal.recovered"], limit=1):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_a_full_journal_keeps_events_in_its_fallback_and_replays_them_in_order(
     tmp_path: Path,
 ) -> None:
+    """``max_bytes`` reached: emit still records (the fallback file, seq 0 for now, the id
+    and ts final), every later event waits behind the first one held, and once retention
+    makes room they are journaled in their order with their ids, followed by
+    ``journal.recovered``; nothing acknowledged before is lost, the chain verifies."""
     path = jpath(tmp_path)
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    clock_at = [(now - timedelta(days=40)).timestamp()]
     acked: list[Envelope] = []
-    async with Journal(path, SITE, retention_days=30, max_bytes=64 * 1024) as j:
-        with pytest.raises(JournalFull) as info:
-            for _ in range(10_000):
-                acked.append(await j.emit(granted()))
-        assert "full" in str(info.value) and "doors still open" in str(info.value)
-        assert j.error is not None and "full" in j.error
-        assert j.failures == 1
-        # the outbox still drains while full, and draining does not lose anything
-        await j.mark_published(5)
+    held: list[Envelope] = []
+    async with Journal(
+        path, SITE, retention_days=30, max_bytes=64 * 1024, clock=lambda: clock_at[0]
+    ) as j:
+        for _ in range(10_000):
+            env = await j.emit(granted())
+            if env.seq == 0:
+                held.append(env)
+                break
+            acked.append(env)
+        assert held, "the journal never filled up"
+        assert j.recording == "fallback" and j.held == 1
+        assert j.error is not None and "full" in j.error and "doors still open" in j.error
+        clock_at[0] = (now - timedelta(days=1)).timestamp()
+        held += [await j.emit(battery(i)) for i in range(20)]
+        assert [e.seq for e in held] == [0] * 21 and j.held == 21
+        assert spill_path(path).stat().st_size >= RESERVE  # its room is reserved
+        # the outbox still drains while full; retention then makes room in the file
+        await j.mark_published(len(acked))
+        assert await j.apply_retention(now) > 0
+        await until_recording(j, "ok")
         stored = await j.read()
-        assert stored == acked
+        assert [e.id for e in stored[-22:-1]] == [e.id for e in held]
+        assert [e.ts for e in stored[-22:-1]] == [e.ts for e in held]
+        assert [e.body for e in stored[-22:-1]] == [e.body for e in held]
+        recovered = stored[-1]
+        assert recovered.type == "journal.recovered", recovered
+        w = recovered.to_wire()
+        assert (w["events"], w["first_seq"], w["last_seq"]) == (
+            21, stored[-22].seq, stored[-2].seq,
+        )  # fmt: skip
+        assert w["since"] == held[0].ts and w["until"] == held[-1].ts and "full" in w["problem"]
+        assert [e.seq for e in stored] == list(range(stored[0].seq, stored[-1].seq + 1))
         assert await j.verify() is None
-    async with Journal(path, SITE, retention_days=30) as j:  # no limit: it records again
-        env = await j.emit(battery())
-        assert env.seq == len(acked) + 1
-        assert j.error is None
-        assert await j.verify() is None
+        assert j.error is None and j.held == 0
 
 
-async def test_a_corrupt_file_is_reported_and_emit_refuses(tmp_path: Path) -> None:
+async def test_events_held_at_a_stop_are_replayed_at_the_next_start(tmp_path: Path) -> None:
+    path = jpath(tmp_path)
+    async with Journal(path, SITE, retention_days=30, max_bytes=64 * 1024) as j:
+        while (await j.emit(granted())).seq != 0:
+            pass
+        held = [await j.emit(battery(i)) for i in range(5)]
+        last = j.last_seq
+    assert spill_path(path).exists()
+    async with Journal(path, SITE, retention_days=30) as j:  # no limit now
+        await until_recording(j, "ok")
+        stored = await j.read(after_seq=last)
+        assert [e.id for e in stored[1:6]] == [e.id for e in held]
+        assert stored[-1].type == "journal.recovered"
+        assert stored[0].seq == last + 1
+        assert await j.verify() is None
+    async with Journal(path, SITE, retention_days=30) as j:  # replayed once only
+        assert j.held == 0
+        assert [e.id for e in await j.read(after_seq=last)] == [e.id for e in stored]
+
+
+async def test_when_the_fallback_cannot_be_written_either_events_wait_in_memory(
+    tmp_path: Path,
+) -> None:
+    """Neither SQLite nor the fallback file: the event is still answered (care first),
+    reported ``unrecorded``, and journaled if the journal recovers while the gateway runs."""
+    path = jpath(tmp_path)
+    async with Journal(path, SITE, retention_days=30) as j:
+        assert j._writer is not None and j._fallback is not None and j._fallback._spill
+        j._fallback._spill.close()  # writes to it fail from now on (EBADF)
+        j._writer.proc.kill()
+        env = await j.emit(battery(7))
+        assert env.seq == 0 and j.recording == "unrecorded" and j.not_durable == 1
+        await until_recording(j, "ok")  # the writer is back: replayed from memory
+        stored = await j.read()
+        assert stored[-2].id == env.id
+        rec = stored[-1].to_wire()
+        assert rec["type"] == "journal.recovered" and rec["not_durable"] == 1
+
+
+async def test_a_corrupt_file_is_reported_and_events_wait_in_the_fallback(
+    tmp_path: Path,
+) -> None:
     path = jpath(tmp_path)
     path.write_bytes(b"this is not a database" * 100)
     async with Journal(path, SITE, retention_days=30) as j:
         assert j.error is not None and "damaged" in j.error
-        with pytest.raises(JournalCorrupt):
-            await j.emit(battery())
+        env = await j.emit(battery())
+        assert env.seq == 0 and j.recording == "fallback"
         assert j.failures == 1
     with pytest.raises(JournalCorrupt):
         async with Journal(path, SITE, retention_days=30, read_only=True):
@@ -294,7 +370,7 @@ async def test_a_corrupt_file_is_reported_and_emit_refuses(tmp_path: Path) -> No
 async def test_another_sites_journal_is_refused(tmp_path: Path) -> None:
     async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
         await j.emit(battery())
-    with pytest.raises(JournalError, match="belongs to site"):
+    with pytest.raises(JournalForeign, match="belongs to site"):
         async with Journal(jpath(tmp_path), "other-site", retention_days=30):
             pass
 
@@ -373,31 +449,36 @@ def test_an_unexpected_error_fails_that_batch_and_the_store_carries_on(
         conn.close()
 
 
-async def test_a_killed_writer_process_is_restarted_and_nothing_answered_is_lost(
+async def test_a_killed_writer_process_is_restarted_and_nothing_is_lost(
     tmp_path: Path,
 ) -> None:
+    """Killed with events in flight and more arriving: none fails; what it had not
+    confirmed and what came while it was gone wait in the fallback and are journaled
+    after the restart, in order, once each (a replay skips what it had committed)."""
     import os
     import signal
 
     async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
         first = await asyncio.gather(*(j.emit(battery(i)) for i in range(5)))
         assert j._writer is not None
+        in_flight = [asyncio.ensure_future(j.emit(battery(i))) for i in range(10)]
+        await asyncio.sleep(0)  # each has been handed to the writer, in this order
         os.kill(j._writer.proc.pid, signal.SIGKILL)
-        # until a new writer runs, emits fail with a clear error (the door path logs them)
-        with pytest.raises(JournalError, match="writer"):
-            for _ in range(100):
-                await j.emit(battery())
-                await asyncio.sleep(0.01)
-        for _ in range(500):
-            if j.error is None:
-                break
-            await asyncio.sleep(0.01)
+        during = [await j.emit(battery(i)) for i in range(20)]
+        envs = [*await asyncio.gather(*in_flight), *during]
+        assert any(e.seq == 0 for e in envs)
+        await until_recording(j, "ok")
         assert j.error is None
         env = await j.emit(battery(99))
         assert env.seq == j.last_seq
         assert await j.verify() is None
-        seqs = [e.seq for e in await j.read()]
+        stored = await j.read()
+        seqs = [e.seq for e in stored]
         assert seqs == list(range(1, len(seqs) + 1))  # gap-free across the restart
+        ids = [e.id for e in stored]
+        assert len(ids) == len(set(ids))  # nothing twice
+        order = [e.id for e in stored if e.id in {x.id for x in envs}]
+        assert order == [e.id for e in envs]  # the order they were emitted in
         assert [e.seq for e in first] == [1, 2, 3, 4, 5]
         assert j.failures >= 1
 
@@ -604,7 +685,7 @@ async def test_a_writer_killed_for_raising_its_priority_starts_again_without(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A system-call filter that kills on setpriority (an older unit file): the journal
-    still opens, at normal priority. Any other failure to start is not retried."""
+    still opens, at normal priority. Any other failure to start is not a reason to."""
     from gateway.journal import _writer
 
     real = _writer.WriterProcess.start.__func__  # type: ignore[attr-defined]
@@ -625,10 +706,11 @@ async def test_a_writer_killed_for_raising_its_priority_starts_again_without(
 
     asked.clear()
     refusal = JournalError  # e.g. it could not open the file: that is not about priority
-    with pytest.raises(JournalError, match="exit code"):
-        async with Journal(jpath(tmp_path), SITE, retention_days=30, writer_nice=-10):
-            pass
-    assert asked == [-10]
+    async with Journal(jpath(tmp_path), SITE, retention_days=30, writer_nice=-10) as j:
+        # the door keeps working: events wait in the fallback, the writer is tried again
+        assert j.error is not None and "exit code" in j.error
+        assert (await j.emit(battery())).seq == 0 and j.recording == "fallback"
+    assert asked[0] == -10 and 0 not in asked  # never tried at another priority
 
 
 async def test_a_writer_killed_by_sigsys_before_ready_is_told_apart(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from protocols.errors import JournalCorrupt, JournalError, JournalFull
+from protocols.errors import JournalCorrupt, JournalError, JournalForeign, JournalFull
 
 if TYPE_CHECKING:
     from ._journal import Journal, envelope_from_wire, journal_path
@@ -21,6 +21,7 @@ __all__ = [
     "Journal",
     "JournalCorrupt",
     "JournalError",
+    "JournalForeign",
     "JournalFull",
     "envelope_from_wire",
     "journal_path",

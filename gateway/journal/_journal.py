@@ -9,6 +9,13 @@ outbox). ``emit`` returns only once that transaction is committed with
 SQLite never runs on the event loop: the journal's writer is a process of its own
 (``_child``, so a commit never waits for the loop to release the GIL) and reads run
 on a reader thread.
+
+Whatever SQLite does, ``emit`` records: an event the journal cannot commit (disk or
+``max_bytes`` full, a damaged file, the writer process gone) goes, with every event
+after it, to the fallback file beside the journal (``_fallback``, ``_spill``) and is
+replayed into the journal, in order and with the id and time it was given, when the
+journal can write again. Its envelope then has ``seq`` 0 (the seq comes at replay).
+``recording`` says which of the two is taking events.
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import TypeAdapter
 
-from protocols.errors import JournalCorrupt, JournalError, JournalFull
-from protocols.events import Envelope, EventBody
+from protocols.errors import JournalError, JournalForeign
+from protocols.events import Envelope, EventBody, JournalRecoveredEvent
 
-from ._chain import utc_ms
+from ._chain import utc_ms, uuid7
+from ._fallback import Fallback, Recording
+from ._spill import Held, spill_path
 from ._store import (
     ERRORS,
     BrokenLink,
@@ -124,7 +133,8 @@ class Journal:
         self._marked = asyncio.Event()
         self._retention_task: asyncio.Task[None] | None = None
         self._open = False
-        self._broken: JournalError | None = None
+        self._fallback: Fallback | None = None
+        self._recording_listeners: list[Callable[[], None]] = []
         #: the newest committed, not yet published events (seq, wire JSON), contiguous:
         #: the publisher reads them from here instead of reading back what was just
         #: written (each read was a hop to the reader thread; bench/event_pipeline.py)
@@ -138,18 +148,29 @@ class Journal:
             if self.read_only:
                 self._last_seq, self._backlog = await self._read(self._counts)
             else:
+                self._fallback = Fallback(
+                    spill_path(self.path),
+                    replay=self._replay,
+                    can_replay=lambda: self._writer is not None and self._writer.alive,
+                    recovered=self._recovered,
+                    changed=self._recording_changed,
+                )
+                await self._fallback.open()
                 try:
                     writer, (seq, backlog) = await self._start_writer()
-                except (JournalCorrupt, JournalFull) as exc:
-                    # care first: the daemon keeps running (doors keep opening) and
-                    # reports that it cannot journal; every emit raises this error
-                    self._broken = exc
+                except JournalForeign:
+                    await self._fallback.close()
+                    raise
+                except JournalError as exc:
+                    # care first: the daemon keeps running (doors keep opening), events
+                    # go to the fallback, and the writer is tried again and again
                     self._error = str(exc)
                     log.error("journal.cannot_open", error=self._error)
+                    self._restart_task = asyncio.create_task(self._restart_writer())
                 else:
                     self._writer = writer
                     self._last_seq, self._backlog = seq, backlog
-                    self._retention_task = asyncio.create_task(self._retention_loop())
+                self._retention_task = asyncio.create_task(self._retention_loop())
         except BaseException:
             await self._close_reader()
             raise
@@ -180,6 +201,8 @@ class Journal:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        if self._fallback is not None:  # what went there while closing is written now
+            await self._fallback.close()
         await self._close_reader()
         self._announce()
         self._marked.set()
@@ -215,8 +238,39 @@ class Journal:
 
     @property
     def failures(self) -> int:
-        """How many events could not be journaled since the journal was opened."""
+        """How many events the journal could not take at once since it was opened (each
+        went to the fallback)."""
         return self._failures
+
+    @property
+    def recording(self) -> Recording:
+        """``ok``: events go to the journal; ``fallback``: they wait in the fallback file
+        beside it; ``unrecorded``: that cannot be written either (kept in memory only)."""
+        return "ok" if self._fallback is None else self._fallback.recording
+
+    @property
+    def held(self) -> int:
+        """Events waiting in the fallback for the journal."""
+        return 0 if self._fallback is None else len(self._fallback.held)
+
+    @property
+    def not_durable(self) -> int:
+        """Of those, the events kept in memory only (the fallback file cannot be written)."""
+        return 0 if self._fallback is None else self._fallback.not_durable
+
+    @property
+    def fallback_problem(self) -> str | None:
+        """Why events wait in the fallback (None when none do)."""
+        return None if self._fallback is None or not self._fallback.held else self._fallback.problem
+
+    def on_recording_change(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the loop when :attr:`recording` changes."""
+        self._recording_listeners.append(fn)
+
+    def _recording_changed(self) -> None:
+        log.info("journal.recording", state=self.recording, held=self.held)
+        for fn in list(self._recording_listeners):
+            fn()
 
     def backlog(self) -> int:
         """Events committed but not yet acknowledged by the broker."""
@@ -249,16 +303,23 @@ class Journal:
             nice=self.writer_nice,
         )
 
-    def _writer_lost(self, writer: WriterProcess, err: JournalError, failed_appends: int) -> None:
-        """On the loop: the writer process died (killed, out of memory). What it had not
-        answered has failed (nothing it answered is lost); start another."""
-        if writer is not self._writer or not self._open:
-            return
-        self._failures += failed_appends
-        self._writer = None
-        self._error = f"journal {self.path}: {err}; restarting it"
-        log.error("journal.writer_lost", error=str(err), exit_code=writer.proc.returncode)
-        self._restart_task = asyncio.create_task(self._restart_writer())
+    def _writer_lost(self, writer: WriterProcess, err: JournalError, pending: list[Pending]) -> None:
+        """On the loop: the writer process stopped (killed, out of memory, or closed).
+        What it had not answered may or may not have been committed: appends go to the
+        fallback, in order (a replay skips what was committed); start another writer."""
+        current = writer is self._writer and self._open
+        if current:
+            self._writer = None
+            self._error = f"journal {self.path}: {err}; restarting it"
+            log.error("journal.writer_lost", error=str(err), exit_code=writer.proc.returncode)
+        unconfirmed = JournalError(f"{err}, before confirming this (it may have been recorded)")
+        for fut, what in pending:
+            if isinstance(what, tuple) and isinstance(what[0], Held):
+                self._hold(what[0], what[1], fut, str(unconfirmed))
+            elif not fut.done():
+                fut.set_exception(unconfirmed)
+        if current:
+            self._restart_task = asyncio.create_task(self._restart_writer())
 
     async def _restart_writer(self) -> None:
         delay = 0.1
@@ -280,15 +341,13 @@ class Journal:
             self._tail.clear()  # what the old writer last committed may not have reached us
             log.info("journal.writer_restarted", last_seq=seq, backlog=backlog)
             self._announce()
+            if self._fallback is not None:
+                self._fallback.kick()
             return
 
     # -- writing -----------------------------------------------------------------------
     def _require_writer(self) -> WriterProcess:
-        if self._broken is not None and self._open:
-            self._failures += 1
-            raise type(self._broken)(str(self._broken))
         if self._open and not self.read_only and (self._writer is None or not self._writer.alive):
-            self._failures += 1
             raise JournalError(self._error or f"journal {self.path}: its writer is not running")
         if self._writer is None or not self._open:
             raise JournalError(
@@ -299,15 +358,52 @@ class Journal:
     async def emit(self, body: EventBody) -> Envelope:
         """Durably record ``body``; return it with its ``id``, ``seq`` and ``ts``.
 
-        Raises :class:`JournalFull` / :class:`JournalCorrupt` / :class:`JournalError`
-        when it cannot; nothing acknowledged before is lost then.
+        When the journal cannot take it, it goes to the fallback file (see the module
+        docstring) and the envelope's ``seq`` is 0; its ``id`` and ``ts`` are those it
+        will be published with. Raises :class:`JournalError` only when the journal is
+        not open for writing.
         """
-        writer = self._require_writer()
-        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        fallback = self._fallback
+        if fallback is None or not self._open:
+            raise JournalError(
+                f"journal {self.path} is " + ("read-only" if self.read_only else "not open")
+            )
         ns = int(self._clock() * 1_000_000_000)
-        door = getattr(body, "door", None)
-        writer.submit(("a", body.type, door, body.model_dump_json(), ns), fut, body)
+        h = Held(uuid7(ns // 1_000_000), ns, body.type, getattr(body, "door", None),
+                 body.model_dump_json())  # fmt: skip
+        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        writer = self._writer
+        if fallback.active or writer is None or not writer.alive:
+            self._hold(h, body, fut, self._error or f"journal {self.path}: its writer is not running")
+        else:
+            writer.submit(("a", *h.job()), fut, (h, body))
         return await fut
+
+    def _hold(self, h: Held, body: EventBody, fut: asyncio.Future[Envelope], problem: str) -> None:
+        """``h`` to the fallback; ``fut`` hears its envelope (seq 0) once it is kept."""
+        assert self._fallback is not None
+        self._failures += 1
+
+        def kept(h: Held) -> None:
+            if not fut.done():
+                fut.set_result(self._envelope(h, body, 0))
+
+        self._fallback.hold(h, kept, problem)
+
+    def _envelope(self, h: Held, body: EventBody, seq: int) -> Envelope:
+        return Envelope.model_construct(v=1, id=h.id, seq=seq, ts=utc_ms(h.ns), site=self.site,
+                                        body=body)  # fmt: skip
+
+    async def _replay(self, held: list[Held]) -> list[tuple[str, int, str]]:
+        """Held events into the journal as one transaction, in order; (id, seq, ts) each."""
+        writer = self._require_writer()
+        fut: asyncio.Future[list[tuple[str, int, str]]] = asyncio.get_running_loop().create_future()
+        writer.submit(("R", [h.job() for h in held]), fut, "R")
+        return await fut
+
+    async def _recovered(self, summary: dict[str, Any]) -> None:
+        with contextlib.suppress(JournalError):
+            await self.emit(JournalRecoveredEvent(**summary))
 
     async def mark_published(
         self, up_to_seq: int | None = None, *, seqs: Iterable[int] = ()
@@ -348,17 +444,19 @@ class Journal:
             await asyncio.sleep(RETENTION_INTERVAL)
 
     def _delivered(self, c: Round, answered: list[Pending]) -> None:
-        """On the loop: results of one writer round, for the jobs it answers (in order)."""
-        for (ok, value), (fut, body) in zip(c.results, answered, strict=True):
-            if fut.done():
+        """On the loop: results of one writer round, for the jobs it answers (in order).
+        An append the round could not commit goes to the fallback, in order."""
+        for (ok, value), (fut, what) in zip(c.results, answered, strict=True):
+            if isinstance(what, tuple):  # an append: (Held, body)
+                if ok:
+                    if not fut.done():
+                        fut.set_result(self._envelope(what[0], what[1], value[1]))
+                else:
+                    self._hold(what[0], what[1], fut, value[1])
+            elif fut.done():
                 continue
-            if not ok:
+            elif not ok:
                 fut.set_exception(ERRORS.get(value[0], JournalError)(value[1]))
-            elif body is not None:
-                eid, seq, ts = value
-                fut.set_result(
-                    Envelope.model_construct(v=1, id=eid, seq=seq, ts=ts, site=self.site, body=body)
-                )
             else:
                 fut.set_result(value)
         if c.took_ms >= SLOW_ROUND_MS:  # a stalled disk (an SD card wearing out?) shows here
@@ -368,13 +466,12 @@ class Journal:
             self._marked.set()
             self._marked = asyncio.Event()
         if c.error is not None:
-            self._failures += c.failed_appends
             if c.error != self._error:
                 log.error("journal.cannot_write", error=c.error)
             self._error = c.error
         elif c.appended:
             if self._error is not None:
-                log.info("journal.recovered")
+                log.info("journal.writable")
             self._error = None
         if c.rows:
             tail = self._tail

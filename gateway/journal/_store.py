@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from protocols.errors import JournalCorrupt, JournalError, JournalFull
+from protocols.errors import JournalCorrupt, JournalError, JournalForeign, JournalFull
 
 from ._chain import GENESIS, link, utc_ms, uuid7, wire_payload
 
@@ -124,15 +124,19 @@ def connect(path: Path, *, read_only: bool, max_bytes: int | None = None) -> sql
 
 
 #: what the journal asks of the writer, one tuple per job (plain data: it crosses a pipe)
-#: ``("a", type, door, body_json, ns)`` append an event stamped ``ns`` (Unix ns);
+#: ``("a", type, door, body_json, ns, id)`` append an event stamped ``ns`` (Unix ns) with
+#: its id (the gateway makes both: the phone hears the id before the commit);
+#: ``("R", [(type, door, body_json, ns, id), ...])`` append events from the journal's
+#: fallback in that order, skipping any already committed;
 #: ``("m", up_to, seqs)`` take events off the outbox; ``("r", cutoff, created)`` retention
 Job = tuple[Any, ...]
 #: a job's outcome: ``(True, value)`` or ``(False, (error class name, message))``;
-#: an append's value is ``(id, seq, ts)``, a mark's or retention's a row count
+#: an append's value is ``(id, seq, ts)``, a replay's a list of them, a mark's or
+#: retention's a row count
 Outcome = tuple[bool, Any]
 
 ERRORS: dict[str, type[JournalError]] = {
-    cls.__name__: cls for cls in (JournalError, JournalFull, JournalCorrupt)
+    cls.__name__: cls for cls in (JournalError, JournalFull, JournalCorrupt, JournalForeign)
 }
 
 
@@ -204,7 +208,7 @@ class Store:
             )
             conn.execute("COMMIT")
         elif row[0] != self.site:
-            raise JournalError(
+            raise JournalForeign(
                 f"journal {self.path} belongs to site {row[0]!r}, not {self.site!r}; "
                 "point data_dir at this site's own directory"
             )
@@ -230,6 +234,7 @@ class Store:
         seq0, head0, backlog0 = self.seq, self.head, self.backlog
         results: list[Outcome] = []
         n_appends = sum(1 for j in batch if j[0] == "a")
+        n_records = n_appends + sum(len(j[1]) for j in batch if j[0] == "R")
         try:
             self._sync(any(j[0] != "m" for j in batch))
             conn.execute("BEGIN IMMEDIATE")
@@ -237,15 +242,16 @@ class Store:
             written: list[tuple[int, bytes]] = []
             for job in batch:
                 if job[0] == "a":
-                    _, typ, door, body_json, ns = job
-                    self.seq += 1
-                    ts = utc_ms(ns)
-                    eid = uuid7(ns // 1_000_000)
-                    payload = wire_payload(eid, self.seq, ts, self._site_json, body_json)
-                    self.head = link(self.head, payload)
-                    rows.append((self.seq, eid, ts, typ, door, payload, self.head))
-                    written.append((self.seq, payload))
-                    results.append((True, (eid, self.seq, ts)))
+                    results.append((True, self._append(job[1:], rows, written)))
+                elif job[0] == "R":
+                    # events from the fallback, in their order; one that an earlier
+                    # replay (or a writer that died before answering) already committed
+                    # is not written twice
+                    self._flush(conn, rows)
+                    rows = []
+                    done = [self._existing(conn, ev) or self._append(ev, rows, written)
+                            for ev in job[1]]  # fmt: skip
+                    results.append((True, done))
                 else:
                     # marks and retention see the appends before them in this batch
                     self._flush(conn, rows)
@@ -277,8 +283,32 @@ class Store:
             err = JournalError(f"journal {self.path}: internal error {exc!r}")
             return Round([_failed(err)] * len(batch), self.seq, 0, str(err), False, n_appends)
         return Round(
-            results, self.seq, self.backlog - backlog0, None, n_appends > 0, rows=written
+            results, self.seq, self.backlog - backlog0, None, n_records > 0, rows=written
         )
+
+    def _append(
+        self,
+        ev: Sequence[Any],
+        rows: list[tuple[int, str, str, str, str | None, bytes, bytes]],
+        written: list[tuple[int, bytes]],
+    ) -> tuple[str, int, str]:
+        """Give ``(type, door, body_json, ns[, id])`` the next seq and link; (id, seq, ts)."""
+        typ, door, body_json, ns = ev[0], ev[1], ev[2], ev[3]
+        eid = ev[4] if len(ev) > 4 else uuid7(ns // 1_000_000)
+        self.seq += 1
+        ts = utc_ms(ns)
+        payload = wire_payload(eid, self.seq, ts, self._site_json, body_json)
+        self.head = link(self.head, payload)
+        rows.append((self.seq, eid, ts, typ, door, payload, self.head))
+        written.append((self.seq, payload))
+        return (eid, self.seq, ts)
+
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, ev: Sequence[Any]) -> tuple[str, int, str] | None:
+        """(id, seq, ts) of the event already in the journal with this id and time."""
+        ts = utc_ms(ev[3])
+        row = conn.execute("SELECT seq FROM events WHERE ts = ? AND id = ?", (ts, ev[4])).fetchone()
+        return None if row is None else (ev[4], int(row[0]), ts)
 
     def _sync(self, durable: bool) -> None:
         """``synchronous=FULL`` (fsync at commit) for a round that records something;

@@ -45,7 +45,8 @@ class SyscallRefused(JournalError):
     unit that predates ``journal.writer_nice``."""
 
 
-#: a submitted job's future and, for an append, its body (the envelope is built here)
+#: a submitted job's future and what the journal needs to finish it (None for a mark or
+#: retention; for an append the event; see ``Journal._delivered``)
 Pending = tuple[asyncio.Future[Any], Any]
 
 
@@ -56,7 +57,7 @@ class WriterProcess(asyncio.Protocol):
         self,
         proc: asyncio.subprocess.Process,
         deliver: Callable[[Round, list[Pending]], None],
-        lost: Callable[[WriterProcess, JournalError, int], None],
+        lost: Callable[[WriterProcess, JournalError, list[Pending]], None],
     ) -> None:
         self.proc = proc
         self._deliver = deliver
@@ -79,7 +80,7 @@ class WriterProcess(asyncio.Protocol):
         site: str,
         max_bytes: int | None,
         deliver: Callable[[Round, list[Pending]], None],
-        lost: Callable[[WriterProcess, JournalError, int], None],
+        lost: Callable[[WriterProcess, JournalError, list[Pending]], None],
         *,
         nice: int = 0,
     ) -> tuple[WriterProcess, tuple[int, int]]:
@@ -165,16 +166,11 @@ class WriterProcess(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_exception(err)
         pending, self._pending = list(self._pending), deque()
-        unconfirmed = JournalError(
-            f"{err}, before confirming this (it may have been recorded just before)"
-        )
-        for fut, _ in pending:
-            if not fut.done():
-                fut.set_exception(unconfirmed)
         if not self.gone.done():
             self.gone.set_result(None)
-        if not self._closing:
-            self._lost(self, err, sum(1 for _, body in pending if body is not None))
+        # what it had not answered, in the order it was asked: the journal decides (an
+        # append goes to its fallback; it may have been committed just before)
+        self._lost(self, err, pending)
 
     # -- used by the journal --------------------------------------------------------------
     @property

@@ -4,9 +4,11 @@
 connection to the broker, reconnecting with capped, jittered backoff, and:
 
 - publishes ``status`` (retained; ``offline`` is the Last Will, and is also sent on
-  an orderly stop), and keeps the retained topics it is given — each device's state
-  and availability, the inventory, Home Assistant discovery — sending every one of
-  them after each (re)connect and each change while connected;
+  an orderly stop; sent again whenever the journal's ``recording`` changes: the
+  platform hears at once that events wait in the fallback), and keeps the retained
+  topics it is given — each device's state and availability, the inventory, Home
+  Assistant discovery — sending every one of them after each (re)connect and each
+  change while connected;
 - streams the journal's outbox to ``events`` at QoS 1, in ``seq`` order, with up to
   ``window`` publishes in flight; an event leaves the outbox only after the broker's
   PUBACK. After a reconnect everything not acknowledged is sent again (at least
@@ -166,6 +168,8 @@ class MqttLink:
         self._client: PahoSession | None = None
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
+        self._status_changed = asyncio.Event()
+        journal.on_recording_change(self._journal_changed)
         self._task: asyncio.Task[None] | None = None
         self._tls: ssl.SSLContext | None = None
         self._password: str | None = None
@@ -214,10 +218,28 @@ class MqttLink:
 
     def _status(self, state: Literal["online", "offline"]) -> bytes:
         return (
-            GatewayStatus(state=state, version=self.version, started_at=self.started_at)
+            GatewayStatus(
+                state=state,
+                version=self.version,
+                started_at=self.started_at,
+                journal=self.journal.recording if state == "online" else "ok",
+            )
             .model_dump_json()
             .encode()
         )
+
+    def _journal_changed(self) -> None:
+        """The journal started or stopped recording normally: the platform hears it on
+        ``status`` at once (events that wait are streamed only once journaled)."""
+        self._status_changed.set()
+
+    async def _status_updates(self, client: PahoSession) -> None:
+        while True:
+            await self._status_changed.wait()
+            self._status_changed.clear()
+            await client.publish(
+                Topics.status(self.site), self._status("online"), qos=1, retain=True, timeout=5
+            )
 
     # -- state --------------------------------------------------------------------------
     @property
@@ -317,6 +339,7 @@ class MqttLink:
                     await self._stop.wait()
 
     async def _session(self, client: PahoSession) -> None:
+        self._status_changed.clear()
         await client.publish(Topics.status(self.site), self._status("online"), qos=1, retain=True)
         # subscribed before the retained state goes out: a platform that has seen a
         # device's state can send a command and know it is heard
@@ -344,11 +367,12 @@ class MqttLink:
         feeder = asyncio.create_task(stream.run(self._stop))
         assert client.disconnected is not None
         receiver = asyncio.ensure_future(asyncio.shield(client.disconnected))  # its end
+        status = asyncio.create_task(self._status_updates(client))
         stopper = asyncio.create_task(self._stop.wait())
-        tasks: tuple[asyncio.Future[Any], ...] = (feeder, receiver, stopper)
+        tasks: tuple[asyncio.Future[Any], ...] = (feeder, receiver, status, stopper)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in (feeder, receiver):
+            for t in (feeder, receiver, status):
                 if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
                     raise exc
             if receiver.done():
