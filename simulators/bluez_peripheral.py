@@ -156,7 +156,8 @@ class BluezPeripheral:
         self._advertising = False
         self._registered = False
         self._register_lock = asyncio.Lock()
-        self._send_lock = asyncio.Lock()
+        self._outbox: asyncio.Queue[tuple[float, CharacteristicObject, bytes]] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -191,6 +192,10 @@ class BluezPeripheral:
 
     async def close(self) -> None:
         self.server.faults._changed = None
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+            self._sender = None
         for path in list(self._links):
             with contextlib.suppress(Exception):
                 await self.call_disconnect(path)
@@ -492,21 +497,28 @@ class BluezPeripheral:
 
     # -- notifications --------------------------------------------------------------------
     async def emit_value(self, char: Characteristic, data: bytes) -> None:
-        """One notification (or indication) of ``data`` on ``char``, after ``delay_ms``;
-        notifications leave in the order they were sent."""
+        """One notification (or indication) of ``data`` on ``char``, leaving ``delay_ms``
+        from now; notifications leave in the order they were sent, and the sender does not
+        wait for the delay (as on the loopback transport, where a frame is queued)."""
         obj = self._chars.get(char.handle)
         if obj is None or self._bus is None:
             return
         loop = asyncio.get_running_loop()
-        due = loop.time() + self.server.faults.delay_ms / 1000
-        async with self._send_lock:
+        self._outbox.put_nowait((loop.time() + self.server.faults.delay_ms / 1000, obj, data))
+        if self._sender is None:
+            self._sender = loop.create_task(self._send_values())
+        await asyncio.sleep(0)
+
+    async def _send_values(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, obj, data = await self._outbox.get()
             wait = due - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             obj.value = self._garble(data)
             obj.emit_properties_changed({"Value": obj.value})
             self.server.frames_sent += 1
-            await asyncio.sleep(0)
 
     async def notify_all(self, char: Characteristic, data: bytes) -> int:
         if not self.notifying(char):
