@@ -36,7 +36,7 @@ from simulators.broker import MosquittoBroker, free_port
 from simulators.control import ControlError
 from simulators.phone import PhoneError
 from simulators.platform import Platform
-from simulators.site import ALL_DAYS, Carer, DeviceSpec, Org, SimSite, write_key
+from simulators.site import Carer, DeviceSpec, Org, SimSite, windows_near, write_key
 
 __all__ = ["Demo", "register"]
 
@@ -298,21 +298,11 @@ class Demo:
     @staticmethod
     def windows_now(now: datetime | None = None) -> tuple[list[list[int]], list[list[int]], str]:
         """(windows containing now, windows far from it, the latter as text) in the site's
-        zone. Both keep their meaning for hours, whenever the demo runs: a window that
-        would cross midnight is split in two (a run at 23:59 goes on after 00:00)."""
-        now = now or datetime.now(ZoneInfo(ZONE))
-        m = now.hour * 60 + now.minute
-
-        def around(start: int, length: int) -> list[list[int]]:
-            start %= 1440
-            end = start + length
-            if end <= 1440:
-                return [[ALL_DAYS, start, end]]
-            return [[ALL_DAYS, start, 1440], [ALL_DAYS, 0, end - 1440]]
-
-        far = (m + 360) % 1440  # six hours on: the refused carer's shift
+        zone (:func:`simulators.site.windows_near`)."""
+        inside, outside = windows_near(now or datetime.now(ZoneInfo(ZONE)))
+        far = outside[0][1]
         text = f"{far // 60:02d}:{far % 60:02d}–{(far + 240) % 1440 // 60:02d}:{far % 60:02d}"
-        return around(m - 60, 240), around(far, 240), text
+        return inside, outside, text
 
     def write_phones(self) -> None:
         """What each phone holds (token + key), so a technician can replay with lockgw-sim phone."""

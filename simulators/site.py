@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,10 +37,28 @@ from simulators.broker import free_port
 from simulators.control import send_control
 from simulators.phone import UnlockAttempt, unlock
 
-__all__ = ["Carer", "DeviceSpec", "Org", "SimSite", "write_key"]
+__all__ = ["Carer", "DeviceSpec", "Org", "SimSite", "windows_near", "write_key"]
 
 DAY = 24 * 3600
 ALL_DAYS = 127
+
+
+def windows_near(now: datetime) -> tuple[list[list[int]], list[list[int]]]:
+    """Token windows (CONTRACT §2 ``win``) for a simulated day started at ``now`` (a local
+    time in the site's zone): ones around now (from an hour before to three hours after)
+    and ones far from it (a four-hour shift six hours on). Both keep their meaning for
+    hours whenever they are made: a window that would cross midnight is split in two, so a
+    run started at 23:59 goes on after 00:00."""
+    m = now.hour * 60 + now.minute
+
+    def shift(start: int, length: int) -> list[list[int]]:
+        start %= 1440
+        end = start + length
+        if end <= 1440:
+            return [[ALL_DAYS, start, end]]
+        return [[ALL_DAYS, start, 1440], [ALL_DAYS, 0, end - 1440]]
+
+    return shift(m - 60, 240), shift(m + 360, 240)
 
 
 def write_key(path: Path, key: Ed25519PrivateKey) -> None:

@@ -32,7 +32,7 @@ from protocols.proof import proof_message
 from simulators.broker import MosquittoBroker
 from simulators.phone import PhoneError
 from simulators.platform import Platform
-from simulators.site import ALL_DAYS, Carer, DeviceSpec, Org, SimSite
+from simulators.site import Carer, DeviceSpec, Org, SimSite, windows_near
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +49,8 @@ RECONNECT = "reconnect_min = 0.2\nreconnect_max = 1.0"
 
 
 def windows_now() -> tuple[list[list[int]], list[list[int]]]:
-    """(a window containing now, one that does not) in the site's zone."""
-    now = datetime.now(ZoneInfo(ZONE))
-    m = now.hour * 60 + now.minute
-    inside = [[ALL_DAYS, max(0, m - 60), min(1440, m + 180)]]
-    outside = [[ALL_DAYS, m + 90, 1440]] if m + 90 < 1440 else [[ALL_DAYS, 0, m - 90]]
-    return inside, outside
+    """(windows containing now, windows that do not) in the site's zone, midnight-proof."""
+    return windows_near(datetime.now(ZoneInfo(ZONE)))
 
 
 def west() -> Org:
