@@ -8,11 +8,23 @@ from typing import Any
 
 import pytest
 from bleak import BleakClient
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakBluetoothNotAvailableReason,
+    BleakDBusError,
+    BleakDeviceNotFoundError,
+    BleakError,
+)
+from bleak_retry_connector import (
+    BleakAbortedError,
+    BleakNotFoundError,
+    BleakOutOfConnectionSlotsError,
+)
 
-from drivers.base import Driver
+from drivers.base import Driver, unavailable
 from drivers.ble import make_client
 from protocols.device import Action, Capability, DeviceInfo, DeviceKind, DeviceState
-from protocols.errors import DeviceFailed, DeviceUnavailable, Reason
+from protocols.errors import DeviceFailed, DeviceUnavailable, Reason, Unreachable
 from tests.test_gattlink_bleak import BATTERY_LEVEL, CMD, Device, build_device
 
 
@@ -101,3 +113,48 @@ async def test_nobody_listening_and_silence_are_device_unavailable(device: Devic
     await device.server.close()
     with pytest.raises(DeviceUnavailable, match="not found"):
         await _driver(address).connect()
+
+
+# -- BlueZ's failures, typed at the driver edge (drivers/base.unavailable) -------------------
+@pytest.mark.parametrize(
+    ("exc", "cause"),
+    [
+        (BleakDBusError("org.bluez.Error.InProgress", ["Operation already in progress"]),
+         Unreachable.ABORTED),
+        (BleakDBusError("org.bluez.Error.Failed", ["le-connection-abort-by-local"]),
+         Unreachable.ABORTED),
+        (BleakAbortedError("aborted after 3 attempts"), Unreachable.ABORTED),
+        (BleakOutOfConnectionSlotsError("no free slot"), Unreachable.ABORTED),
+        (BleakNotFoundError("not found after 3 attempts"), Unreachable.NOT_FOUND),
+        (BleakDeviceNotFoundError("02:00:00:00:00:01", "not in BlueZ's cache"),
+         Unreachable.NOT_FOUND),
+        (BleakDBusError("org.freedesktop.DBus.Error.UnknownObject", ["gone"]),
+         Unreachable.NOT_FOUND),
+        (BleakDBusError("org.freedesktop.DBus.Error.ServiceUnknown", ["no bluetoothd"]),
+         Unreachable.ADAPTER_MISSING),
+        (BleakBluetoothNotAvailableError(
+            "Bluetooth adapter hci0 is missing", BleakBluetoothNotAvailableReason.NO_BLUETOOTH),
+         Unreachable.ADAPTER_MISSING),
+        (TimeoutError(), Unreachable.NO_ANSWER),
+        (BleakError("something else"), Unreachable.OTHER),
+    ],
+)
+def test_bluez_failures_become_device_unavailable_with_a_typed_cause(
+    exc: BaseException, cause: Unreachable
+) -> None:
+    err = unavailable("front-lock", "connect", exc)
+    assert isinstance(err, DeviceUnavailable)
+    assert err.reason is Reason.DEVICE_UNAVAILABLE
+    assert err.cause is cause
+    assert err.device_id == "front-lock" and err.detail.startswith("connect: ")
+    assert "(" not in err.detail or cause is not Unreachable.ADAPTER_MISSING  # no tuple repr
+
+
+def test_a_cause_wrapped_by_bleak_retry_connector_is_found_underneath() -> None:
+    try:
+        try:
+            raise BleakDBusError("org.bluez.Error.InProgress", [])
+        except BleakDBusError as inner:
+            raise BleakError("Failed to connect after 3 attempt(s)") from inner
+    except BleakError as outer:
+        assert unavailable("lock", "connect", outer).cause is Unreachable.ABORTED
