@@ -1,3 +1,7 @@
+# SPDX-License-Identifier: GPL-2.0-only
+# This one test tool runs inside BlueZoo's process and changes its behaviour, so it is
+# licensed like BlueZoo (GPL-2.0-only), unlike the rest of lockgw (Apache-2.0). It is a
+# separate program: lockgw's tests speak to it over D-Bus only, and it is never packaged.
 """Run BlueZoo 1.0.2 (the tests' BlueZ mock) with three corrections towards BlueZ.
 
 ``python tests/bluezoo_launcher.py ARGS`` is ``bluezoo ARGS`` with these behaviours of
