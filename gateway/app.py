@@ -26,10 +26,11 @@ from typing import Any
 import structlog
 
 from gateway.access import AccessController
+from gateway.access.state import StateFallback, StateHistory
 from gateway.config import Config, DeviceConfig, load_config
 from gateway.devices import DeviceManager
 from gateway.door import DoorService
-from gateway.health import HealthServer, Snapshot
+from gateway.health import HealthServer, Snapshot, StateNotice
 from gateway.journal import Journal, journal_path
 from gateway.mqtt import MqttLink
 from gateway.mqtt.homeassistant import HaDevice, discovery_messages, node_id
@@ -37,7 +38,12 @@ from gateway.phone_link import PhoneLink
 from gateway.systemd import SdNotifier
 from gateway.visits import VisitLimits, VisitTracker
 from protocols.errors import ConfigError, JournalError
-from protocols.events import ClockUntrustedEvent, GatewayEvent
+from protocols.events import (
+    ClockUntrustedEvent,
+    GatewayEvent,
+    RevocationAppliedEvent,
+    StateFallbackEvent,
+)
 
 __all__ = ["STOP_TIMEOUT", "Gateway", "gateway_version"]
 
@@ -53,6 +59,54 @@ _INVENTORY_FIELDS = (
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts).timestamp()
+
+
+async def state_history(journal: Journal) -> StateHistory:
+    """What the journal says about the past, for the access state's start-up: is this
+    the first start, the newest recorded time, each issuer's last applied revocation
+    list, the last alarm. A journal that cannot be read gives the worst case."""
+    if journal.error is not None:
+        return StateHistory.unknown()
+    try:
+        newest = await journal.read(newest_first=True, limit=1)
+        if not newest:
+            return StateHistory()
+        oldest = await journal.read(limit=1)
+        complete = oldest[0].seq == 1 and await journal.checkpoint() is None
+        seqs: dict[str, int] = {}
+        for env in await journal.read(types=["revocation.applied"]):
+            body = env.body
+            if isinstance(body, RevocationAppliedEvent):
+                seqs[body.iss] = max(seqs.get(body.iss, 0), body.list_seq)
+        alarms = await journal.read(
+            types=["alarm.raised", "alarm.cleared"], newest_first=True, limit=1
+        )
+    except JournalError as exc:
+        log.error("gateway.history_unreadable", error=str(exc))
+        return StateHistory.unknown()
+    alarm = (alarms[0].type == "alarm.raised", _epoch(alarms[0].ts)) if alarms else None
+    return StateHistory(
+        has_events=True,
+        complete=complete,
+        newest_ts=_epoch(newest[0].ts),
+        revocation_seqs=seqs,
+        alarm=alarm,
+    )
+
+
+def _fallback_event(fb: StateFallback) -> StateFallbackEvent:
+    return StateFallbackEvent(
+        file=fb.file,
+        problem=fb.problem,
+        fallback=fb.fallback,
+        kept_as=fb.kept_as,
+        issuers=fb.issuers,
+        until=_iso(fb.until) if fb.until is not None else None,
+    )
 
 
 def gateway_version() -> str:
@@ -116,6 +170,20 @@ class Gateway:
             journal_held=self.journal.held,
             journal_not_durable=self.journal.not_durable,
             journal_problem=self.journal.fallback_problem or self.journal.error,
+            state=[
+                StateNotice(
+                    file=n.file,
+                    problem=n.problem,
+                    at=n.at,
+                    fallback=n.fallback,
+                    in_force=n.in_force,
+                    kept_as=n.kept_as,
+                    issuers=n.issuers,
+                    until=n.until,
+                )
+                for n in self.access.state_notices()
+            ],
+            state_write_failures=self.access.state_write_failures,
         )
 
     async def _device_events(self) -> None:
@@ -246,7 +314,7 @@ class Gateway:
                     writer_nice=cfg.journal.writer_nice,
                 )
             )
-            self.access = AccessController(cfg)
+            self.access = AccessController(cfg, history=await state_history(self.journal))
             self.visits = VisitTracker(
                 self.journal, limits=self._limits, on_ended=self._visit_ended
             )
@@ -286,6 +354,9 @@ class Gateway:
             if cfg.web.enabled:
                 await self._start_web(stack)
             await self.journal.emit(GatewayEvent(type="gateway.started", version=self.version))
+            for fb in self.access.fallbacks:  # said once, durably: the platform hears it too
+                with contextlib.suppress(JournalError):
+                    await self.journal.emit(_fallback_event(fb))
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self.visits.run()),

@@ -16,7 +16,18 @@ broker             connected to the MQTT broker
 journal            writable (else: events wait in its fallback file, or are not
                    recorded at all), and the unpublished backlog below 10,000 events
 devices            every device contacted within 3 × its health interval
+state              no state file of the access decision was missing or damaged
+                   at this start (time floor, revocations, used command ids,
+                   alarm, held tokens), no restriction left from such a loss, and
+                   every write of one succeeded
 =================  ===========================================================
+
+A state-file fallback stays a problem for the life of the daemon: it means a file
+that protects security was deleted or damaged, which a person should look into
+(who could delete it? is the SD card failing?). Restarting lockgw once that is
+done clears the notice; a restriction still in force (planned care waiting for a
+revocation list, remote commands refused until they expire) is shown after a
+restart too, until it is lifted.
 """
 
 from __future__ import annotations
@@ -37,7 +48,14 @@ from pydantic import BaseModel, ConfigDict
 
 from protocols.i18n import Lang, language
 
-__all__ = ["DeviceHealth", "HealthServer", "Snapshot", "evaluate", "read_snapshot"]
+__all__ = [
+    "DeviceHealth",
+    "HealthServer",
+    "Snapshot",
+    "StateNotice",
+    "evaluate",
+    "read_snapshot",
+]
 
 log = structlog.get_logger("lockgw.health")
 
@@ -56,6 +74,70 @@ class DeviceHealth(BaseModel):
     last_contact: float | None
     battery: int | None
     health_interval: float
+    #: why it is offline or failing, in words (e.g. damaged pairing keys: pair again)
+    error: str | None = None
+
+
+class StateNotice(BaseModel):
+    """A state file found missing or damaged at start, and the safe side taken."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    problem: str
+    at: float
+    fallback: str
+    in_force: bool
+    kept_as: str | None = None
+    #: revocations.json: the issuers whose planned care still waits for their list
+    issuers: list[str] = []
+    #: commands.json: commands expiring before this time are refused
+    until: float | None = None
+
+
+def _state_line(n: StateNotice, _: Callable[[str], str]) -> str:
+    """One state fallback in words (the daemon's ``fallback`` text is English; the
+    words here follow the chosen language)."""
+    f = n.file
+    if f == "time_floor.json":
+        what = _(
+            "the time floor was taken from the journal's newest event, so a clock set back "
+            "cannot revive an expired token"
+        )
+    elif f == "revocations.json" and n.in_force:
+        what = _(
+            "planned care of {issuers} is refused (revocation_stale) until each sends its "
+            "revocation list again; emergency access still opens"
+        ).format(issuers=", ".join(n.issuers))
+    elif f == "revocations.json":
+        what = _("no planned care is restricted: every lost revocation list is back, or none was lost")
+    elif f == "commands.json" and n.in_force:
+        what = _(
+            "remote commands that could have been sent before the start are refused "
+            "(nonce_reused) until {until}"
+        ).format(until=time.strftime("%H:%M:%S", time.localtime(n.until or n.at)))
+    elif f == "commands.json":
+        what = _("every remote command that could have been sent before the loss has expired")
+    elif f == "alarm.json":
+        what = _("the alarm state was taken from the journal")
+    elif f.startswith("held/"):
+        what = _("the held token was dropped; the platform must send it again")
+    elif f == "rosters.json":
+        what = _(
+            "tokens are not checked against a roster until each organisation's roster "
+            "arrives again"
+        )
+    elif f == "names.json":
+        what = _("the resident's views show pseudonyms until the rosters arrive again")
+    else:
+        what = n.fallback
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(n.at))
+    kept = _(" (kept as {path})").format(path=n.kept_as) if n.kept_as else ""
+    if n.problem == "missing":
+        line = _("state: {file} was missing at start ({when}){kept}; {what}")
+    else:
+        line = _("state: {file} was damaged at start ({when}){kept}; {what}")
+    return line.format(file=f, when=when, kept=kept, what=what)
 
 
 class Snapshot(BaseModel):
@@ -82,6 +164,8 @@ class Snapshot(BaseModel):
     journal_not_durable: int = 0
     #: why the journal cannot write, in words (None when it can)
     journal_problem: str | None = None
+    state: list[StateNotice] = []
+    state_write_failures: int = 0
 
 
 def read_snapshot(data_dir: Path) -> Snapshot | None:
@@ -149,9 +233,25 @@ def evaluate(
     problems += _journal_problems(snap, _)
     if snap.backlog > MAX_BACKLOG:
         problems.append(_("journal: {n} events not yet published").format(n=snap.backlog))
+    for n in snap.state:
+        problems.append(_state_line(n, _))
+    if snap.state_write_failures:
+        problems.append(
+            _(
+                "state: {n} write(s) of the access state failed (disk full or read-only?); "
+                "the gateway decides from memory, a restart would lose them"
+            ).format(n=snap.state_write_failures)
+        )
     for d in snap.devices:
         if not d.online:
-            problems.append(_("device {id} ({door}): offline").format(id=d.id, door=d.door))
+            if d.error:
+                problems.append(
+                    _("device {id} ({door}): offline: {why}").format(
+                        id=d.id, door=d.door, why=d.error
+                    )
+                )
+            else:
+                problems.append(_("device {id} ({door}): offline").format(id=d.id, door=d.door))
         elif d.last_contact is None or now - d.last_contact > 3 * d.health_interval:
             problems.append(
                 _("device {id} ({door}): no contact for a while").format(id=d.id, door=d.door)

@@ -37,6 +37,7 @@ __all__ = [
     "RosterAppliedEvent",
     "RosterOverLimitEvent",
     "RosterPerson",
+    "StateFallbackEvent",
     "SuspiciousEvent",
     "VisitEvent",
 ]
@@ -62,6 +63,7 @@ class EventType(StrEnum):
     ROSTER_APPLIED = "roster.applied"
     ROSTER_OVER_LIMIT = "roster.over_limit"
     CLOCK_UNTRUSTED = "clock.untrusted"
+    STATE_FALLBACK = "state.fallback"
     GATEWAY_STARTED = "gateway.started"
     GATEWAY_STOPPING = "gateway.stopping"
     JOURNAL_RECOVERED = "journal.recovered"
@@ -256,6 +258,36 @@ class ClockUntrustedEvent(_Body):
     detail: str
 
 
+class StateFallbackEvent(_Body):
+    """``state.fallback``: a state file that protects security was missing or damaged
+    when the gateway started, and the gateway took the safe side instead of starting
+    empty. One event per file, just after ``gateway.started``."""
+
+    type: Literal["state.fallback"] = "state.fallback"
+    file: str = Field(
+        description="time_floor.json, revocations.json, commands.json, alarm.json or "
+        "held/<token id>.cwt (under <data_dir>/access/)"
+    )
+    problem: Literal["missing", "damaged"] = Field(
+        description="missing: deleted after the first start; damaged: unreadable, wrong "
+        "checksum or wrong content"
+    )
+    fallback: str = Field(description="what the gateway does instead, in words")
+    kept_as: str | None = Field(
+        default=None, description="where a damaged file was set aside for inspection"
+    )
+    issuers: list[str] = Field(
+        default_factory=list,
+        description="revocations.json: the issuers whose planned care is refused "
+        "(revocation_stale) until their list arrives again",
+    )
+    until: str | None = Field(
+        default=None,
+        description="commands.json: commands expiring before this time are refused "
+        "(nonce_reused); RFC 3339 UTC",
+    )
+
+
 class GatewayEvent(_Body):
     type: Literal["gateway.started", "gateway.stopping"]
     version: str
@@ -303,6 +335,7 @@ EventBody = Annotated[
     | RosterAppliedEvent
     | RosterOverLimitEvent
     | ClockUntrustedEvent
+    | StateFallbackEvent
     | GatewayEvent
     | JournalRecoveredEvent,
     Field(discriminator="type"),
@@ -324,6 +357,7 @@ EVENT_MODELS: tuple[type[_Body], ...] = (
     RosterAppliedEvent,
     RosterOverLimitEvent,
     ClockUntrustedEvent,
+    StateFallbackEvent,
     GatewayEvent,
     JournalRecoveredEvent,
 )

@@ -352,7 +352,7 @@ def test_time_floor_is_persisted_and_never_below_build_floor(site: Site) -> None
     site.clock.advance(10)
     ctl.flush()
     stored = json.loads((site.root / "data" / "access" / "time_floor.json").read_text())
-    assert stored["floor"] == site.clock.t
+    assert stored["data"]["floor"] == site.clock.t
     site.clock.t = 0.0  # a Pi that booted at 1970
     assert not site.controller().clock_status().trusted
 
@@ -473,7 +473,7 @@ def test_unreadable_state_is_set_aside_and_reported(site: Site, ctl: AccessContr
     again = site.controller()
     assert any("revocations.json" in p for p in again.state_problems)
     assert any(".cwt" in p for p in again.state_problems)
-    assert (state / "revocations.corrupt").exists()
+    assert (state / "revocations.json.corrupt").exists()
     assert again.apply_revocation(revocation(site, 1)).status == "applied"
 
 
@@ -523,12 +523,12 @@ def test_the_time_floor_is_saved_off_the_decision_path(site: Site) -> None:
 
     ctl = site.controller()
     path = site.root / "data" / "access" / "time_floor.json"
-    assert ctl.persist_time_floor()  # a first start: the clock is far past the build floor
+    assert path.exists()  # a first start writes every state file at once
     assert not ctl.persist_time_floor()  # saved; nothing due now
     before = path.read_bytes()
     site.clock.advance(PERSIST_EVERY + 1)
     assert attempt(ctl, site.token(), phone(site)).granted
     assert path.read_bytes() == before  # the decision wrote nothing
     assert ctl.persist_time_floor()
-    assert json.loads(path.read_text())["floor"] == site.clock.t
+    assert json.loads(path.read_text())["data"]["floor"] == site.clock.t
     assert not ctl.persist_time_floor()  # and not again until it is due again

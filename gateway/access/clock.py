@@ -13,7 +13,13 @@ The clock is *trusted* while it reads no earlier than the floor minus the tolera
 ``access.untrusted_clock_allows`` says what still opens (see ``docs/credentials.md``).
 A clock set far *ahead* and then corrected leaves the floor ahead: the gateway reports
 the clock untrusted until real time passes the floor; a technician who knows the clock
-is right removes ``time_floor.json`` while lockgw is stopped.
+is right sets the floor with ``lockgw clock set-floor`` while lockgw is stopped.
+
+**A lost floor.** When ``time_floor.json`` is missing (after the first start) or
+damaged, the floor is not reset to :data:`BUILD_FLOOR`: it is taken from the journal's
+newest event (every event carries the time it was recorded), so a clock set back
+while the file was deleted still cannot revive an expired token. The loss is
+reported (:attr:`TimeFloor.fallback`, health, ``state.fallback``).
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
-from gateway.access.state import StateDir
+from gateway.access.state import StateDir, StateFallback, StateHistory
 
 __all__ = ["BUILD_FLOOR", "PERSIST_EVERY", "ClockStatus", "TimeFloor"]
 
@@ -31,6 +38,10 @@ __all__ = ["BUILD_FLOOR", "PERSIST_EVERY", "ClockStatus", "TimeFloor"]
 BUILD_FLOOR: Final = 1_767_225_600.0
 PERSIST_EVERY: Final = 300.0
 _FILE: Final = "time_floor.json"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,20 +60,48 @@ class TimeFloor:
         clock: Callable[[], float],
         monotonic: Callable[[], float],
         tolerance: float,
+        history: StateHistory | None = None,
     ) -> None:
         self._state = state
         self._clock = clock
         self._monotonic = monotonic
         self.tolerance = tolerance
-        stored = state.load(_FILE)
+        #: set when the file was missing or damaged at start (see the module docstring)
+        self.fallback: StateFallback | None = None
+        loaded = state.read(_FILE)
+        stored = loaded.value
         floor = BUILD_FLOOR
         if isinstance(stored, dict) and isinstance(stored.get("floor"), int | float):
             floor = max(floor, float(stored["floor"]))
+        elif loaded.problem is None:  # verified, yet not a floor: damaged all the same
+            loaded = state.damaged(_FILE, "does not hold a time floor")
+        lost = loaded.problem == "damaged" or (
+            loaded.problem == "missing" and history is not None and history.has_events
+        )
+        newest = history.newest_ts if history is not None else None
+        if lost:
+            floor = max(floor, newest or BUILD_FLOOR)
+            source = (
+                f"the journal's newest event ({_iso(newest)})"
+                if newest
+                else "the build date (the journal has no readable event)"
+            )
+            self.fallback = StateFallback(
+                file=_FILE,
+                problem=loaded.problem or "damaged",
+                fallback=f"the time floor was taken from {source}: a clock set back still "
+                "cannot revive an expired token",
+                at=clock(),
+                kept_as=loaded.kept_as,
+                detail=loaded.detail,
+            )
         self._base = floor
         self._mono = monotonic()
         self._written = floor
         self._saving = threading.Lock()
         self.check()  # a reading at start raises the floor when the clock is ahead of it
+        if loaded.problem is not None:  # first start or a loss: the file exists from now on
+            self._persist(self.floor())
 
     def floor(self) -> float:
         """The latest time known to have passed (stored floor + monotonic time since)."""

@@ -22,10 +22,19 @@ answer (CONTRACT §3 reasons):
     emergency purpose, only while an alarm is raised unless
     ``site.emergency_outside_window_without_alarm`` (``outside_window``; flagged);
 12. planned care needs a fresh revocation list when the issuer has
-    ``revocation_max_age`` (``revocation_stale``); emergency access keeps working;
+    ``revocation_max_age``, or when the issuer's list was lost with ``revocations.json``
+    and has not arrived again (``revocation_stale``); emergency access keeps working;
 13. the issuer's current roster (when it has sent one) lists the token: if not, the
     grant is flagged ``not_on_roster``, or with ``access.roster_check = "refuse"``
     planned care is refused (``not_on_roster``); emergency access keeps working, flagged.
+
+The state behind these checks lives in ``<data_dir>/access/`` (:mod:`gateway.access.state`).
+When a file is missing (after the first start) or damaged, the controller takes the
+safe side and says so (:attr:`AccessController.fallbacks`): the time floor comes from
+the journal (:mod:`gateway.access.clock`), lost revocation lists are awaited again
+(:mod:`gateway.access.revocations`), and for lost used-command ids every command that
+could have been used before the loss is refused (:meth:`AccessController.verify_command`).
+The alarm state is rebuilt from the journal's newest alarm event.
 
 Every denial is counted for rate limiting and the ``suspicious`` flag
 (:mod:`gateway.access.ratelimit`).
@@ -39,6 +48,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -57,10 +67,10 @@ from gateway.access.models import (
 from gateway.access.ratelimit import RateLimiter
 from gateway.access.revocations import RevocationStore
 from gateway.access.rosters import HeldRoster, Person, RosterStore, people_of
-from gateway.access.state import StateDir
+from gateway.access.state import StateDir, StateFallback, StateHistory
 from gateway.config import AccessConfig, Config, IssuerConfig
 from gateway.keys import load_public_key
-from protocols.control import Command, RevocationList, Roster
+from protocols.control import MAX_AHEAD, Command, RevocationList, Roster
 from protocols.cose import KeyRing
 from protocols.errors import ControlMessageError, ProtocolError, Reason, TokenError
 from protocols.token import (
@@ -140,9 +150,12 @@ class AccessController:
         self,
         config: Config,
         *,
+        history: StateHistory | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``history``: what the journal says (the daemon passes it); None when there is
+        no journal to ask, so a missing file is taken as a first start."""
         self._clock = clock
         self._monotonic = monotonic
         self._state = StateDir(Path(config.site.data_dir) / "access")
@@ -152,31 +165,142 @@ class AccessController:
         self._random_at = 0
         self._apply_config(config)
         self._floor = TimeFloor(
-            self._state, clock=clock, monotonic=monotonic, tolerance=config.access.skew_seconds
+            self._state,
+            clock=clock,
+            monotonic=monotonic,
+            tolerance=config.access.skew_seconds,
+            history=history,
         )
-        self._revocations = RevocationStore(self._state)
-        self._rosters = self._roster_store()
+        #: every state file found missing or damaged at this start, with the side taken
+        self.fallbacks: list[StateFallback] = []
+        if self._floor.fallback is not None:
+            self.fallbacks.append(self._floor.fallback)
         self._trusted_before = True
-        used = self._state.load(_COMMANDS_FILE)
-        self._used_commands: dict[str, int] = (
-            {str(k): int(v) for k, v in used.items() if isinstance(v, int)}
-            if isinstance(used, dict)
-            else {}
+        t = self._now()[1]
+        self._revocations = RevocationStore(
+            self._state, issuers=self._issuers, history=history, now=clock()
         )
-        alarm = self._state.load(_ALARM_FILE)
-        self._alarm_until: float | None = None
-        if isinstance(alarm, dict) and alarm.get("raised") is True:
-            until = alarm.get("until")
-            self._alarm_until = float(until) if isinstance(until, int | float) else None
+        if self._revocations.fallback is not None:
+            self.fallbacks.append(self._revocations.fallback)
+        self._rosters = self._roster_store()
+        self._load_commands(history, t)
+        self._load_alarm(history, t)
         self._held: dict[bytes, int] = {}
         for path in self._state.held_dir.glob("*.cwt"):
             try:
                 claims = decode_token(path.read_bytes())
-            except (OSError, TokenError):
+            except (OSError, TokenError) as exc:
+                kept = self._state.set_aside(path)
                 self._state.problems.append(f"{path}: not a readable token; ignored")
+                self.fallbacks.append(
+                    StateFallback(
+                        file=f"held/{path.name}",
+                        problem="damaged",
+                        fallback="the held token was dropped: a phone presenting it by its id "
+                        "is refused until the platform sends the token again",
+                        at=clock(),
+                        kept_as=kept,
+                        detail=f"{path}: {exc}",
+                    )
+                )
                 continue
             if path.stem == claims.cti.hex():
                 self._held[claims.cti] = claims.exp
+        for fb in self.fallbacks:
+            log.error(
+                "access.state_fallback",
+                file=fb.file,
+                problem=fb.problem,
+                fallback=fb.fallback,
+                kept_as=fb.kept_as,
+            )
+
+    def _lost(self, problem: str | None, history: StateHistory | None) -> bool:
+        return problem == "damaged" or (
+            problem == "missing" and history is not None and history.has_events
+        )
+
+    def _load_commands(self, history: StateHistory | None, t: float) -> None:
+        """The used command ids; after a loss, the ``exp`` below which commands are refused.
+
+        A command that was used before the loss was verified at some time ``u`` before
+        this start ``t``, when its ``exp`` could be at most ``u + MAX_AHEAD + skew``.
+        Every command with ``exp < t + MAX_AHEAD + skew`` could be such a one; a command
+        with a later ``exp`` cannot have passed the ahead-check before ``t``, so it was
+        issued after the loss. Those are refused, these accepted (CONTRACT §5)."""
+        loaded = self._state.read(_COMMANDS_FILE)
+        raw = loaded.value
+        used: dict[str, int] = {}
+        self._refuse_exp_before: float | None = None
+        if isinstance(raw, dict) and isinstance(raw.get("used"), dict):
+            used = {str(k): v for k, v in raw["used"].items() if isinstance(v, int)}
+            before = raw.get("refuse_exp_before")
+            if isinstance(before, int | float) and before > t - self._skew:
+                self._refuse_exp_before = float(before)
+        elif isinstance(raw, dict):  # the older form: {request_id: exp}
+            used = {str(k): v for k, v in raw.items() if isinstance(v, int)}
+        elif loaded.problem is None:
+            loaded = self._state.damaged(_COMMANDS_FILE, "does not hold command ids")
+        self._used_commands = used
+        if self._lost(loaded.problem, history):
+            self._refuse_exp_before = t + MAX_AHEAD + self._skew
+            until = datetime.fromtimestamp(self._refuse_exp_before, self._tz)
+            self.fallbacks.append(
+                StateFallback(
+                    file=_COMMANDS_FILE,
+                    problem=loaded.problem or "damaged",
+                    fallback="the record of used remote commands was lost: every command that "
+                    "could have been sent before this start is refused (nonce_reused), i.e. "
+                    f"each expiring before {until:%H:%M:%S}; newer commands work",
+                    at=self._clock(),
+                    kept_as=loaded.kept_as,
+                    detail=loaded.detail,
+                    until=self._refuse_exp_before,
+                )
+            )
+        if loaded.problem is not None:  # first start or a loss: the file exists from now on
+            self._save_commands()
+
+    def _save_commands(self) -> None:
+        self._state.save(
+            _COMMANDS_FILE,
+            {"used": self._used_commands, "refuse_exp_before": self._refuse_exp_before},
+        )
+
+    def _load_alarm(self, history: StateHistory | None, t: float) -> None:
+        loaded = self._state.read(_ALARM_FILE)
+        alarm = loaded.value
+        self._alarm_until: float | None = None
+        if isinstance(alarm, dict) and loaded.problem is None:
+            if alarm.get("raised") is True:
+                until = alarm.get("until")
+                self._alarm_until = float(until) if isinstance(until, int | float) else None
+        elif loaded.problem is None:
+            loaded = self._state.damaged(_ALARM_FILE, "does not hold an alarm state")
+        if self._lost(loaded.problem, history):
+            last = history.alarm if history is not None else None
+            if last is not None and last[0]:
+                self._alarm_until = last[1] + self.config.access.alarm_expiry
+            raised = self._alarm_until is not None and t < self._alarm_until
+            when = (
+                datetime.fromtimestamp(self._alarm_until, self._tz).strftime("%H:%M")
+                if self._alarm_until is not None
+                else ""
+            )
+            self.fallbacks.append(
+                StateFallback(
+                    file=_ALARM_FILE,
+                    problem=loaded.problem or "damaged",
+                    fallback="the alarm state was taken from the journal: "
+                    + (f"an alarm is raised until {when}" if raised else "no alarm is raised"),
+                    at=self._clock(),
+                    kept_as=loaded.kept_as,
+                    detail=loaded.detail,
+                )
+            )
+        if loaded.problem is not None:
+            self._state.save(_ALARM_FILE, {"raised": self._alarm_until is not None,
+                                           "until": self._alarm_until})
 
     # -- configuration ------------------------------------------------------------------
     def _apply_config(self, config: Config) -> None:
@@ -421,6 +545,9 @@ class AccessController:
                 and (held is None or t - held.iat > max_age or t - held.received_at > max_age)
                 else ""
             )
+            awaiting = self._revocations.awaiting
+            if awaiting and c.iss in awaiting:
+                stale = self._lost_detail(c.iss)
             untrusted = not trusted and mode == "emergency"
             if stale or untrusted:
                 if emergency and (alarm or self._alarm_at(t)):
@@ -466,6 +593,13 @@ class AccessController:
         )
 
     # -- revocations ----------------------------------------------------------------------
+    def _lost_detail(self, iss: str) -> str:
+        seq = self._revocations.awaiting.get(iss, 0)
+        return (
+            f"the revocation list of {iss} was lost (revocations.json missing or damaged); "
+            f"waiting for its list again (seq {seq} or later)"
+        )
+
     def _stale_detail(self, iss: str, max_age: int | None, t: float) -> str:
         if max_age is None:
             return ""
@@ -589,7 +723,8 @@ class AccessController:
                     received_at=held.received_at if held else None,
                     age=held.age(t) if held else None,
                     max_age=issuer.max_age,
-                    stale=bool(self._stale_detail(iss, issuer.max_age, t)),
+                    stale=bool(self._stale_detail(iss, issuer.max_age, t))
+                    or iss in self._revocations.awaiting,
                     cti_count=len(held.cti) if held else 0,
                     sub_count=len(held.sub) if held else 0,
                 )
@@ -609,6 +744,16 @@ class AccessController:
             raise ControlMessageError(
                 Reason.ROLE_NOT_PERMITTED, f"signer {cmd.signer} may not send {cmd.cmd!r}"
             )
+        before = self._refuse_exp_before
+        if before is not None:
+            if cmd.exp < before:
+                raise ControlMessageError(
+                    Reason.NONCE_REUSED,
+                    "the record of used commands was lost; a command that could have been "
+                    "sent before the gateway started is refused: send a new one",
+                )
+            if t - self._skew > before:
+                self._refuse_exp_before = None  # every such command has expired by now
         used = self._used_commands
         if cmd.request_id in used:
             raise ControlMessageError(
@@ -620,7 +765,7 @@ class AccessController:
         if len(used) >= _MAX_COMMANDS:
             raise ControlMessageError(Reason.RATE_LIMITED, "too many live commands")
         used[cmd.request_id] = cmd.exp
-        self._state.save(_COMMANDS_FILE, used)
+        self._save_commands()
         return cmd
 
     # -- held tokens ----------------------------------------------------------------------
@@ -660,6 +805,63 @@ class AccessController:
         return raw if len(raw) <= MAX_TOKEN else None
 
     # -- health ---------------------------------------------------------------------------
+    def state_notices(self) -> list[StateFallback]:
+        """For health: every state file found missing or damaged at this start, with the
+        safe side taken and whether it still restricts anything — and restrictions left
+        in force from an earlier start (they are persisted, so a restart lifts nothing)."""
+        t = self._now()[1]
+        awaiting = sorted(self._revocations.awaiting)
+        before = self._refuse_exp_before
+        commands_in_force = before is not None and t - self._skew <= before
+        out: list[StateFallback] = []
+        seen: set[str] = set()
+        for fb in self.fallbacks:
+            seen.add(fb.file)
+            in_force = False
+            text = fb.fallback
+            if fb.file == "revocations.json" and fb.issuers:
+                in_force = bool(awaiting)
+                if in_force:
+                    text = (
+                        f"planned care of {', '.join(awaiting)} is refused (revocation_stale) "
+                        "until each sends its revocation list again; emergency access still "
+                        "opens"
+                    )
+                else:
+                    text = "every lost revocation list has arrived again; no restriction left"
+            elif fb.file == _COMMANDS_FILE:
+                in_force = commands_in_force
+                if not in_force:
+                    text = "every command that could have been sent before the loss has expired"
+            issuers = awaiting if fb.file == "revocations.json" and in_force else fb.issuers
+            out.append(replace(fb, fallback=text, in_force=in_force, issuers=issuers))
+        if awaiting and "revocations.json" not in seen:
+            out.append(
+                StateFallback(
+                    file="revocations.json",
+                    problem="missing",
+                    fallback=f"planned care of {', '.join(awaiting)} is refused "
+                    "(revocation_stale) until each sends its revocation list again (lost at "
+                    "an earlier start); emergency access still opens",
+                    at=t,
+                    issuers=awaiting,
+                    in_force=True,
+                )
+            )
+        if commands_in_force and _COMMANDS_FILE not in seen:
+            out.append(
+                StateFallback(
+                    file=_COMMANDS_FILE,
+                    problem="missing",
+                    fallback="remote commands that could have been sent before an earlier "
+                    "loss of the used-command record are refused until they expire",
+                    at=t,
+                    until=before,
+                    in_force=True,
+                )
+            )
+        return out
+
     @property
     def state_problems(self) -> list[str]:
         """State files that could not be read at start (and were set aside)."""

@@ -1,11 +1,24 @@
-"""Revocation lists held per issuer (CONTRACT §5), persisted, with rollback refused."""
+"""Revocation lists held per issuer (CONTRACT §5), persisted, with rollback refused.
+
+**A lost file.** When ``revocations.json`` is missing (after the first start) or
+damaged, the gateway no longer knows whom the lists it held revoked. It does not
+start empty: every *affected* issuer goes on the ``awaiting`` list, and its
+planned-care tokens are refused (``revocation_stale``) until a list of that issuer
+arrives again with a ``seq`` at least the one the journal last recorded for it
+(equal is accepted: the same list delivered again; lower is a rollback and refused).
+Emergency access keeps working (``gateway.access.controller``). The affected issuers
+are those whose lists the journal records (``revocation.applied``); when the journal
+does not hold the whole history (a retention cut), every configured issuer. The
+``awaiting`` list is itself persisted, so a restart does not lift it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.access.state import StateDir
+from gateway.access.state import StateDir, StateFallback, StateHistory
 from protocols.control import RevocationList
 
 __all__ = ["HeldList", "RevocationStore"]
@@ -39,11 +52,25 @@ class HeldList:
 
 
 class RevocationStore:
-    def __init__(self, state: StateDir) -> None:
+    def __init__(
+        self,
+        state: StateDir,
+        *,
+        issuers: Iterable[str] = (),
+        history: StateHistory | None = None,
+        now: float = 0.0,
+    ) -> None:
         self._state = state
         self._lists: dict[str, HeldList] = {}
-        raw = state.load(_FILE)
-        if isinstance(raw, dict):
+        #: issuer → the lowest list seq that lifts the wait (the file was lost)
+        self.awaiting: dict[str, int] = {}
+        #: set when the file was missing or damaged at start (see the module docstring)
+        self.fallback: StateFallback | None = None
+        loaded = state.read(_FILE)
+        raw = loaded.value
+        if loaded.problem is None and not isinstance(raw, dict):
+            loaded = state.damaged(_FILE, "does not hold revocation lists")
+        if isinstance(raw, dict) and loaded.problem is None:
             for iss, v in raw.get("issuers", {}).items():
                 try:
                     self._lists[iss] = HeldList(
@@ -56,6 +83,50 @@ class RevocationStore:
                     )
                 except (KeyError, TypeError, ValueError) as exc:
                     state.problems.append(f"revocations.json: issuer {iss!r} unreadable ({exc})")
+                    self.awaiting[str(iss)] = _int_or_zero(v, "seq")
+            for iss, seq in dict(raw.get("awaiting") or {}).items():
+                self.awaiting[str(iss)] = max(int(seq), self.awaiting.get(str(iss), 0))
+        lost = loaded.problem == "damaged" or (
+            loaded.problem == "missing" and history is not None and history.has_events
+        )
+        if lost:
+            known = history.revocation_seqs if history is not None else {}
+            complete = history.complete if history is not None else False
+            affected = set(known) | (set() if complete else set(issuers))
+            for iss in affected:
+                self.awaiting[iss] = max(known.get(iss, 0), self.awaiting.get(iss, 0))
+            if affected:
+                names = ", ".join(sorted(affected))
+                fallback = (
+                    f"planned care of {names} is refused (revocation_stale) until each sends "
+                    "its revocation list again; emergency access still opens"
+                )
+            else:
+                fallback = (
+                    "the journal shows no revocation list was ever applied here, so none was "
+                    "lost; planned care is not restricted"
+                )
+            self.fallback = StateFallback(
+                file=_FILE,
+                problem=loaded.problem or "damaged",
+                fallback=fallback,
+                at=now,
+                kept_as=loaded.kept_as,
+                detail=loaded.detail,
+                issuers=sorted(affected),
+            )
+        if loaded.problem is not None:  # first start or a loss: the file exists from now on
+            self._save()
+
+    def _save(self) -> bool:
+        return self._state.save(
+            _FILE,
+            {
+                "v": 1,
+                "issuers": {k: h.to_json() for k, h in self._lists.items()},
+                "awaiting": dict(sorted(self.awaiting.items())),
+            },
+        )
 
     def get(self, iss: str) -> HeldList | None:
         return self._lists.get(iss)
@@ -65,13 +136,32 @@ class RevocationStore:
         return held is not None and (cti in held.cti or sub in held.sub)
 
     def apply(self, rl: RevocationList, received_at: float) -> HeldList | None:
-        """Replace the issuer's list when ``rl.seq`` is higher; else return None (ignored)."""
+        """Replace the issuer's list when ``rl.seq`` is higher; else return None (ignored).
+        An issuer whose list was lost is waited for: a list with at least the seq the
+        journal last recorded for it replaces the lost one; a lower one is a rollback."""
         old = self._lists.get(rl.iss)
-        if old is not None and rl.seq <= old.seq:
+        waited = self.awaiting.get(rl.iss)
+        if waited is not None and old is None:
+            if rl.seq < waited:
+                return None
+        elif old is not None and rl.seq <= old.seq:
             return None
         new = HeldList(rl.iss, rl.seq, rl.iat, received_at, rl.cti, rl.sub)
         self._lists[rl.iss] = new
-        self._state.save(
-            _FILE, {"v": 1, "issuers": {k: h.to_json() for k, h in self._lists.items()}}
-        )
+        self.awaiting.pop(rl.iss, None)
+        self._save()
         return new
+
+    def min_seq(self, iss: str) -> int | None:
+        """The lowest seq accepted from ``iss``: above the held one, or the awaited one."""
+        held = self._lists.get(iss)
+        if held is not None:
+            return held.seq + 1
+        return self.awaiting.get(iss)
+
+
+def _int_or_zero(v: Any, key: str) -> int:
+    try:
+        return int(v[key])
+    except (KeyError, TypeError, ValueError):
+        return 0

@@ -34,6 +34,7 @@ _MODULES = (
     "audit",
     "resident_link",
     "health",
+    "clock",
 )
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]

@@ -233,6 +233,7 @@ class DeviceManager:
                 last_contact=r.last_contact,
                 battery=r.battery,
                 health_interval=self.supervisors[r.id].health_interval,
+                error=r.error,
             )
             for r in self.records().values()
         ]
