@@ -1,16 +1,23 @@
 """Where pairing keys live: one file per device, mode 0600, in a 0700 directory.
 
 ``<data_dir>/devices/keys/<device>.json`` holds ``{"device", "paired_at", "saved_at",
-"secrets"}``; :meth:`FileSecretStore.load` returns only ``secrets`` (what the driver
-saved). Writes are atomic (a temporary file in the same directory, fsync, rename,
-fsync of the directory), so a power cut during pairing leaves the old keys or the
-new ones, never half a file. A key file another user can read is refused with a
-message that says how to fix it.
+"secrets", "sha256"}``; :meth:`FileSecretStore.load` returns only ``secrets`` (what the
+driver saved). ``sha256`` is the checksum of the rest (canonical JSON), so a file that
+was cut short, edited or rotted is told from a good one (a file written before the
+checksum existed is still read). Writes are atomic (a temporary file in the same
+directory, fsync, rename, fsync of the directory), so a power cut during pairing leaves
+the old keys or the new ones, never half a file. A key file another user can read is
+refused with a message that says how to fix it.
+
+A damaged file raises :class:`KeyFileError` saying to pair the device again; the
+device supervisor reports the device offline with that reason (``device.offline``,
+health) and phones hear ``device_unavailable`` at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import stat
@@ -21,6 +28,17 @@ from typing import Any
 from protocols.errors import KeyFileError
 
 __all__ = ["FileSecretStore"]
+
+
+#: a pairing-key file is a few hundred bytes; anything far larger is not one
+_MAX_BYTES = 1024 * 1024
+
+
+def _checksum(doc: dict[str, Any]) -> str:
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def _now_iso() -> str:
@@ -40,27 +58,40 @@ class FileSecretStore:
 
     def _read(self, device_id: str) -> dict[str, Any] | None:
         p = self.path(device_id)
+        again = f"pair the device again: lockgw pair --config F {device_id}"
         try:
-            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise KeyFileError(str(p), f"cannot open: {exc.strerror}") from exc
+            raise KeyFileError(str(p), f"cannot open: {exc.strerror}; {again}") from exc
         with os.fdopen(fd, "rb") as f:
-            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise KeyFileError(str(p), f"not a regular file; {again}")
+            mode = stat.S_IMODE(st.st_mode)
             if mode & 0o077:
                 raise KeyFileError(
                     str(p), f"readable by others (mode {mode:04o}); run chmod 600 {p}"
                 )
-            raw = f.read()
+            raw = f.read(_MAX_BYTES + 1)
+        if len(raw) > _MAX_BYTES:
+            raise KeyFileError(str(p), f"damaged (far too large); {again}")
         try:
             doc = json.loads(raw)
         except ValueError as exc:
-            raise KeyFileError(
-                str(p), f"not valid JSON ({exc}); pair the device again: lockgw pair"
-            ) from exc
+            what = "empty" if not raw.strip() else f"not valid JSON ({exc})"
+            raise KeyFileError(str(p), f"damaged: {what}; {again}") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("secrets"), dict):
-            raise KeyFileError(str(p), "no secrets in the file; pair the device again: lockgw pair")
+            raise KeyFileError(str(p), f"damaged: no pairing keys in the file; {again}")
+        if "sha256" in doc and doc["sha256"] != _checksum(doc):
+            raise KeyFileError(
+                str(p), f"damaged: fails its checksum (changed or partly written); {again}"
+            )
+        if doc.get("device", device_id) != device_id:
+            raise KeyFileError(
+                str(p), f"holds the keys of device {doc.get('device')!r}, not {device_id!r}; {again}"
+            )
         return doc
 
     def load(self, device_id: str) -> dict[str, Any] | None:
@@ -94,6 +125,7 @@ class FileSecretStore:
 
     def _write(self, device_id: str, doc: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        doc = {**doc, "sha256": _checksum(doc)}
         data = json.dumps(doc, indent=1, sort_keys=True).encode()
         target = self.path(device_id)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

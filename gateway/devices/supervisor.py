@@ -52,7 +52,13 @@ from gateway.devices.battery import BatteryLevel, BatteryTrend, classify
 from gateway.devices.record import DeviceRecord
 from gateway.events import EventSink
 from protocols.device import Action, CompartmentState, DeviceKind, DeviceState, KeyState
-from protocols.errors import DeviceError, DeviceFailed, DeviceUnavailable, PairingError
+from protocols.errors import (
+    DeviceError,
+    DeviceFailed,
+    DeviceUnavailable,
+    KeyFileError,
+    PairingError,
+)
 from protocols.events import (
     BatteryEvent,
     DeviceOnlineEvent,
@@ -412,11 +418,18 @@ class Supervisor:
             ) from exc
 
     async def _connect_locked(self) -> None:
-        """Connect, read what the device is, refresh (= reconcile). Caller holds ``_op``."""
-        if not self.driver.is_paired:
-            raise PairingError(self.id, f"not paired; run: lockgw pair --config F {self.id}")
-        if not self.driver.is_connected:
-            await self.driver.connect()
+        """Connect, read what the device is, refresh (= reconcile). Caller holds ``_op``.
+
+        Pairing keys that cannot be used (a damaged key file) are a :class:`PairingError`
+        like no keys at all: the device is offline with a reason that says to pair it
+        again, and commands fail at once with ``device_unavailable``."""
+        try:
+            if not self.driver.is_paired:
+                raise PairingError(self.id, f"not paired; run: lockgw pair --config F {self.id}")
+            if not self.driver.is_connected:
+                await self.driver.connect()
+        except KeyFileError as exc:
+            raise PairingError(self.id, f"pairing keys {exc.path}: {exc.problem}") from exc
         async with asyncio.timeout(self.cfg.command_timeout):
             self.info = await self.driver.device_info()
         state = await self.driver.refresh()
