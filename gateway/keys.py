@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -18,17 +19,42 @@ from cryptography.hazmat.primitives.serialization import (
 
 from protocols.errors import KeyFileError
 
-__all__ = ["load_private_key", "load_public_key", "write_key_pair"]
+__all__ = ["MAX_KEY_FILE", "load_private_key", "load_public_key", "read_small_file", "write_key_pair"]
 
 
-def load_public_key(path: str | Path) -> Ed25519PublicKey:
-    path = Path(path)
+#: a PEM key file is a few hundred bytes; more than this is not one
+MAX_KEY_FILE = 64 * 1024
+
+
+def read_small_file(path: Path, what: str = "key file") -> tuple[bytes, int]:
+    """The bytes and mode of a small regular file, never blocking: a FIFO, a device
+    (``/dev/zero``) or a directory is refused before anything is read, and at most
+    :data:`MAX_KEY_FILE` bytes are read. Raises :class:`KeyFileError`."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise KeyFileError(str(path), "not found") from None
     except OSError as exc:
         raise KeyFileError(str(path), f"cannot be read ({exc.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise KeyFileError(str(path), f"is a directory, not a {what}")
+        raise KeyFileError(str(path), f"is not a regular file (a device or pipe?), not a {what}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_KEY_FILE + 1)
+        except OSError as exc:
+            raise KeyFileError(str(path), f"cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_KEY_FILE:
+        raise KeyFileError(str(path), f"is larger than {MAX_KEY_FILE} bytes: not a {what}")
+    return data, stat.S_IMODE(st.st_mode)
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    path = Path(path)
+    data, _ = read_small_file(path)
     try:
         key = load_pem_public_key(data)
     except ValueError:
@@ -42,14 +68,7 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
 
 def load_private_key(path: str | Path, *, check_mode: bool = True) -> Ed25519PrivateKey:
     path = Path(path)
-    try:
-        st = path.stat()
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(str(path), "not found") from None
-    except OSError as exc:
-        raise KeyFileError(str(path), f"cannot be read ({exc.strerror})") from None
-    mode = stat.S_IMODE(st.st_mode)
+    data, mode = read_small_file(path)
     if check_mode and mode & 0o077:
         raise KeyFileError(
             str(path), f"is readable by others (mode {mode:04o}); run chmod 600 {path}"
@@ -65,20 +84,40 @@ def load_private_key(path: str | Path, *, check_mode: bool = True) -> Ed25519Pri
     return key
 
 
+#: a key's base name: it names two files inside the output directory, nothing else
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def write_key_pair(out_dir: str | Path, name: str) -> tuple[Path, Path]:
-    """Create ``name.key`` (PKCS#8 PEM, 0600) and ``name.pub`` (SPKI PEM); never overwrite."""
+    """Create ``name.key`` (PKCS#8 PEM, 0600) and ``name.pub`` (SPKI PEM, 0600: the owner
+    hands it on) inside ``out_dir`` (created 0700 if missing); never overwrite. ``name``
+    must be a plain file name: it cannot point outside ``out_dir``."""
+    if not _NAME.fullmatch(name):
+        raise KeyFileError(
+            repr(name),
+            "not a plain key name (letters, digits, '.', '_' and '-', starting with a letter "
+            "or digit, at most 100); the files are written inside --out",
+        )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise KeyFileError(str(out), f"cannot create the directory ({exc.strerror})") from None
+    if not out.is_dir():
+        raise KeyFileError(str(out), "is not a directory")
     key_path, pub_path = out / f"{name}.key", out / f"{name}.pub"
     for p in (key_path, pub_path):
-        if p.exists():
+        if p.exists() or p.is_symlink():
             raise KeyFileError(str(p), "already exists; choose another --name or remove it first")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    pub_path.write_bytes(
-        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    )
+    pub = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    for path, data in ((key_path, pem), (pub_path, pub)):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise KeyFileError(str(path), f"cannot be written ({exc.strerror})") from None
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(data)
     return key_path, pub_path

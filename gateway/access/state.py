@@ -187,11 +187,11 @@ class StateDir:
             return Loaded(problem="missing", detail=f"{path} does not exist")
         except OSError as exc:
             return self._damaged(path, f"cannot be opened ({exc.strerror})")
+        if not _is_regular(os.fstat(fd).st_mode):
+            os.close(fd)
+            return self._damaged(path, "is not a regular file")
         try:
             with os.fdopen(fd, "rb") as f:
-                st = os.fstat(f.fileno())
-                if not _is_regular(st.st_mode):
-                    return self._damaged(path, "is not a regular file")
                 raw = f.read(MAX_STATE_BYTES + 1)
         except OSError as exc:
             return self._damaged(path, f"cannot be read ({exc.strerror})")

@@ -84,7 +84,11 @@ def _runner() -> Callable[[Awaitable[int]], int]:
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Every file and directory a lockgw command creates —
+    the journal, its -wal and -shm, health.json, state and key files, exports — is the
+    owner's only (0600 / 0700), whatever the umask it was started with (systemd's unit
+    sets UMask=0077 too; a shell usually has 022)."""
+    os.umask(0o077)
     runner = _runner()
     try:
         code = runner(main(sys.argv[1:]))

@@ -65,10 +65,11 @@ class FileSecretStore:
             return None
         except OSError as exc:
             raise KeyFileError(str(p), f"cannot open: {exc.strerror}; {again}") from exc
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise KeyFileError(str(p), f"not a regular file; {again}")
         with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise KeyFileError(str(p), f"not a regular file; {again}")
             mode = stat.S_IMODE(st.st_mode)
             if mode & 0o077:
                 raise KeyFileError(

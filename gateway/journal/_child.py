@@ -133,6 +133,7 @@ def raise_priority(nice: int) -> tuple[int, str | None]:
 
 
 def main(argv: list[str]) -> int:
+    os.umask(0o077)  # the journal and its -wal / -shm: the owner's only, whatever started us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, path, site, max_bytes = int(argv[0]), Path(argv[1]), argv[2], int(argv[3])

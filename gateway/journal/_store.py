@@ -110,7 +110,9 @@ def connect(path: Path, *, read_only: bool, max_bytes: int | None = None) -> sql
         )
         conn.execute("PRAGMA busy_timeout = 5000")
         return conn
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():  # SQLite gives the -wal and -shm files the database file's mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 5000")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
