@@ -16,6 +16,7 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -161,6 +162,7 @@ class Gateway:
             clock_trusted=clock.trusted,
             time_floor=clock.floor,
             broker_connected=self.mqtt.connected,
+            broker_problem=self.mqtt.config_problem,
             journal_ok=self.journal.error is None,
             journal_failures=self.journal.failures,  # every event that went to the fallback
             last_seq=self.journal.last_seq,
@@ -336,6 +338,7 @@ class Gateway:
                     if cfg.mqtt.homeassistant
                     else None
                 ),
+                problems=cfg.broker_problems,
             )
             # retained truth from the first connect on: the installed base, HA discovery
             # (when enabled), and every configured device's state (its last known, or
@@ -396,9 +399,11 @@ class Gateway:
             log.error("gateway.stop_incomplete", error=type(exc).__name__)
 
 
-async def serve(config_path: str | Path) -> int:
-    """``lockgw run``: load, run until SIGTERM/SIGINT, reload on SIGHUP."""
-    cfg = load_config(config_path)
+async def serve(config: Config | str | Path) -> int:
+    """``lockgw run``: run until SIGTERM/SIGINT, reload on SIGHUP. Every file the daemon
+    creates is the owner's only (umask 077)."""
+    os.umask(0o077)
+    cfg = config if isinstance(config, Config) else load_config(config)
     gw = Gateway(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -416,7 +421,23 @@ async def serve(config_path: str | Path) -> int:
     except TimeoutError:
         log.error("gateway.stop_timeout", seconds=STOP_TIMEOUT)
         return 1
+    except Exception as exc:  # a part that could not start or failed: one line, exit 1
+        what = _describe(exc)
+        log.error("gateway.failed", error=what, ready=gw.ready.is_set())
+        log.debug("gateway.failed_trace", exc_info=exc)
+        print(f"lockgw run: stopped: {what}", file=sys.stderr)
+        return 1
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a failure, the errors inside a TaskGroup's group included."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return " ".join(str(exc).split()) or type(exc).__name__

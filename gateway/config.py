@@ -3,16 +3,39 @@
 Unknown keys are an error. Relative paths are relative to the config file.
 :func:`load_config` returns a :class:`Config` or raises
 :class:`protocols.errors.ConfigError` listing *every* problem in words a
-technician understands (used by ``lockgw check-config``).
+technician understands; an unknown key or a bad value does not hide the problems
+after it (the offending keys are set aside and the rest checked again).
+
+Problems come in three kinds (``docs/install.md``):
+
+- **core** (site, access, issuers and their key files, devices, ports and
+  addresses): :func:`load_config` raises; ``lockgw run`` exits with EX_CONFIG (78)
+  and systemd does not restart it into the same error;
+- **start** (the data directory cannot be used): :func:`start_problems`; ``run``
+  exits 78 too;
+- **broker** (the ``[mqtt]`` section: its URL, TLS files, password file):
+  :func:`load_config` keeps them in :attr:`Config.broker_problems` and gives the
+  defaults; ``run`` starts *without* the broker link — the doors keep working
+  offline, every event is kept for later, health says why — because a typo in the
+  MQTT section must not lock a resident's carers out.
+
+``lockgw check-config`` (:func:`check_config`) reports all three and exits 1 on any.
+Files the config names are checked for type before they are read (a FIFO or
+``/dev/zero`` is refused, never read), and secrets (TLS key, password file) must
+not be readable by group or others.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import re
+import stat
 import tomllib
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from protocols.errors import ConfigError
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
     "AccessConfig",
     "BluetoothConfig",
     "CommandSignerConfig",
@@ -34,11 +58,38 @@ __all__ = [
     "SiteConfig",
     "VisitsConfig",
     "WebConfig",
+    "check_config",
+    "host_port",
     "load_config",
+    "start_problems",
 ]
 
 Role = str
 Purpose = Literal["planned", "emergency"]
+
+
+#: a config file larger than this is not one (and is not read to the end)
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) → (host, port); ValueError in words."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{value!r} is not host:port, e.g. 127.0.0.1:47100")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(c.isspace() for c in host) or "/" in host:
+        raise ValueError(f"{value!r}: {host!r} is not a host name or address")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: the port must be a number from 1 to 65535, not {port!r}")
+    return host, int(port)
+
+
+def _host_port_or_none(v: str | None) -> str | None:
+    if v:
+        host_port(v)
+    return v or None
 
 
 class _Section(BaseModel):
@@ -103,6 +154,15 @@ class MqttConfig(_Section):
     def _scheme(cls, v: str) -> str:
         if not (v.startswith("mqtt://") or v.startswith("mqtts://")):
             raise ValueError("must start with mqtt:// or mqtts://, e.g. mqtt://127.0.0.1:1883")
+        u = urlparse(v)
+        try:
+            port = u.port
+        except ValueError:
+            raise ValueError(
+                f"{v!r}: the port must be a number from 1 to 65535"
+            ) from None
+        if port == 0 or not u.hostname:
+            raise ValueError(f"{v!r} needs a host and a port from 1 to 65535 (or none)")
         return v
 
 
@@ -115,6 +175,8 @@ class PhoneLinkConfig(_Section):
     step_timeout: float = Field(default=10.0, gt=0, le=60)
     #: seconds the phone waits at most for the device to confirm
     device_timeout: float = Field(default=5.0, gt=0, le=30)
+
+    _loopback = field_validator("loopback")(_host_port_or_none)
 
 
 class BluetoothConfig(_Section):
@@ -202,6 +264,14 @@ class DeviceConfig(_Section):
     door: str = Field(min_length=1)
     driver: str = Field(min_length=1)
     address: str = Field(min_length=1)
+
+    @field_validator("address")
+    @classmethod
+    def _loopback_address(cls, v: str) -> str:
+        if v.startswith("loopback://"):
+            host_port(v.removeprefix("loopback://"))
+        return v
+
     #: "keep" = stay connected: the default, because an unlock is then one link round trip
     #: (p50 64 ms at BLE timing vs 490 ms connecting on demand, bench/device_connection.py) and
     #: door / jam / key notifications arrive at once instead of at the next poll;
@@ -275,6 +345,8 @@ class HealthConfig(_Section):
     #: host:port for a Prometheus text endpoint on loopback; empty = off
     metrics: str | None = None
 
+    _metrics = field_validator("metrics")(_host_port_or_none)
+
 
 class Config(_Section):
     site: SiteConfig
@@ -291,6 +363,9 @@ class Config(_Section):
     devices: list[DeviceConfig] = Field(default_factory=list)
     #: where the file was loaded from (set by load_config, not a TOML key)
     source: Path | None = Field(default=None, exclude=True)
+    #: what is wrong with the [mqtt] section (set by load_config, not a TOML key): when
+    #: not empty, ``mqtt`` holds the defaults and the daemon runs without the broker
+    broker_problems: list[str] = Field(default_factory=list, exclude=True)
 
     def issuer(self, iss: str) -> IssuerConfig | None:
         return next((i for i in self.issuers if i.id == iss), None)
@@ -384,23 +459,190 @@ def _semantic_problems(cfg: Config) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, validate and resolve a config file; raise ConfigError with every problem."""
-    path = Path(path)
+_NOT_TOML_KEYS = ("source", "broker_problems")
+
+
+def _read_text(path: Path) -> str:
+    """The config file's text; never blocks on a FIFO or a device, never reads more
+    than :data:`MAX_CONFIG_BYTES`. Raises ConfigError."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(str(path), ["file not found"]) from None
     except PermissionError:
         raise ConfigError(str(path), ["cannot read the file (permission denied)"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot open the file ({exc.strerror})"]) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ConfigError(str(path), ["is a directory; give the config file (lockgw.toml)"])
+        raise ConfigError(str(path), ["is not a regular file (a device or a pipe?)"])
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(str(path), [f"cannot read the file ({exc.strerror})"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(str(path), [f"larger than {MAX_CONFIG_BYTES} bytes: not a config file"])
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(str(path), ["not UTF-8 text"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+
+
+_DROP = object()
+
+
+def _set_aside(data: Any, loc: tuple[int | str, ...]) -> bool:
+    """Remove what ``loc`` names from ``data`` (a list item is marked, then purged)."""
+    node = data
+    for part in loc[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    last = loc[-1]
     try:
-        cfg = Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(str(path), _problems_from(exc)) from None
+        if isinstance(node, dict) and last in node:
+            del node[last]
+            return True
+        if isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = _DROP
+            return True
+    except TypeError:
+        return False
+    return False
+
+
+def _purge(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _purge(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_purge(v) for v in data if v is not _DROP]
+    return data
+
+
+def _validate(raw: dict[str, Any]) -> tuple[Config | None, list[str], list[str]]:
+    """Validate, and on errors set the offending keys aside and validate again, so that
+    one unknown key or bad value does not hide the rest. Returns (the config of what
+    was left, or None; core problems; broker problems — those in ``[mqtt]``, which is
+    then left at its defaults)."""
+    data = copy.deepcopy(raw)
+    core: list[str] = []
+    broker: list[str] = []
+    for key in _NOT_TOML_KEYS:
+        if key in data:
+            del data[key]
+            core.append(f"{key}: unknown key (check the spelling; see config/example.toml)")
+    for _ in range(10):
+        try:
+            return Config.model_validate(data), core, broker
+        except ValidationError as exc:
+            errors = exc.errors()
+            progress = False
+            for err, problem in zip(errors, _problems_from(exc), strict=True):
+                loc = tuple(err["loc"])
+                if loc and loc[0] == "mqtt":
+                    if problem not in broker:
+                        broker.append(problem)
+                    progress |= _set_aside(data, ("mqtt",))
+                    continue
+                if problem not in core:
+                    core.append(problem)
+                # a missing key: the table that lacks it goes; otherwise the key itself
+                target = loc[:-1] if err["type"] == "missing" else loc
+                if target:
+                    progress |= _set_aside(data, target)
+            data = _purge(data)
+            if not progress:
+                return None, core, broker
+    return None, core, broker
+
+
+def _file_problem(path: Path, *, secret: bool, what: str) -> str | None:
+    """Is ``path`` a readable regular file (and, for a secret, the owner's only)?"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return f"{path}: not found"
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror})"
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path}: not a regular file, not a {what}"
+    mode = stat.S_IMODE(st.st_mode)
+    if secret and mode & 0o077:
+        return f"{path}: readable by others (mode {mode:04o}); run chmod 600 {path}"
+    return None
+
+
+def _broker_file_problems(cfg: Config) -> list[str]:
+    mqtt = cfg.mqtt
+    problems: list[str] = []
+    tls = mqtt.tls
+    files: list[tuple[str, Path | None, bool, str]] = [
+        ("mqtt.password_file", mqtt.password_file, True, "password file"),
+    ]
+    if tls is not None:
+        files += [
+            ("mqtt.tls.ca_file", tls.ca_file, False, "CA certificate"),
+            ("mqtt.tls.cert_file", tls.cert_file, False, "certificate"),
+            ("mqtt.tls.key_file", tls.key_file, True, "private key"),
+        ]
+        if not mqtt.url.startswith("mqtts://"):
+            problems.append(
+                "mqtt.tls: set, but the url is mqtt:// (no TLS); use mqtts:// or remove [mqtt.tls]"
+            )
+        if tls.key_file is not None and tls.cert_file is None:
+            problems.append("mqtt.tls.key_file: given without cert_file")
+    for where, path, secret, what in files:
+        if path is not None and (problem := _file_problem(path, secret=secret, what=what)):
+            problems.append(f"{where}: {problem}")
+    return problems
+
+
+def _web_file_problems(cfg: Config) -> list[str]:
+    """The resident's page's certificate and key, when it serves HTTPS (check-config
+    only: what ``run`` does with them is the page's business, ``gateway.web``)."""
+    web = cfg.web
+    problems: list[str] = []
+    for where, path, secret, what in (
+        ("web.cert_file", web.cert_file, False, "certificate"),
+        ("web.key_file", web.key_file, True, "private key"),
+    ):
+        if web.enabled and path is not None and (
+            problem := _file_problem(path, secret=secret, what=what)
+        ):
+            problems.append(f"{where}: {problem}")
+    return problems
+
+
+def start_problems(cfg: Config) -> list[str]:
+    """What stops ``lockgw run`` before it starts: a data directory that is not a
+    directory, or that this user can neither use nor create."""
+    data_dir = cfg.site.data_dir
+    if data_dir.exists() or data_dir.is_symlink():
+        if not data_dir.is_dir():
+            return [f"site.data_dir: {data_dir} exists and is not a directory"]
+        if not os.access(data_dir, os.W_OK | os.X_OK):
+            return [f"site.data_dir: {data_dir} is not writable by this user"]
+        return []
+    parent = data_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return [f"site.data_dir: {data_dir} cannot be created: {parent} is not a directory"]
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return [f"site.data_dir: {data_dir} cannot be created: {parent} is not writable"]
+    return []
+
+
+def _resolved(cfg: Config, path: Path) -> Config:
     base = path.resolve().parent
     site = cfg.site.model_copy(update={"data_dir": _resolve(base, cfg.site.data_dir)})
     issuers = [
@@ -430,7 +672,7 @@ def load_config(path: str | Path) -> Config:
     mqtt = cfg.mqtt.model_copy(
         update={"tls": tls, "password_file": _resolve(base, pw) if pw is not None else None}
     )
-    cfg = cfg.model_copy(
+    return cfg.model_copy(
         update={
             "site": site,
             "issuers": issuers,
@@ -440,7 +682,43 @@ def load_config(path: str | Path) -> Config:
             "source": path.resolve(),
         }
     )
-    problems = _semantic_problems(cfg)
-    if problems:
-        raise ConfigError(str(path), problems)
+
+
+def _load(path: Path) -> tuple[Config | None, list[str], list[str]]:
+    """(config or None, core problems, broker problems)."""
+    text = _read_text(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    cfg, core, broker = _validate(raw)
+    if cfg is None:
+        return None, core, broker
+    cfg = _resolved(cfg, path)
+    core += [p for p in _semantic_problems(cfg) if p not in core]
+    broker += _broker_file_problems(cfg)
+    if broker:
+        cfg = cfg.model_copy(update={"mqtt": MqttConfig(), "broker_problems": broker})
+    return cfg, core, broker
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, validate and resolve a config file; raise ConfigError with every core
+    problem. Broker problems do not raise: they are in ``broker_problems``."""
+    path = Path(path)
+    cfg, core, _ = _load(path)
+    if core or cfg is None:
+        raise ConfigError(str(path), core)
     return cfg
+
+
+def check_config(path: str | Path) -> tuple[Config | None, list[str]]:
+    """Everything ``lockgw run`` needs, checked at once: (the config when it loads, every
+    problem — core, broker and start — in words). Raises nothing but ConfigError for a
+    file that cannot be read or parsed at all."""
+    path = Path(path)
+    cfg, core, broker = _load(path)
+    problems = core + broker
+    if cfg is not None:
+        problems += start_problems(cfg) + _web_file_problems(cfg)
+    return (cfg if not core else None), problems

@@ -151,6 +151,8 @@ class Snapshot(BaseModel):
     clock_trusted: bool
     time_floor: float | None
     broker_connected: bool
+    #: the [mqtt] config cannot be used: the link was not started (why, in words)
+    broker_problem: str | None = None
     journal_ok: bool
     journal_failures: int
     last_seq: int
@@ -228,7 +230,15 @@ def evaluate(
         )
     if snap.time_floor is not None and now + 60 < snap.time_floor:
         problems.append(_("clock: this machine's clock is behind the gateway's time floor"))
-    if not snap.broker_connected:
+    if snap.broker_problem:
+        problems.append(
+            _(
+                "broker: not started, the [mqtt] config has problems ({why}); fix them "
+                "(lockgw check-config lists them) and restart lockgw. Doors keep working; "
+                "events are kept and sent once it connects"
+            ).format(why=snap.broker_problem)
+        )
+    elif not snap.broker_connected:
         problems.append(_("broker: not connected; events are kept and sent when it is back"))
     problems += _journal_problems(snap, _)
     if snap.backlog > MAX_BACKLOG:
@@ -338,7 +348,9 @@ class HealthServer:
         data += b" " * (-len(data) % 4096)
         tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_bytes(data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             os.replace(tmp, self.path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

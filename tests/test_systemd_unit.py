@@ -71,3 +71,45 @@ async def test_exec_start_notifies_ready_pings_watchdog_and_stops_in_order(
                 proc.kill()
                 await proc.wait()
             listener.close()
+
+
+def _unit_values(key: str) -> list[str]:
+    return [
+        ln.split("=", 1)[1].strip()
+        for ln in UNIT.read_text().splitlines()
+        if ln.startswith(f"{key}=")
+    ]
+
+
+async def test_a_config_error_exits_78_which_the_unit_does_not_restart(tmp_path: Path) -> None:
+    """``lockgw run`` with a broken config (the unit's ExecStart) says what is wrong, one
+    problem a line and no traceback, and exits with EX_CONFIG, which the unit lists in
+    RestartPreventExitStatus: systemd does not restart it into the same error."""
+    assert "78" in " ".join(_unit_values("RestartPreventExitStatus")).split()
+    assert _unit_values("Restart") == ["always"]
+    (tmp_path / "data").write_text("a file where the data directory should be")
+    config = tmp_path / "lockgw.toml"
+    config.write_text(
+        '[site]\nid = "site-1"\ndata_dir = "data"\n[phone_link]\nloopback = "127.0.0.1:99999"\n'
+        '[access]\nskew_secs = 5\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *exec_start(config), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    text = err.decode()
+    assert proc.returncode == 78, text
+    assert "Traceback" not in text + out.decode(), text
+    assert "99999" in text and "skew_secs" in text, text
+    # the data directory is checked once the rest is right
+    config.write_text('[site]\nid = "site-1"\ndata_dir = "data"\n')
+    proc = await asyncio.create_subprocess_exec(
+        *exec_start(config), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 78, err
+    assert "not a directory" in err.decode() and "Traceback" not in err.decode()

@@ -1,4 +1,12 @@
-"""``lockgw check-config --config F``: every problem, in words, exit 0/1."""
+"""``lockgw check-config --config F``: everything ``lockgw run`` needs, every problem at
+once, exit 0 (none) or 1.
+
+Checked: the TOML and its schema (an unknown key does not hide the problems after it),
+the files it names (issuer and command-signer keys; the broker's CA, certificate, key and
+password file — secrets must not be readable by group or others; special files such as
+``/dev/zero`` are refused without being read), ports and addresses, and that the data
+directory is a directory this user can use or create.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ import argparse
 import sys
 
 from gateway.cli._conventions import add_config_option
-from gateway.config import load_config
+from gateway.config import check_config
 from protocols.errors import ConfigError
 
 
@@ -18,10 +26,22 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def _check(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
+        cfg, problems = check_config(args.config)
+    except ConfigError as exc:  # the file cannot be read or parsed at all
         print(f"{exc.path}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for p in exc.problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    if cfg is not None and not cfg.broker_problems:
+        from gateway.mqtt import load_secrets
+
+        try:  # the certificates and key as TLS will load them (PEM, matching key)
+            load_secrets(cfg.mqtt)
+        except ValueError as exc:
+            problems.append(f"mqtt: {exc}")
+    if problems or cfg is None:
+        print(f"{args.config}: {len(problems)} problem(s):", file=sys.stderr)
+        for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
     print(

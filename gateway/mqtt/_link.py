@@ -18,6 +18,11 @@ connection to the broker, reconnecting with capped, jittered backoff, and:
 - with ``owned`` (a topic filter: Home Assistant discovery under this gateway's node),
   clears every retained message under it that it does not keep — what a removed device
   or an older release left behind.
+
+A broker config that cannot be used (``problems`` from the config check, or TLS files
+and the password file that fail to load) does not stop the gateway: the link does not
+connect, :attr:`MqttLink.config_problem` says why (health shows it), and the journal
+keeps every event for when the config is fixed.
 """
 
 from __future__ import annotations
@@ -107,6 +112,23 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def load_secrets(cfg: MqttConfig) -> tuple[ssl.SSLContext | None, str | None]:
+    """The TLS context and the password; ValueError in words when they cannot be loaded
+    (a file missing or unreadable, a certificate or key that is not PEM or does not match)."""
+    try:
+        pw = None
+        if cfg.password_file is not None:
+            pw = cfg.password_file.read_text(encoding="utf-8").strip()
+        return _tls_context(cfg), pw
+    except ssl.SSLError as exc:
+        raise ValueError(f"TLS files cannot be used: {exc.reason or exc}") from None
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise ValueError(f"cannot read{where}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"the password file {cfg.password_file} is not UTF-8 text") from None
+
+
 def _tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     if not cfg.url.startswith("mqtts://"):
         return None
@@ -141,7 +163,10 @@ class MqttLink:
         on_roster: RevocationHandler | None = None,
         window: int = 100,
         owned: str | None = None,
+        problems: Sequence[str] = (),
     ) -> None:
+        #: why the link does not connect (a broken [mqtt] config), or None
+        self.config_problem: str | None = "; ".join(problems) or None
         u = urlparse(config.url)
         self.config = config
         self.site = site
@@ -182,7 +207,19 @@ class MqttLink:
 
     # -- lifecycle ------------------------------------------------------------------
     async def __aenter__(self) -> MqttLink:
-        self._tls, self._password = await asyncio.to_thread(self._load_secrets)
+        if self.config_problem is None:
+            try:
+                self._tls, self._password = await asyncio.to_thread(load_secrets, self.config)
+            except ValueError as exc:
+                self.config_problem = str(exc)
+        if self.config_problem is not None:
+            self.last_error = self.config_problem
+            log.error(
+                "mqtt.not_started",
+                problem=self.config_problem,
+                detail="fix the [mqtt] config and restart; doors work, events are kept",
+            )
+            return self
         for kind, handler in self._handlers.items():
             if handler is not None:
                 q: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(_INBOUND_QUEUE)
@@ -209,12 +246,6 @@ class MqttLink:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
-
-    def _load_secrets(self) -> tuple[ssl.SSLContext | None, str | None]:
-        pw = None
-        if self.config.password_file is not None:
-            pw = self.config.password_file.read_text(encoding="utf-8").strip()
-        return _tls_context(self.config), pw
 
     def _status(self, state: Literal["online", "offline"]) -> bytes:
         return (
