@@ -39,6 +39,10 @@ def loose(root: Path) -> list[str]:
     return out
 
 
+def files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
 async def lockgw(*argv: str, cwd: Path) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         LOCKGW, *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -67,7 +71,7 @@ async def test_a_running_gateway_under_umask_022_creates_nothing_others_can_read
                 assert (data / name).exists(), sorted(p.name for p in data.iterdir())
             held = data / "access" / "held"
             async with asyncio.timeout(10):
-                while not any(held.iterdir()):
+                while not any(held.iterdir()):  # noqa: ASYNC110 - a file, no event to wait on
                     await asyncio.sleep(0.05)
             assert loose(data) == []
             assert await sim.stop("gateway") == 0
@@ -76,7 +80,7 @@ async def test_a_running_gateway_under_umask_022_creates_nothing_others_can_read
 
 async def test_keys_new_under_umask_022_writes_owner_only_files(tmp_path: Path) -> None:
     with umask(0o022):
-        code, out, err = await lockgw("keys", "new", "--out", "k/sub", "--name", "org", cwd=tmp_path)
+        code, _, err = await lockgw("keys", "new", "--out", "k/sub", "--name", "org", cwd=tmp_path)
     assert code == 0, err
     assert loose(tmp_path / "k") == []
     assert {p.name for p in (tmp_path / "k" / "sub").iterdir()} == {"org.key", "org.pub"}
@@ -89,4 +93,4 @@ async def test_keys_new_refuses_a_name_that_leaves_its_directory(tmp_path: Path,
     assert code == 1, (out, err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "plain key name" in err
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert files_under(tmp_path) == []
