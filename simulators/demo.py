@@ -645,11 +645,16 @@ port = {port}
 def _workdir(keep: str | None) -> Iterator[Path]:
     if keep:
         path = Path(keep).resolve()
-        if path.exists() and any(path.iterdir()):
-            if not (path / "lockgw.toml").exists():
-                raise DemoError(f"--keep {path}: not empty and not an earlier demo's folder")
-            shutil.rmtree(path)  # an earlier demo's files: start afresh
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            if path.exists() and not path.is_dir():
+                raise DemoError(f"--keep {path}: not a directory")
+            if path.exists() and any(path.iterdir()):
+                if not (path / "lockgw.toml").exists():
+                    raise DemoError(f"--keep {path}: not empty and not an earlier demo's folder")
+                shutil.rmtree(path)  # an earlier demo's files: start afresh
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DemoError(f"--keep {path}: cannot use it ({exc.strerror})") from None
         yield path
         return
     path = Path(tempfile.mkdtemp(prefix="lockgw-demo-"))

@@ -77,6 +77,8 @@ async def unlock(
 ) -> Result:
     """One attempt. ``nonce_out`` (tests) receives the challenge nonce."""
     host, _, port = gateway.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise PhoneError(f"--gateway {gateway!r}: give host:port, e.g. 127.0.0.1:47100")
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
