@@ -265,8 +265,8 @@ class StateFallbackEvent(_Body):
 
     type: Literal["state.fallback"] = "state.fallback"
     file: str = Field(
-        description="time_floor.json, revocations.json, commands.json, alarm.json or "
-        "held/<token id>.cwt (under <data_dir>/access/)"
+        description="time_floor.json, revocations.json, commands.json, alarm.json, "
+        "held/<token id>.cwt, rosters.json or names.json (under <data_dir>/access/)"
     )
     problem: Literal["missing", "damaged"] = Field(
         description="missing: deleted after the first start; damaged: unreadable, wrong "

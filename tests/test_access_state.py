@@ -295,3 +295,13 @@ async def test_clock_set_floor_brings_a_floor_far_ahead_back_to_now(
     assert abs(floor - time.time()) < 60
     assert await main(["clock", "show", "--config", cfg]) == 0
     assert "at or after it" in capsys.readouterr().out
+
+
+def test_a_damaged_roster_file_is_reported(site: Site) -> None:
+    controller(site, StateHistory())
+    StateDir(state_dir(site)).save("rosters.json", {"v": 1, "issuers": {}})
+    damage(state_dir(site) / "rosters.json", "garbage")
+    ctl = controller(site, SEEN)
+    [fb] = ctl.fallbacks
+    assert fb.file == "rosters.json" and fb.problem == "damaged" and "roster" in fb.fallback
+    assert (state_dir(site) / "rosters.json.corrupt").exists()

@@ -91,6 +91,19 @@ _MAX_NONCES: Final = 4096
 _MAX_COMMANDS: Final = 100_000
 _COMMANDS_FILE: Final = "commands.json"
 _ALARM_FILE: Final = "alarm.json"
+#: the rosters' files and what their loss means (they come back with the next roster)
+_ROSTER_FILES: Final = (
+    (
+        "rosters.json",
+        "the rosters held were lost: tokens are not checked against a roster until each "
+        "organisation's roster arrives again (they are retained on the broker)",
+    ),
+    (
+        "names.json",
+        "the names rosters gave carers were lost: the resident's views show pseudonyms "
+        "until the rosters arrive again",
+    ),
+)
 
 
 #: every purpose claim a valid token can carry (protocols.token: 1 or 2 distinct purposes)
@@ -182,6 +195,19 @@ class AccessController:
         )
         if self._revocations.fallback is not None:
             self.fallbacks.append(self._revocations.fallback)
+        for name, fallback in _ROSTER_FILES:  # a damaged file is set aside here, reported
+            loaded = self._state.read(name)
+            if loaded.problem == "damaged":
+                self.fallbacks.append(
+                    StateFallback(
+                        file=name,
+                        problem="damaged",
+                        fallback=fallback,
+                        at=clock(),
+                        kept_as=loaded.kept_as,
+                        detail=loaded.detail,
+                    )
+                )
         self._rosters = self._roster_store()
         self._load_commands(history, t)
         self._load_alarm(history, t)
