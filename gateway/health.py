@@ -311,6 +311,10 @@ def _metrics(snap: Snapshot) -> str:
         f"lockgw_journal_held {snap.journal_held}",
         f"lockgw_journal_not_durable {snap.journal_not_durable}",
         f"lockgw_phones_served_total {snap.phones_served}",
+        f"lockgw_broker_config_ok {int(snap.broker_problem is None)}",
+        f"lockgw_state_fallbacks {len(snap.state)}",
+        f"lockgw_state_restrictions_in_force {sum(n.in_force for n in snap.state)}",
+        f"lockgw_state_write_failures_total {snap.state_write_failures}",
         f"lockgw_started_at_seconds {snap.started_at:.0f}",
     ]
     for d in snap.devices:

@@ -48,6 +48,35 @@ def test_every_check_reports_in_words(tmp_path: Path) -> None:
         assert word in text
 
 
+def test_state_fallbacks_broker_config_and_offline_reasons_are_said_in_words(
+    tmp_path: Path,
+) -> None:
+    from gateway.health import StateNotice
+
+    now = time.time()
+    notices = [
+        StateNotice(file="time_floor.json", problem="missing", at=now - 30, in_force=False,
+                    fallback="the time floor was taken from the journal's newest event"),
+        StateNotice(file="revocations.json", problem="damaged", at=now - 30, in_force=True,
+                    kept_as="/d/access/revocations.json.corrupt",
+                    fallback="planned care of org-west is refused (revocation_stale)"),
+    ]
+    bad = snap(
+        state=notices, state_write_failures=2, broker_problem="mqtt.tls.ca_file: ca.pem: not found",
+        devices=[DeviceHealth(id="front-lock", door="front", online=False, last_contact=None,
+                              battery=80, health_interval=60,
+                              error="pairing keys k.json: damaged; pair the device again")],
+    )
+    problems = evaluate(tmp_path, bad, now)
+    text = "\n".join(problems)
+    assert "state: time_floor.json was missing at start" in text
+    assert "state: revocations.json was damaged at start" in text and ".corrupt" in text
+    assert "org-west" in text and "2 write(s)" in text
+    assert "broker: not started" in text and "ca.pem" in text
+    assert "front-lock (front): offline: pairing keys" in text
+    assert not any("not connected" in p for p in problems)  # the config problem says why
+
+
 async def test_the_daemon_writes_a_snapshot_and_serves_metrics(tmp_path: Path) -> None:
     from simulators.broker import free_port
 
