@@ -19,37 +19,53 @@ from cryptography.hazmat.primitives.serialization import (
 
 from protocols.errors import KeyFileError
 
-__all__ = ["MAX_KEY_FILE", "load_private_key", "load_public_key", "read_small_file", "write_key_pair"]
+__all__ = [
+    "MAX_KEY_FILE",
+    "load_private_key",
+    "load_public_key",
+    "read_regular_file",
+    "read_small_file",
+    "write_key_pair",
+]
 
 
 #: a PEM key file is a few hundred bytes; more than this is not one
 MAX_KEY_FILE = 64 * 1024
 
 
-def read_small_file(path: Path, what: str = "key file") -> tuple[bytes, int]:
-    """The bytes and mode of a small regular file, never blocking: a FIFO, a device
-    (``/dev/zero``) or a directory is refused before anything is read, and at most
-    :data:`MAX_KEY_FILE` bytes are read. Raises :class:`KeyFileError`."""
+def read_regular_file(path: Path, limit: int, what: str) -> tuple[bytes, int]:
+    """The bytes and mode of a regular file of at most ``limit`` bytes, never blocking: a
+    FIFO, a device (``/dev/zero``) or a directory is refused before anything is read.
+    Raises ValueError with the problem in words (without the path)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise KeyFileError(str(path), "not found") from None
+        raise ValueError("not found") from None
     except OSError as exc:
-        raise KeyFileError(str(path), f"cannot be read ({exc.strerror})") from None
+        raise ValueError(f"cannot be read ({exc.strerror})") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise KeyFileError(str(path), f"is a directory, not a {what}")
-        raise KeyFileError(str(path), f"is not a regular file (a device or pipe?), not a {what}")
+            raise ValueError(f"is a directory, not a {what}")
+        raise ValueError(f"is not a regular file (a device or pipe?), not a {what}")
     with os.fdopen(fd, "rb") as f:
         try:
-            data = f.read(MAX_KEY_FILE + 1)
+            data = f.read(limit + 1)
         except OSError as exc:
-            raise KeyFileError(str(path), f"cannot be read ({exc.strerror})") from None
-    if len(data) > MAX_KEY_FILE:
-        raise KeyFileError(str(path), f"is larger than {MAX_KEY_FILE} bytes: not a {what}")
+            raise ValueError(f"cannot be read ({exc.strerror})") from None
+    if len(data) > limit:
+        raise ValueError(f"is larger than {limit} bytes: not a {what}")
     return data, stat.S_IMODE(st.st_mode)
+
+
+def read_small_file(path: Path, what: str = "key file") -> tuple[bytes, int]:
+    """:func:`read_regular_file` for key files (:data:`MAX_KEY_FILE`); raises
+    :class:`KeyFileError`."""
+    try:
+        return read_regular_file(path, MAX_KEY_FILE, what)
+    except ValueError as exc:
+        raise KeyFileError(str(path), str(exc)) from None
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.token import UsageError, read_blob
-from gateway.keys import load_private_key, load_public_key
+from gateway.keys import load_private_key, load_public_key, read_regular_file
 from protocols.control import MAX_ROSTER_ENTRIES, Roster, RosterEntry
 from protocols.errors import ControlMessageError, KeyFileError
 from protocols.token import TokenClaims, b64encode
@@ -29,13 +29,18 @@ from protocols.token import TokenClaims, b64encode
 __all__ = ["add_token_entry", "read_roster_file", "register"]
 
 
+#: a roster file is JSON text of at most MAX_ROSTER_ENTRIES short entries
+_MAX_FILE = 16 * 1024 * 1024
+
+
 def read_roster_file(path: Path) -> dict[str, Any]:
     """The roster file, or an empty one when it does not exist yet."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         return {"iss": None, "site": None, "entries": []}
-    except (OSError, ValueError) as exc:
+    try:
+        raw, _ = read_regular_file(path, _MAX_FILE, "roster file")
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # also UnicodeDecodeError, JSONDecodeError
         raise UsageError(f"cannot read the roster file {path}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise UsageError(f"{path} is not a roster file (an object with an entries array)")

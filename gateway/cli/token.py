@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.keys import load_private_key, load_public_key
+from gateway.keys import load_private_key, load_public_key, read_regular_file
 from protocols.errors import KeyFileError, ProtocolError
 from protocols.token import b64decode, b64encode, decode_token, issue_token, verify_token
 from protocols.windows import WindowSpecError, windows_from_specs
@@ -69,9 +69,9 @@ def read_blob(text: str) -> bytes:
         text = sys.stdin.read()
     elif text.startswith("@"):
         try:
-            data = Path(text[1:]).read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read {text[1:]}: {exc.strerror}") from None
+            data, _ = read_regular_file(Path(text[1:]), 1024 * 1024, "token or message file")
+        except ValueError as exc:
+            raise UsageError(f"{text[1:]}: {exc}") from None
         if data[:1] in (b"\xd8", b"\xd2"):  # a CBOR tag: raw COSE bytes
             return data
         text = data.decode("ascii", "replace")
