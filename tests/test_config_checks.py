@@ -200,6 +200,6 @@ async def test_run_with_a_broken_broker_section_keeps_the_doors_working(
         result = await sim.attempt(anna)
         assert result.reason == "ok", result
         assert await lock_state(sim) == "unlocked"
-        code, out = await sim.cli("health", "--config", str(sim.config))
+        code, out = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
         assert code == 1 and "broker: not started" in out and "ca.pem" in out, out
         assert await sim.stop("gateway") == 0

@@ -58,7 +58,7 @@ def test_state_fallbacks_broker_config_and_offline_reasons_are_said_in_words(
         StateNotice(file="time_floor.json", problem="missing", at=now - 30, in_force=False,
                     fallback="the time floor was taken from the journal's newest event"),
         StateNotice(file="revocations.json", problem="damaged", at=now - 30, in_force=True,
-                    kept_as="/d/access/revocations.json.corrupt",
+                    kept_as="/d/access/revocations.json.corrupt", issuers=["org-west"],
                     fallback="planned care of org-west is refused (revocation_stale)"),
     ]
     bad = snap(
@@ -75,6 +75,10 @@ def test_state_fallbacks_broker_config_and_offline_reasons_are_said_in_words(
     assert "broker: not started" in text and "ca.pem" in text
     assert "front-lock (front): offline: pairing keys" in text
     assert not any("not connected" in p for p in problems)  # the config problem says why
+    from protocols.i18n import language
+
+    dutch = "\n".join(evaluate(tmp_path, bad, now, lang=language("nl")))
+    assert "toestand: revocations.json was beschadigd" in dutch and "org-west" in dutch
 
 
 async def test_the_daemon_writes_a_snapshot_and_serves_metrics(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ async def restart(
 
 
 async def health(sim: SimSite) -> str:
-    code, out = await sim.cli("health", "--config", str(sim.config))
+    code, out = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
     assert code == 1, out
     return out
 
