@@ -152,13 +152,6 @@ class RevocationStore:
         self._save()
         return new
 
-    def min_seq(self, iss: str) -> int | None:
-        """The lowest seq accepted from ``iss``: above the held one, or the awaited one."""
-        held = self._lists.get(iss)
-        if held is not None:
-            return held.seq + 1
-        return self.awaiting.get(iss)
-
 
 def _int_or_zero(v: Any, key: str) -> int:
     try:
