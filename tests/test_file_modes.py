@@ -16,6 +16,7 @@ import pytest
 from simulators.broker import MosquittoBroker
 from simulators.site import Carer
 from tests.test_door_process import expect, home, relock, west
+from tests.test_state_faults import stop_gateway
 
 LOCKGW = str(Path(sys.executable).parent / "lockgw")
 
@@ -74,7 +75,7 @@ async def test_a_running_gateway_under_umask_022_creates_nothing_others_can_read
                 while not any(held.iterdir()):  # noqa: ASYNC110 - a file, no event to wait on
                     await asyncio.sleep(0.05)
             assert loose(data) == []
-            assert await sim.stop("gateway") == 0
+            await stop_gateway(sim)
         assert loose(data) == []
 
 
