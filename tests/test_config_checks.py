@@ -204,3 +204,16 @@ async def test_run_with_a_broken_broker_section_keeps_the_doors_working(
         code, out = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
         assert code == 1 and "broker: not started" in out and "ca.pem" in out, out
         assert await sim.stop("gateway") == 0  # no broker link: nothing to wait for
+
+
+async def test_check_config_checks_the_resident_pages_certificate_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_key_pair(tmp_path / "keys", "org-a")
+    (tmp_path / "keys" / "web.key").write_text("key")
+    (tmp_path / "keys" / "web.key").chmod(0o644)
+    web = '[web]\nenabled = true\ncert_file = "keys/web.crt"\nkey_file = "keys/web.key"\n'
+    code, out = await check(write(tmp_path, GOOD + web), capsys)
+    assert code == 1
+    assert "web.cert_file" in out and "web.crt: not found" in out, out
+    assert "web.key_file" in out and "readable by others (mode 0644)" in out, out
