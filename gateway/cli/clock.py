@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.access.state import StateDir
+from gateway.cli._conventions import add_config_option
 from gateway.config import load_config
 from gateway.health import running_daemon
 
@@ -84,11 +85,11 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subs.add_parser("clock", help="show or set the time floor (technician)")
     csubs = p.add_subparsers(dest="clock_command", required=True, metavar="ACTION")
     show = csubs.add_parser("show", help="the time floor and this machine's clock")
-    show.add_argument("--config", required=True)
+    add_config_option(show)
     show.set_defaults(handler=_show)
     setf = csubs.add_parser(
         "set-floor", help="set the time floor to this machine's clock (service stopped)"
     )
-    setf.add_argument("--config", required=True)
+    add_config_option(setf)
     setf.add_argument("--yes", action="store_true", help="the clock is right: do it")
     setf.set_defaults(handler=_set_floor)
