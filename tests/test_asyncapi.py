@@ -38,6 +38,7 @@ from protocols.events import (
     RosterAppliedEvent,
     RosterOverLimitEvent,
     RosterPerson,
+    StateFallbackEvent,
     SuspiciousEvent,
     VisitEvent,
 )
@@ -71,6 +72,9 @@ BODIES: list[EventBody] = [
     RosterOverLimitEvent(people=6, limit=5),
     ClockUntrustedEvent(now="2020-01-01T00:00:00.000Z", floor="2026-01-01T00:00:00.000Z",
                         detail="behind the time floor"),
+    StateFallbackEvent(file="revocations.json", problem="damaged", issuers=["org"],
+                       fallback="planned care of org is refused until its list arrives again",
+                       kept_as="/var/lib/lockgw/access/revocations.json.corrupt"),
     GatewayEvent(type="gateway.started", version="0.1.0"),
     JournalRecoveredEvent(
         since="2026-01-01T00:00:00.000Z", until="2026-01-01T00:05:00.000Z", events=12,
