@@ -624,7 +624,9 @@ def _web_file_problems(cfg: Config) -> list[str]:
 
 def start_problems(cfg: Config) -> list[str]:
     """What stops ``lockgw run`` before it starts: a data directory that is not a
-    directory, or that this user can neither use nor create."""
+    directory or that this user cannot write. One that does not exist yet is fine when
+    it can be a directory (systemd's ``StateDirectory=`` makes it at the first start,
+    owned by the service's user, so whether this user could create it says nothing)."""
     data_dir = cfg.site.data_dir
     if data_dir.exists() or data_dir.is_symlink():
         if not data_dir.is_dir():
@@ -637,8 +639,6 @@ def start_problems(cfg: Config) -> list[str]:
         parent = parent.parent
     if not parent.is_dir():
         return [f"site.data_dir: {data_dir} cannot be created: {parent} is not a directory"]
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return [f"site.data_dir: {data_dir} cannot be created: {parent} is not writable"]
     return []
 
 

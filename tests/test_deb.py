@@ -30,6 +30,46 @@ pytestmark = [
 ]
 
 
+def _broker_tls_files(keys: Path) -> list[Path]:
+    """The example config's [mqtt.tls] files: a self-signed certificate (as CA and client
+    certificate) and its key, the key the service user's alone (0600), as docs/install.md
+    says."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lockgw-site-3f9c2a7d")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    files = [keys / "broker-ca.pem", keys / "gateway.crt", keys / "gateway.key"]
+    files[0].write_bytes(pem)
+    files[1].write_bytes(pem)
+    files[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    for path in files:
+        os.chown(path, 0, grp.getgrnam("lockgw").gr_gid)
+        path.chmod(0o640)
+    os.chown(files[2], pwd.getpwnam("lockgw").pw_uid, -1)
+    files[2].chmod(0o600)
+    return files
+
+
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=600)
 
@@ -128,7 +168,11 @@ def _install_run_purge(deb: Path, tmp_path: Path) -> None:
         names = ("thuiszorg-west", "resident", "alarmcentrale")
         for name in names:
             _run("/usr/bin/lockgw", "keys", "new", "--out", str(tmp_path / "k"), "--name", name)
-            shutil.copy(tmp_path / "k" / f"{name}.pub", f"/etc/lockgw/keys/{name}.pub")
+            pub = Path(f"/etc/lockgw/keys/{name}.pub")
+            shutil.copy(tmp_path / "k" / f"{name}.pub", pub)
+            os.chown(pub, 0, grp.getgrnam("lockgw").gr_gid)  # as docs/install.md §4 says
+            pub.chmod(0o640)
+        tls = _broker_tls_files(Path("/etc/lockgw/keys"))  # check-config loads them as TLS will
         try:
             out = _run("/usr/bin/lockgw", "check-config", "--config", example, check=False)
             assert out.returncode == 0, out.stderr
@@ -139,6 +183,8 @@ def _install_run_purge(deb: Path, tmp_path: Path) -> None:
         finally:
             for name in names:
                 Path(f"/etc/lockgw/keys/{name}.pub").unlink(missing_ok=True)
+            for path in tls:
+                path.unlink(missing_ok=True)
 
         # the unit, as systemd reads it
         if shutil.which("systemd-analyze"):

@@ -5,7 +5,7 @@ Checked: the TOML and its schema (an unknown key does not hide the problems afte
 the files it names (issuer and command-signer keys; the broker's CA, certificate, key and
 password file — secrets must not be readable by group or others; special files such as
 ``/dev/zero`` are refused without being read), ports and addresses, and that the data
-directory is a directory this user can use or create.
+directory is a directory this user can write (or can become one: systemd makes it).
 """
 
 from __future__ import annotations
