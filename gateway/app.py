@@ -34,6 +34,7 @@ from gateway.door import DoorService
 from gateway.health import HealthServer, Snapshot, StateNotice
 from gateway.journal import Journal, journal_path
 from gateway.mqtt import MqttLink
+from gateway.mqtt.healing import Kind, RetainedHealer
 from gateway.mqtt.homeassistant import HaDevice, discovery_messages, node_id
 from gateway.phone_link import PhoneLink
 from gateway.systemd import SdNotifier
@@ -188,6 +189,11 @@ class Gateway:
             state_write_failures=self.access.state_write_failures,
         )
 
+    def _held_list(self, kind: Kind, iss: str) -> tuple[int, bytes] | None:
+        if kind == "revocation":
+            return self.access.held_revocation(iss)
+        return self.access.held_roster(iss)
+
     async def _device_events(self) -> None:
         async for device_id, state in self.devices.changes():
             await self.visits.on_state(device_id, state)
@@ -339,6 +345,9 @@ class Gateway:
                     else None
                 ),
                 problems=cfg.broker_problems,
+            )
+            self.door.healer = await stack.enter_async_context(
+                RetainedHealer(cfg.site.id, mqtt_link.publish_once, self.journal, self._held_list)
             )
             # retained truth from the first connect on: the installed base, HA discovery
             # (when enabled), and every configured device's state (its last known, or

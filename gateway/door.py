@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.devices import DeviceManager
     from gateway.events import EventSink
+    from gateway.mqtt.healing import RetainedHealer
 
 __all__ = ["DoorService"]
 
@@ -96,6 +97,9 @@ class DoorService:
         #: phone's connection goes or the daemon is stopping (see :meth:`close`)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._closing = False
+        #: puts an issuer's newest list back on the broker when its retained copy is
+        #: replaced by an older or unusable one (set by the app once the link exists)
+        self.healer: RetainedHealer | None = None
 
     # -- journal ---------------------------------------------------------------------------
     async def _emit(self, body: EventBody) -> str:
@@ -363,7 +367,14 @@ class DoorService:
         return True, Reason.OK
 
     async def on_revocation(self, issuer: str, raw: bytes) -> None:
-        """A retained revocation list from ``lockgw/v1/org/<issuer>/revocations``."""
+        """A retained revocation list from ``lockgw/v1/org/<issuer>/revocations`` (empty:
+        the retained copy was cleared). Whatever leaves that topic without the issuer's
+        newest list held here is put right (``gateway.mqtt.healing``)."""
+        healer = self.healer
+        if not raw:
+            if healer is not None:
+                healer.replaced("revocation", issuer, "cleared")
+            return
         outcome = self.access.apply_revocation(raw)
         if outcome.status == "refused":
             log.warning(
@@ -372,10 +383,19 @@ class DoorService:
                 reason=outcome.reason.value if outcome.reason else None,
                 detail=outcome.detail,
             )
+            if healer is not None:
+                healer.replaced("revocation", issuer, "invalid", outcome.seq)
             return
         if outcome.issuer != issuer:
             # verified against the key of the issuer it names: the topic is only a hint
             log.warning("door.revocation_topic_mismatch", topic_issuer=issuer, iss=outcome.issuer)
+            if healer is not None:
+                healer.replaced("revocation", issuer, "other_issuer", outcome.seq)
+        elif healer is not None:
+            if _older(outcome.seq, outcome.held_seq):
+                healer.replaced("revocation", issuer, "older", outcome.seq)
+            else:
+                healer.current("revocation", issuer)
         if outcome.status == "applied" and outcome.issuer is not None and outcome.seq is not None:
             await self._emit(
                 RevocationAppliedEvent(
@@ -395,7 +415,13 @@ class DoorService:
 
     async def on_roster(self, issuer: str, raw: bytes) -> None:
         """A retained roster from ``lockgw/v1/org/<issuer>/rosters/<site>``: who that
-        issuer authorises here. Journaled (who was added, who removed) when applied."""
+        issuer authorises here. Journaled (who was added, who removed) when applied; its
+        retained copy is put right like a revocation list's (:meth:`on_revocation`)."""
+        healer = self.healer
+        if not raw:
+            if healer is not None:
+                healer.replaced("roster", issuer, "cleared")
+            return
         outcome = self.access.apply_roster(raw)
         if outcome.status == "refused":
             log.warning(
@@ -404,9 +430,18 @@ class DoorService:
                 reason=outcome.reason.value if outcome.reason else None,
                 detail=outcome.detail,
             )
+            if healer is not None:
+                healer.replaced("roster", issuer, "invalid", outcome.seq)
             return
         if outcome.issuer != issuer:
             log.warning("door.roster_topic_mismatch", topic_issuer=issuer, iss=outcome.issuer)
+            if healer is not None:
+                healer.replaced("roster", issuer, "other_issuer", outcome.seq)
+        elif healer is not None:
+            if _older(outcome.seq, outcome.held_seq):
+                healer.replaced("roster", issuer, "older", outcome.seq)
+            else:
+                healer.current("roster", issuer)
         if outcome.status != "applied" or outcome.issuer is None or outcome.seq is None:
             log.info(
                 "door.roster_ignored", issuer=outcome.issuer, seq=outcome.seq, held_seq=outcome.held_seq
@@ -438,3 +473,8 @@ class DoorService:
             log.warning("door.credential_refused", reason=exc.reason.value)
             return
         log.info("door.credential_held", token_id=redact(claims.cti), iss=claims.iss)
+
+
+def _older(seq: int | None, held_seq: int | None) -> bool:
+    """A list with ``seq`` is older than the one held (rollback refused, to be put right)."""
+    return seq is not None and held_seq is not None and seq < held_seq

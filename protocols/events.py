@@ -33,6 +33,7 @@ __all__ = [
     "KeysafeStateEvent",
     "LockState",
     "LockStateEvent",
+    "RepublishedEvent",
     "RevocationAppliedEvent",
     "RosterAppliedEvent",
     "RosterOverLimitEvent",
@@ -60,7 +61,9 @@ class EventType(StrEnum):
     ALARM_RAISED = "alarm.raised"
     ALARM_CLEARED = "alarm.cleared"
     REVOCATION_APPLIED = "revocation.applied"
+    REVOCATION_REPUBLISHED = "revocation.republished"
     ROSTER_APPLIED = "roster.applied"
+    ROSTER_REPUBLISHED = "roster.republished"
     ROSTER_OVER_LIMIT = "roster.over_limit"
     CLOCK_UNTRUSTED = "clock.untrusted"
     STATE_FALLBACK = "state.fallback"
@@ -242,6 +245,31 @@ class RosterAppliedEvent(_Body):
     )
 
 
+class RepublishedEvent(_Body):
+    """The broker's retained copy of an issuer's revocation list (or of its roster for this
+    site) had been replaced by something older or unusable, and the gateway put the newest
+    list it holds back, as retained: the issuer's signed bytes, unchanged. A gateway
+    installed next, or one that lost its state, starts from that list again."""
+
+    type: Literal["revocation.republished", "roster.republished"]
+    iss: str
+    #: the seq of the list put back (the newest the gateway holds)
+    list_seq: int
+    topic: str
+    found: Literal["older", "other_issuer", "invalid", "cleared"] = Field(
+        description="what had replaced it: an older list of the issuer (a replay), another "
+        "issuer's list, bytes that do not verify, or nothing (the retained message cleared)"
+    )
+    found_seq: int | None = Field(
+        default=None, description="the seq of what was found, when it could be read"
+    )
+    arrivals: int = Field(
+        default=1,
+        description="how many such messages arrived since the previous put-back (a replay "
+        "sent over and over is put right, and journaled, at most every few seconds)",
+    )
+
+
 class RosterOverLimitEvent(_Body):
     """The site's rosters list more people than ``site.max_people`` (the CCV's advice:
     at most five people can open a key safe)."""
@@ -332,6 +360,7 @@ EventBody = Annotated[
     | VisitEvent
     | AlarmEvent
     | RevocationAppliedEvent
+    | RepublishedEvent
     | RosterAppliedEvent
     | RosterOverLimitEvent
     | ClockUntrustedEvent
@@ -354,6 +383,7 @@ EVENT_MODELS: tuple[type[_Body], ...] = (
     VisitEvent,
     AlarmEvent,
     RevocationAppliedEvent,
+    RepublishedEvent,
     RosterAppliedEvent,
     RosterOverLimitEvent,
     ClockUntrustedEvent,

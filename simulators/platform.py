@@ -245,6 +245,27 @@ class Platform:
                 lambda: self.checker.last_seq >= seq and not self.checker.gaps()
             )
 
+    async def retained(self, topic: str, *, wait: float = 1.0) -> bytes | None:
+        """The message the broker holds retained on ``topic`` now, as a gateway connecting
+        next would get it (a fresh subscription); None when none came within ``wait`` s."""
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=f"{self.client_id}-look-{uuid.uuid4().hex[:6]}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            logger=_QUIET,
+            tls_context=self.tls,
+        )
+        async with client:
+            await client.subscribe(topic, qos=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    async for msg in client.messages:
+                        if msg.retain:
+                            payload = msg.payload
+                            return payload if isinstance(payload, bytes) else None
+        return None
+
     async def send(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         assert self._client is not None
         await self._client.publish(topic, payload, qos=1, retain=retain)

@@ -653,7 +653,7 @@ class AccessController:
         held = self._revocations.get(rl.iss)
         held_seq = held.seq if held is not None else None
         nc, ns = len(rl.cti), len(rl.sub)
-        if self._revocations.apply(rl, received_at=self._now()[1]) is None:
+        if self._revocations.apply(rl, received_at=self._now()[1], raw=raw) is None:
             return RevocationOutcome(
                 "ignored",
                 rl.iss,
@@ -666,7 +666,22 @@ class AccessController:
         log.info("access.revocation_applied", iss=rl.iss, seq=rl.seq, cti=nc, sub=ns)
         return RevocationOutcome("applied", rl.iss, rl.seq, held_seq, nc, ns)
 
+    def held_revocation(self, iss: str) -> tuple[int, bytes] | None:
+        """The seq and signed bytes of the newest revocation list held for a configured
+        issuer (to put back on the broker); None when none is held, or not its bytes."""
+        held = self._revocations.get(iss)
+        if iss not in self._issuers or held is None or held.raw is None:
+            return None
+        return held.seq, held.raw
+
     # -- rosters -------------------------------------------------------------------------
+    def held_roster(self, iss: str) -> tuple[int, bytes] | None:
+        """The seq and signed bytes of a configured issuer's roster for this site."""
+        for h in self._rosters.held():
+            if h.iss == iss and iss in self._issuers:
+                return h.seq, h.raw
+        return None
+
     def _roster_store(self) -> RosterStore:
         return RosterStore(
             self._state,

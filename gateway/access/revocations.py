@@ -10,10 +10,17 @@ Emergency access keeps working (``gateway.access.controller``). The affected iss
 are those whose lists the journal records (``revocation.applied``); when the journal
 does not hold the whole history (a retention cut), every configured issuer. The
 ``awaiting`` list is itself persisted, so a restart does not lift it.
+
+Each held list keeps the issuer's signed bytes (``raw``, base64 in the file), so the
+gateway can put the newest list back on the broker unchanged when the retained copy
+is replaced by an older one (``gateway.mqtt.healing``). A list held from before the
+bytes were kept has ``raw`` None until the issuer's next list arrives.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -34,6 +41,8 @@ class HeldList:
     received_at: float
     cti: frozenset[bytes]
     sub: frozenset[str]
+    #: the issuer's signed bytes (COSE_Sign1), as they arrived
+    raw: bytes | None = None
 
     def age(self, now: float) -> float:
         """Seconds since the list was made — by its signed ``iat`` or when it arrived,
@@ -42,13 +51,16 @@ class HeldList:
         return now - min(float(self.iat), self.received_at)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "seq": self.seq,
             "iat": self.iat,
             "received_at": self.received_at,
             "cti": sorted(c.hex() for c in self.cti),
             "sub": sorted(self.sub),
         }
+        if self.raw is not None:
+            out["raw"] = base64.b64encode(self.raw).decode()
+        return out
 
 
 class RevocationStore:
@@ -80,8 +92,9 @@ class RevocationStore:
                         received_at=float(v["received_at"]),
                         cti=frozenset(bytes.fromhex(c) for c in v["cti"]),
                         sub=frozenset(str(s) for s in v["sub"]),
+                        raw=_raw(v.get("raw")),
                     )
-                except (KeyError, TypeError, ValueError) as exc:
+                except (KeyError, TypeError, ValueError, binascii.Error) as exc:
                     state.problems.append(f"revocations.json: issuer {iss!r} unreadable ({exc})")
                     self.awaiting[str(iss)] = _int_or_zero(v, "seq")
             for iss, seq in dict(raw.get("awaiting") or {}).items():
@@ -135,10 +148,13 @@ class RevocationStore:
         held = self._lists.get(iss)
         return held is not None and (cti in held.cti or sub in held.sub)
 
-    def apply(self, rl: RevocationList, received_at: float) -> HeldList | None:
+    def apply(
+        self, rl: RevocationList, received_at: float, raw: bytes | None = None
+    ) -> HeldList | None:
         """Replace the issuer's list when ``rl.seq`` is higher; else return None (ignored).
         An issuer whose list was lost is waited for: a list with at least the seq the
-        journal last recorded for it replaces the lost one; a lower one is a rollback."""
+        journal last recorded for it replaces the lost one; a lower one is a rollback.
+        ``raw``: the signed bytes ``rl`` was verified from, kept to be published again."""
         old = self._lists.get(rl.iss)
         waited = self.awaiting.get(rl.iss)
         if waited is not None and old is None:
@@ -146,7 +162,7 @@ class RevocationStore:
                 return None
         elif old is not None and rl.seq <= old.seq:
             return None
-        new = HeldList(rl.iss, rl.seq, rl.iat, received_at, rl.cti, rl.sub)
+        new = HeldList(rl.iss, rl.seq, rl.iat, received_at, rl.cti, rl.sub, raw)
         self._lists[rl.iss] = new
         self.awaiting.pop(rl.iss, None)
         self._save()
@@ -158,3 +174,7 @@ def _int_or_zero(v: Any, key: str) -> int:
         return int(v[key])
     except (KeyError, TypeError, ValueError):
         return 0
+
+
+def _raw(v: Any) -> bytes | None:
+    return base64.b64decode(v, validate=True) if isinstance(v, str) else None

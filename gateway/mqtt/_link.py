@@ -14,7 +14,9 @@ connection to the broker, reconnecting with capped, jittered backoff, and:
   PUBACK. After a reconnect everything not acknowledged is sent again (at least
   once: consumers drop duplicates by ``id``);
 - hands every inbound command, revocation list, roster and pushed token, raw, to the
-  callbacks. A callback that raises is logged; the link carries on;
+  callbacks (on the revocation and roster topics an empty message too: the retained
+  copy was cleared, ``gateway.mqtt.healing``). A callback that raises is logged; the
+  link carries on;
 - with ``owned`` (a topic filter: Home Assistant discovery under this gateway's node),
   clears every retained message under it that it does not keep — what a removed device
   or an older release left behind.
@@ -324,6 +326,19 @@ class MqttLink:
         if not payload and self._retained.get(topic) == b"":
             del self._retained[topic]
 
+    async def publish_once(self, topic: str, payload: bytes, *, retain: bool = True) -> bool:
+        """Send one message now, not kept for later connects; True once the broker
+        acknowledged it, False when not connected or it failed."""
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        try:
+            await client.publish(topic, payload, qos=1, retain=retain, timeout=5)
+        except (MqttLinkError, TimeoutError) as exc:
+            log.info("mqtt.publish_failed", topic=topic, error=str(exc))
+            return False
+        return True
+
     # -- connection loop ------------------------------------------------------------------
     def _make_client(self) -> PahoSession:
         return PahoSession(
@@ -443,16 +458,18 @@ class MqttLink:
     # -- inbound -------------------------------------------------------------------------
     def _receive(self, topic: str, payload: bytes) -> None:
         """Every inbound message (on the event loop): to the queue of its kind."""
+        if topic_matches_sub(Topics.revocations(), topic):
+            self._hand("revocation", (topic.split("/")[3], payload))
+            return
+        if topic_matches_sub(Topics.rosters(self.site), topic):
+            self._hand("roster", (topic.split("/")[3], payload))
+            return
         if not payload:
             return  # a cleared retained message
         if topic == Topics.commands(self.site):
             self._hand("command", (payload,))
         elif topic == Topics.credentials(self.site):
             self._hand("credential", (payload,))
-        elif topic_matches_sub(Topics.revocations(), topic):
-            self._hand("revocation", (topic.split("/")[3], payload))
-        elif topic_matches_sub(Topics.rosters(self.site), topic):
-            self._hand("roster", (topic.split("/")[3], payload))
         elif (
             self.owned is not None
             and topic_matches_sub(self.owned, topic)

@@ -137,7 +137,11 @@ def document() -> dict[str, Any]:
                 "contentType": "application/cose",
                 "summary": "a signed revocation list (CONTRACT §5), retained, one per issuer: "
                 "CBOR map {iss, seq, iat, cti, sub}; a list whose seq is not higher than the "
-                "one held is ignored. Applied lists are reported as revocation.applied.",
+                "one held is ignored. Applied lists are reported as revocation.applied. When "
+                "something else replaces the retained copy (an older list, another issuer's, "
+                "bytes that do not verify, an empty message), a gateway holding a newer list "
+                "publishes the issuer's signed bytes of it back, retained and unchanged "
+                "(revocation.republished).",
                 "payload": _COSE,
             },
             "roster": {
@@ -148,7 +152,8 @@ def document() -> dict[str, Any]:
                 "the organisation authorises here and the name the resident sees. It replaces "
                 "the issuer's previous roster when its seq is higher (rollback refused); a "
                 "roster for another site is refused. Applied rosters are reported as "
-                "roster.applied (who was added, who removed).",
+                "roster.applied (who was added, who removed). A replaced retained copy is put "
+                "back by the gateway as for revocation lists (roster.republished).",
                 "payload": _COSE,
             },
         }
@@ -256,8 +261,21 @@ def document() -> dict[str, Any]:
         "receiveRevocations": op(
             "receive", "revocations", _QOS1_RETAINED, "applied when newer; rollback refused"
         ),
+        "sendRevocations": op(
+            "send",
+            "revocations",
+            _QOS1_RETAINED,
+            "the newest list held, the issuer's signed bytes unchanged, put back when the "
+            "retained copy was replaced by an older or unusable one",
+        ),
         "receiveRosters": op(
             "receive", "rosters", _QOS1_RETAINED, "verified, applied when newer; rollback refused"
+        ),
+        "sendRosters": op(
+            "send",
+            "rosters",
+            _QOS1_RETAINED,
+            "the newest roster held, signed bytes unchanged, put back like revocation lists",
         ),
     }
     return {
