@@ -6,7 +6,14 @@ as it arrives and, on exit (Ctrl-C or ``--count N`` / ``--idle T``), a summary: 
 received, duplicates removed by ``id``, gaps in ``seq``. Exit 0 when the stream was
 gap-free, 1 otherwise, 2 when it could not connect. A broker over TLS takes the
 gateway's own options (``[mqtt.tls]``): ``--broker mqtts://host:8883 --ca-file F
-[--cert-file F --key-file F] [--insecure-skip-verify]``. Imports ``protocols/`` only.
+[--cert-file F --key-file F] [--insecure-skip-verify]``, and its login (``--username U
+--password-file F``).
+
+``lockgw-sim platform send --broker URL [--site S] FILE...`` publishes what the ``lockgw``
+signing commands print (``revoke``, ``command``, ``roster sign``, ``token issue``) where a
+platform does: a command to ``<site>/commands``, a revocation list and a roster retained on
+the issuer's topics, a credential to ``<site>/credentials``. The kind is read from the
+message (decoded strictly, not verified: the gateway verifies). Imports ``protocols/`` only.
 """
 
 from __future__ import annotations
@@ -26,7 +33,14 @@ from urllib.parse import urlparse
 
 import aiomqtt
 
-__all__ = ["Platform", "StreamChecker", "register"]
+from protocols.control import Command, RevocationList, Roster
+from protocols.errors import ControlMessageError, TokenError
+from protocols.token import b64decode, decode_token
+
+__all__ = ["Outgoing", "Platform", "StreamChecker", "classify", "register"]
+
+#: the largest file ``send`` reads: far above any signed message
+_MAX_FILE = 1024 * 1024
 
 
 @dataclass
@@ -126,8 +140,11 @@ class Platform:
         *,
         client_id: str | None = None,
         tls: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.host, self.port = _broker(url)
+        self.username, self.password = username, password
         self.tls = tls if tls is not None else tls_context(url)
         self.site = site
         self.client_id = client_id or f"platform-{uuid.uuid4().hex[:8]}"
@@ -158,6 +175,8 @@ class Platform:
             max_queued_incoming_messages=0,
             logger=_QUIET,
             tls_context=self.tls,
+            username=self.username,
+            password=self.password,
         )
 
     async def __aenter__(self) -> Platform:
@@ -293,10 +312,12 @@ def _session_props() -> Any:
     return props
 
 
-async def _watch(args: argparse.Namespace) -> int:
-    def show(ev: dict[str, Any]) -> None:
-        print(json.dumps(ev), flush=True)
+class _Usage(Exception):
+    """A problem with the command line or its files: one line on stderr, exit 2."""
 
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """TLS and login as the gateway's ``[mqtt]`` does them, from the common options."""
     try:
         tls = tls_context(
             args.broker,
@@ -306,10 +327,30 @@ async def _watch(args: argparse.Namespace) -> int:
             insecure_skip_verify=args.insecure_skip_verify,
         )
     except (OSError, ssl.SSLError) as exc:
-        print(f"lockgw-sim platform watch: TLS files: {exc}", file=sys.stderr)
+        raise _Usage(f"TLS files: {exc}") from None
+    password = None
+    if args.password_file is not None:
+        try:
+            with open(args.password_file, encoding="utf-8") as f:
+                password = f.readline(4096).rstrip("\r\n")  # bounded: /dev/zero ends too
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _Usage(f"--password-file: {exc}") from None
+    if password is not None and args.username is None:
+        raise _Usage("--password-file needs --username")
+    return {"tls": tls, "username": args.username, "password": password}
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    def show(ev: dict[str, Any]) -> None:
+        print(json.dumps(ev), flush=True)
+
+    try:
+        conn = _connection(args)
+    except _Usage as exc:
+        print(f"lockgw-sim platform watch: {exc}", file=sys.stderr)
         return 2
     try:
-        async with Platform(args.broker, args.site, client_id=args.client_id, tls=tls) as p:
+        async with Platform(args.broker, args.site, client_id=args.client_id, **conn) as p:
             p.on_event = show
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, KeyboardInterrupt):
                 async with asyncio.timeout(args.idle), p._new:
@@ -323,19 +364,163 @@ async def _watch(args: argparse.Namespace) -> int:
         return 2
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One signed message a platform sends, with where it goes (docs/platform.md)."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    what: str
+
+
+def _read_message(name: str) -> bytes:
+    """A signed message as the ``lockgw`` commands print it (base64url text) or as raw
+    COSE bytes, from a file or ``-`` (stdin)."""
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.read(_MAX_FILE + 1)
+        else:
+            with open(name, "rb") as f:
+                data = f.read(_MAX_FILE + 1)
+    except OSError as exc:
+        raise _Usage(f"{name}: {exc.strerror or exc}") from None
+    if len(data) > _MAX_FILE:
+        raise _Usage(f"{name}: larger than {_MAX_FILE} bytes: not a signed lockgw message")
+    if data[:1] in (b"\xd8", b"\xd2"):  # a CBOR tag: raw COSE bytes
+        return data
+    try:
+        return b64decode(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise _Usage(f"{name}: neither base64url text nor raw COSE bytes") from None
+
+
+def classify(raw: bytes, site: str | None, *, source: str = "message") -> Outgoing:
+    """Which signed message ``raw`` is and its topic. Decoded strictly but **not**
+    verified: the platform simulator holds no keys; the gateway verifies."""
+    try:
+        cmd = Command.decode(raw)
+    except ControlMessageError:
+        pass
+    else:
+        if site is not None and cmd.site != site:
+            raise _Usage(f"{source}: a command for site {cmd.site!r}, not {site!r}")
+        door = f" {cmd.door}" if cmd.door else ""
+        return Outgoing(
+            f"lockgw/v1/{cmd.site}/commands",
+            raw,
+            False,
+            f"command {cmd.cmd}{door} ({cmd.request_id})",
+        )
+    try:
+        rl = RevocationList.decode(raw)
+    except ControlMessageError:
+        pass
+    else:
+        return Outgoing(
+            f"lockgw/v1/org/{rl.iss}/revocations",
+            raw,
+            True,
+            f"revocation list {rl.seq} of {rl.iss} ({len(rl.cti) + len(rl.sub)} revoked)",
+        )
+    try:
+        ro = Roster.decode(raw)
+    except ControlMessageError:
+        pass
+    else:
+        if site is not None and ro.site != site:
+            raise _Usage(f"{source}: a roster for site {ro.site!r}, not {site!r}")
+        return Outgoing(
+            f"lockgw/v1/org/{ro.iss}/rosters/{ro.site}",
+            raw,
+            True,
+            f"roster {ro.seq} of {ro.iss} ({len(ro.entries)} entries)",
+        )
+    try:
+        tok = decode_token(raw)
+    except TokenError:
+        pass
+    else:
+        if site is None:
+            raise _Usage(f"{source}: a credential token: give --site for the gateway to hold it")
+        return Outgoing(
+            f"lockgw/v1/{site}/credentials", raw, False, f"credential of {tok.iss} for {tok.sub}"
+        )
+    raise _Usage(
+        f"{source}: not a signed lockgw command, revocation list, roster or credential token"
+    )
+
+
+async def _send(args: argparse.Namespace) -> int:
+    try:
+        conn = _connection(args)
+        out = [classify(_read_message(n), args.site, source=n) for n in args.files]
+    except _Usage as exc:
+        print(f"lockgw-sim platform send: {exc}", file=sys.stderr)
+        return 2
+    host, port = _broker(args.broker)
+    try:
+        async with aiomqtt.Client(
+            host,
+            port,
+            identifier=f"platform-send-{uuid.uuid4().hex[:8]}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            logger=_QUIET,
+            tls_context=conn["tls"],
+            username=conn["username"],
+            password=conn["password"],
+        ) as client:
+            for o in out:  # QoS 1: returns once the broker has acknowledged it
+                await client.publish(o.topic, o.payload, qos=1, retain=o.retain)
+                kept = ", retained" if o.retain else ""
+                print(f"sent {o.what} to {o.topic}{kept}")
+    except aiomqtt.MqttError as exc:
+        print(f"lockgw-sim platform send: cannot send to {args.broker}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _broker_options(p: argparse.ArgumentParser) -> None:
+    """The gateway's ``[mqtt]`` connection options: URL, ``[mqtt.tls]``, login."""
+    p.add_argument("--broker", required=True, help="mqtt://127.0.0.1:P, or mqtts://HOST:PORT")
+    p.add_argument("--ca-file", default=None, help="the broker's CA certificate (PEM)")
+    p.add_argument("--cert-file", default=None, help="a client certificate (PEM)")
+    p.add_argument("--key-file", default=None, help="its private key (PEM)")
+    p.add_argument(
+        "--insecure-skip-verify",
+        action="store_true",
+        help="do not check the broker's certificate (bench set-ups only)",
+    )
+    p.add_argument("--username", default=None, help="broker login")
+    p.add_argument("--password-file", default=None, help="a file holding the password")
+
+
 def register(subs: Any) -> None:
     p = subs.add_parser("platform", help="a simulated care platform")
     sub = p.add_subparsers(dest="platform_cmd", required=True, metavar="ACTION")
     w = sub.add_parser("watch", help="subscribe to a site's events; report gaps and duplicates")
-    w.add_argument("--broker", required=True, help="mqtt://127.0.0.1:P, or mqtts://HOST:PORT")
-    # the gateway's [mqtt.tls] options, for a broker over TLS
-    w.add_argument("--ca-file", default=None, help="the broker's CA certificate (PEM)")
-    w.add_argument("--cert-file", default=None, help="a client certificate (PEM)")
-    w.add_argument("--key-file", default=None, help="its private key (PEM)")
-    w.add_argument("--insecure-skip-verify", action="store_true",
-                   help="do not check the broker's certificate (bench set-ups only)")
+    _broker_options(w)
     w.add_argument("--site", required=True)
     w.add_argument("--client-id", default=None, help="reuse to resume a persistent session")
     w.add_argument("--count", type=int, default=None, help="stop after N distinct events")
     w.add_argument("--idle", type=float, default=None, help="stop after T seconds")
     w.set_defaults(handler=_watch)
+    s = sub.add_parser(
+        "send",
+        help="publish signed messages where a platform does: commands, revocation lists, "
+        "rosters, credentials",
+    )
+    _broker_options(s)
+    s.add_argument(
+        "--site",
+        default=None,
+        help="the home: needed for a credential; checked against commands and rosters",
+    )
+    s.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="as `lockgw revoke|command|roster sign|token issue` print it "
+        "(base64url) or raw COSE bytes; - for stdin",
+    )
+    s.set_defaults(handler=_send)
