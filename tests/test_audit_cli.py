@@ -175,6 +175,34 @@ async def test_verify_is_0_when_intact_and_1_naming_the_first_broken_link(
     assert "BROKEN at seq 3" in capsys.readouterr().out
 
 
+async def test_an_edited_filter_column_is_detected(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The door column (what ``audit show --door`` filters on) moved to another door: the
+    row leaves that door's view, and verify names the row and the column. The same for
+    the type and time columns (the resident's view and ``--since`` filter on them)."""
+    path = journal_path(tmp_path / "data")
+    show_back = ["audit", "show", "--config", str(config), "--door", "back", "--json"]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE events SET door = 'front' WHERE seq = 3")
+    assert await main(show_back) == 0
+    assert json.loads(capsys.readouterr().out) == []  # hidden from the back door's view
+    assert await main(["audit", "verify", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "BROKEN at seq 3: its door column differs from its chained payload" in out, out
+    for column, value in (("type", "'battery'"), ("ts", "'2001-01-01T00:00:00.000Z'")):
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE events SET door = 'back' WHERE seq = 3")
+            db.execute(f"UPDATE events SET {column} = {value} WHERE seq = 3")
+        assert await main(["audit", "verify", "--config", str(config)]) == 1
+        assert f"its {column} column differs" in capsys.readouterr().out
+        with sqlite3.connect(path) as db:  # put back for the next column
+            db.execute(
+                f"UPDATE events SET {column} = json_extract(payload, '$.{column}') WHERE seq = 3"
+            )
+    assert await main(["audit", "verify", "--config", str(config)]) == 0
+
+
 async def test_export_csv_and_json_hold_every_event(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -463,8 +463,8 @@ def verify_chain(conn: sqlite3.Connection) -> BrokenLink | None:
     below = conn.execute("SELECT min(seq) FROM events WHERE seq < ?", (expected,)).fetchone()[0]
     if below is not None:
         return BrokenLink(int(below), f"row below the retention checkpoint at seq {expected - 1}")
-    cur = conn.execute("SELECT seq, id, ts, type, payload, hash FROM events ORDER BY seq")
-    for seq, eid, ts, typ, raw, h in _rows(cur):
+    cur = conn.execute("SELECT seq, id, ts, type, door, payload, hash FROM events ORDER BY seq")
+    for seq, eid, ts, typ, door, raw, h in _rows(cur):
         if seq != expected:
             gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
             return BrokenLink(expected, f"missing row(s) {gap} (deleted?)")
@@ -477,14 +477,21 @@ def verify_chain(conn: sqlite3.Connection) -> BrokenLink | None:
             obj = json.loads(payload)
         except ValueError:
             return BrokenLink(seq, "its payload is not JSON (altered)")
-        if (obj.get("seq"), obj.get("id"), obj.get("ts"), obj.get("type")) != (seq, eid, ts, typ):
-            return BrokenLink(seq, "its columns differ from its payload (altered)")
+        # every column a reader filters on (audit show --since/--door, the resident's
+        # page, retention) is a copy of a field of the chained payload: one that differs
+        # was edited, and a filter on it would show or hide the wrong rows
+        columns = {"seq": seq, "id": eid, "ts": ts, "type": typ, "door": door}
+        altered = [name for name, value in columns.items() if obj.get(name) != value]
+        if altered:
+            return BrokenLink(
+                seq, f"its {', '.join(altered)} column differs from its chained payload (altered)"
+            )
         prev = h
         expected += 1
     return None
 
 
-def _rows(cur: sqlite3.Cursor) -> Iterator[tuple[int, str, str, str, bytes, bytes]]:
+def _rows(cur: sqlite3.Cursor) -> Iterator[tuple[int, str, str, str, str | None, bytes, bytes]]:
     while True:
         chunk = cur.fetchmany(1000)
         if not chunk:
