@@ -37,6 +37,7 @@ from gateway.mqtt import MqttLink
 from gateway.mqtt.healing import Kind, RetainedHealer
 from gateway.mqtt.homeassistant import HaDevice, discovery_messages, node_id
 from gateway.phone_link import PhoneLink
+from gateway.site_keys import SiteKeys, b64url, inventory_entry, load_or_create
 from gateway.systemd import SdNotifier
 from gateway.visits import VisitLimits, VisitTracker
 from protocols.errors import ConfigError, JournalError
@@ -44,6 +45,7 @@ from protocols.events import (
     ClockUntrustedEvent,
     GatewayEvent,
     RevocationAppliedEvent,
+    SiteKeyCreatedEvent,
     StateFallbackEvent,
 )
 
@@ -217,7 +219,9 @@ class Gateway:
             await self._publish_devices(self.mqtt, await self.devices.touched())
 
     def _inventory(self) -> list[dict[str, object]]:
-        return [{k: item.get(k) for k in _INVENTORY_FIELDS} for item in self.devices.inventory()]
+        items = [{k: item.get(k) for k in _INVENTORY_FIELDS} for item in self.devices.inventory()]
+        # the site itself: its public keys (gateway.site_keys), for the platform to pin
+        return [*items, inventory_entry(self.config.site.id, self.version, self.site_keys)]
 
     def _discovery(self) -> dict[str, bytes]:
         """Home Assistant discovery configs (``[mqtt] homeassistant``), from the inventory."""
@@ -322,6 +326,8 @@ class Gateway:
                     writer_nice=cfg.journal.writer_nice,
                 )
             )
+            # the site's own keys: made on the first start, a damaged one stops the start
+            self.site_keys: SiteKeys = await asyncio.to_thread(load_or_create, data_dir)
             self.access = AccessController(cfg, history=await state_history(self.journal))
             self.visits = VisitTracker(
                 self.journal, limits=self._limits, on_ended=self._visit_ended
@@ -369,6 +375,15 @@ class Gateway:
             for fb in self.access.fallbacks:  # said once, durably: the platform hears it too
                 with contextlib.suppress(JournalError):
                     await self.journal.emit(_fallback_event(fb))
+            for key in self.site_keys.created:
+                log.info("site.key_created", key=key.name, kid=key.kid, file=str(key.path))
+                with contextlib.suppress(JournalError):
+                    await self.journal.emit(
+                        SiteKeyCreatedEvent(
+                            key=key.name, algorithm=key.algorithm, kid=key.kid,
+                            public=b64url(key.public),
+                        )
+                    )
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(self.visits.run()),

@@ -38,6 +38,7 @@ __all__ = [
     "RosterAppliedEvent",
     "RosterOverLimitEvent",
     "RosterPerson",
+    "SiteKeyCreatedEvent",
     "StateFallbackEvent",
     "SuspiciousEvent",
     "VisitEvent",
@@ -70,6 +71,7 @@ class EventType(StrEnum):
     GATEWAY_STARTED = "gateway.started"
     GATEWAY_STOPPING = "gateway.stopping"
     JOURNAL_RECOVERED = "journal.recovered"
+    SITE_KEY_CREATED = "site.key_created"
 
 
 class LockState(StrEnum):
@@ -347,6 +349,19 @@ class JournalRecoveredEvent(_Body):
     )
 
 
+class SiteKeyCreatedEvent(_Body):
+    """``site.key_created``: the gateway made one of the site's own keys in
+    ``<data_dir>/site/`` (on its first start, or after the file was moved aside). Its
+    public half is in the retained inventory (the entry of ``kind: "site"``); a platform
+    that pinned another key for this site hears here that it changed."""
+
+    type: Literal["site.key_created"] = "site.key_created"
+    key: str = Field(description="sign (Ed25519: signs the journal's chain head)")
+    algorithm: str = Field(description="Ed25519")
+    kid: str = Field(description="first 8 bytes of SHA-256 of the raw public key, hex")
+    public: str = Field(description="the raw public key, unpadded base64url")
+
+
 EventBody = Annotated[
     AccessDecisionEvent
     | SuspiciousEvent
@@ -366,7 +381,8 @@ EventBody = Annotated[
     | ClockUntrustedEvent
     | StateFallbackEvent
     | GatewayEvent
-    | JournalRecoveredEvent,
+    | JournalRecoveredEvent
+    | SiteKeyCreatedEvent,
     Field(discriminator="type"),
 ]
 
@@ -390,6 +406,7 @@ EVENT_MODELS: tuple[type[_Body], ...] = (
     StateFallbackEvent,
     GatewayEvent,
     JournalRecoveredEvent,
+    SiteKeyCreatedEvent,
 )
 
 

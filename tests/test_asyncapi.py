@@ -39,6 +39,7 @@ from protocols.events import (
     RosterAppliedEvent,
     RosterOverLimitEvent,
     RosterPerson,
+    SiteKeyCreatedEvent,
     StateFallbackEvent,
     SuspiciousEvent,
     VisitEvent,
@@ -83,6 +84,8 @@ BODIES: list[EventBody] = [
         since="2026-01-01T00:00:00.000Z", until="2026-01-01T00:05:00.000Z", events=12,
         first_seq=40, last_seq=51, problem="the disk is full", not_durable=0, lost=0,
     ),
+    SiteKeyCreatedEvent(key="sign", algorithm="Ed25519", kid="00112233aabbccdd",
+                        public="11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
 ]
 
 

@@ -32,6 +32,7 @@ _MODULES = (
     "devices",
     "test_open",
     "audit",
+    "site_key",
     "resident_link",
     "health",
     "clock",

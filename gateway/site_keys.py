@@ -1,0 +1,232 @@
+"""The site's own keys, in ``<data_dir>/site/``: made by the gateway on its first start,
+never replaced behind anyone's back.
+
+- ``sign.key``: Ed25519 (PKCS#8 PEM, mode 0600). Signs the journal's chain head
+  (``gateway.journal.heads``, docs/audit.md), so a platform that holds a signed head can
+  prove later that no event up to it was cut from the journal's end.
+
+Each key is created 0600 when absent (:func:`load_or_create`; ``lockgw run`` journals
+``site.key_created`` for it) and loaded as it is otherwise. A key file that is there but
+cannot be used (damaged, another algorithm, readable by others) is a clear error that
+stops the start: making a new key silently would orphan every head the platform holds.
+The public halves go out in the retained inventory (an entry of ``kind: "site"``,
+:func:`inventory_entry`) and ``lockgw site-key show`` prints them for issuers and the
+platform to pin.
+
+Another key (issue 17: ``exchange.key``, X25519) joins by adding a :class:`_Spec` to
+:data:`_SPECS`; everything else here (creation, loading, the inventory, the command)
+goes over that table.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
+
+from gateway.keys import read_small_file
+from protocols.errors import KeyFileError
+
+__all__ = [
+    "INVENTORY_ID",
+    "SiteKey",
+    "SiteKeys",
+    "b64url",
+    "inventory_entry",
+    "load",
+    "load_or_create",
+    "site_dir",
+]
+
+#: the inventory entry that carries the site's public keys (no device id starts with '@')
+INVENTORY_ID = "@site"
+
+
+def site_dir(data_dir: Path | str) -> Path:
+    return Path(data_dir) / "site"
+
+
+def b64url(raw: bytes) -> str:
+    """Unpadded base64url (RFC 4648 §5), as the inventory and the signed heads carry keys."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """How one site key is made, loaded and shown."""
+
+    name: str  # "sign": the file is sign.key; the inventory field sign_key
+    algorithm: str
+    purpose: str
+    generate: Callable[[], Any]
+    #: whether a loaded private key object is of this algorithm
+    accept: Callable[[Any], bool]
+    #: the raw public key bytes of a private key object
+    public_raw: Callable[[Any], bytes]
+
+
+def _ed25519_public(key: Any) -> bytes:
+    raw: bytes = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return raw
+
+
+_SPECS: tuple[_Spec, ...] = (
+    _Spec(
+        name="sign",
+        algorithm="Ed25519",
+        purpose="signs the journal's chain head",
+        generate=Ed25519PrivateKey.generate,
+        accept=lambda k: isinstance(k, Ed25519PrivateKey),
+        public_raw=_ed25519_public,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteKey:
+    name: str
+    algorithm: str
+    purpose: str
+    path: Path
+    private: Any
+    public: bytes
+
+    @property
+    def kid(self) -> str:
+        """First 8 bytes of SHA-256 of the raw public key, hex (as CONTRACT §2 names keys)."""
+        return hashlib.sha256(self.public).digest()[:8].hex()
+
+    @property
+    def public_pem(self) -> str:
+        pem: bytes = self.private.public_key().public_bytes(
+            Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class SiteKeys:
+    """The site's keys; ``created``: those made just now (to journal ``site.key_created``)."""
+
+    keys: dict[str, SiteKey]
+    created: list[SiteKey] = field(default_factory=list)
+
+    @property
+    def sign(self) -> SiteKey:
+        return self.keys["sign"]
+
+
+def _load_one(spec: _Spec, path: Path) -> SiteKey:
+    data, mode = read_small_file(path)
+    if mode & 0o077:
+        raise KeyFileError(
+            str(path), f"is readable by others (mode {mode:04o}); run chmod 600 {path}"
+        )
+    try:
+        key = load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise KeyFileError(
+            str(path),
+            "is damaged: not an unencrypted PKCS#8 PEM private key. The site's key is never "
+            "replaced silently (the platform holds heads signed with it): restore it from a "
+            "backup, or move it aside and restart to make a new one, and give the platform "
+            "the new public key (lockgw site-key show)",
+        ) from None
+    if not spec.accept(key):
+        raise KeyFileError(str(path), f"is not an {spec.algorithm} key ({spec.purpose})")
+    return SiteKey(spec.name, spec.algorithm, spec.purpose, path, key, spec.public_raw(key))
+
+
+def _create_one(spec: _Spec, path: Path) -> SiteKey:
+    key = spec.generate()
+    pem: bytes = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    tmp = path.with_name(f".{path.name}.new")
+    try:
+        tmp.unlink(missing_ok=True)  # a start that died half-way through writing
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # never over a key that appeared meanwhile
+        tmp.unlink()
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        return _load_one(spec, path)
+    except OSError as exc:
+        raise KeyFileError(str(path), f"cannot be created ({exc.strerror})") from None
+    return SiteKey(spec.name, spec.algorithm, spec.purpose, path, key, spec.public_raw(key))
+
+
+def load_or_create(data_dir: Path | str) -> SiteKeys:
+    """Every site key, each made (0600, in a 0700 directory) when absent. Raises
+    :class:`KeyFileError` for a key file that is there but cannot be used."""
+    d = site_dir(data_dir)
+    try:
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise KeyFileError(str(d), f"cannot create the directory ({exc.strerror})") from None
+    keys: dict[str, SiteKey] = {}
+    created: list[SiteKey] = []
+    for spec in _SPECS:
+        path = d / f"{spec.name}.key"
+        if path.exists() or path.is_symlink():
+            keys[spec.name] = _load_one(spec, path)
+        else:
+            keys[spec.name] = k = _create_one(spec, path)
+            created.append(k)
+    return SiteKeys(keys, created)
+
+
+def load(data_dir: Path | str) -> SiteKeys:
+    """Every site key as it is on disk (nothing is made). Raises :class:`KeyFileError`
+    for one that is missing or cannot be used."""
+    d = site_dir(data_dir)
+    keys: dict[str, SiteKey] = {}
+    for spec in _SPECS:
+        path = d / f"{spec.name}.key"
+        if not (path.exists() or path.is_symlink()):
+            raise KeyFileError(
+                str(path), "not found: the gateway makes it on its first start (lockgw run)"
+            )
+        keys[spec.name] = _load_one(spec, path)
+    return SiteKeys(keys)
+
+
+def inventory_entry(site: str, version: str, keys: SiteKeys) -> dict[str, Any]:
+    """The retained inventory's entry for the site itself: its public keys
+    (``<name>_key``, unpadded base64url of the raw key) and their ids (``<name>_kid``)."""
+    entry: dict[str, Any] = {
+        "id": INVENTORY_ID,
+        "door": "",
+        "driver": "lockgw",
+        "kind": "site",
+        "manufacturer": "lockgw",
+        "model": "gateway",
+        "serial": site,
+        "firmware": version,
+        "paired_at": None,
+    }
+    for k in keys.keys.values():
+        entry[f"{k.name}_key"] = b64url(k.public)
+        entry[f"{k.name}_kid"] = k.kid
+    return entry
