@@ -31,7 +31,14 @@ from gateway.access.state import StateFallback, StateHistory
 from gateway.config import Config, DeviceConfig, load_config
 from gateway.devices import DeviceManager
 from gateway.door import DoorService
-from gateway.health import HealthServer, Snapshot, StateNotice
+from gateway.health import (
+    HealthServer,
+    HeldExpiry,
+    IssuerHealth,
+    Snapshot,
+    StateNotice,
+)
+from gateway.health._reasons import TOKEN_WARN_SECONDS
 from gateway.journal import Journal, journal_path
 from gateway.mqtt import MqttLink
 from gateway.mqtt.healing import Kind, RetainedHealer
@@ -44,10 +51,13 @@ from protocols.errors import ConfigError, JournalError
 from protocols.events import (
     ClockUntrustedEvent,
     GatewayEvent,
+    HealthEvent,
     RevocationAppliedEvent,
     SiteKeyCreatedEvent,
     StateFallbackEvent,
 )
+from protocols.health import HealthReason, overall
+from protocols.i18n import language
 
 __all__ = ["STOP_TIMEOUT", "Gateway", "gateway_version"]
 
@@ -141,6 +151,10 @@ class Gateway:
         self.phone_address: str | None = None
         self.web_address: str | None = None
         self.web: Any = None  # gateway.web.WebServer while the page is on
+        #: health reasons seen at the last look, and those told as health.warning
+        self._health_seen: dict[tuple[str, str | None], HealthReason] = {}
+        self._health_told: dict[tuple[str, str | None], HealthReason] = {}
+        self._health_tasks: set[asyncio.Task[None]] = set()
 
     # -- pieces ----------------------------------------------------------------------------
     def _limits(self, device_id: str) -> VisitLimits:
@@ -155,15 +169,28 @@ class Gateway:
         )
 
     def _snapshot(self) -> Snapshot:
-        clock = self.access.clock_status()
-        return Snapshot(
+        starting = Snapshot(
             written_at=time.time(),
-            interval=self.health.interval,
+            interval=self.config.health.interval,
             pid=os.getpid(),
             version=self.version,
             started_at=self.started_at,
+            phase="starting",
+        )
+        if not self.ready.is_set():  # parts are still starting: say so, nothing older
+            return starting
+        cfg = self.config
+        clock = self.access.clock_status()
+        issuers = {i.id: i for i in cfg.issuers}
+        return Snapshot(
+            written_at=starting.written_at,
+            interval=starting.interval,
+            pid=starting.pid,
+            version=starting.version,
+            started_at=starting.started_at,
             clock_trusted=clock.trusted,
             time_floor=clock.floor,
+            clock_allows=cfg.access.untrusted_clock_allows,
             broker_connected=self.mqtt.connected,
             broker_problem=self.mqtt.config_problem,
             journal_ok=self.journal.error is None,
@@ -189,7 +216,59 @@ class Gateway:
                 for n in self.access.state_notices()
             ],
             state_write_failures=self.access.state_write_failures,
+            timezone=cfg.site.timezone,
+            issuers=[
+                IssuerHealth(
+                    id=r.iss,
+                    name=issuers[r.iss].title if r.iss in issuers else r.iss,
+                    max_age=r.max_age,
+                    seq=r.seq,
+                    age=r.age,
+                    stale=r.stale,
+                    consent_from=issuers[r.iss].consent_from if r.iss in issuers else None,
+                    consent_until=issuers[r.iss].consent_until if r.iss in issuers else None,
+                )
+                for r in self.access.revocation_status()
+            ],
+            held_expiring=[
+                HeldExpiry(iss=iss, sub=sub, exp=exp)
+                for iss, sub, exp in self.access.held_expiring(TOKEN_WARN_SECONDS)
+            ],
+            warn_days=cfg.health.warn_days,
         )
+
+    def _on_health(self, snap: Snapshot, reasons: list[HealthReason]) -> None:
+        """Each look at health: the retained status carries it; a reason that appeared
+        (seen twice running, so a device still being reached at start is not news) or
+        changed level is journaled as ``health.warning``, one gone as ``health.cleared``."""
+        if snap.phase != "running" or self.stop_event.is_set():
+            return
+        self.mqtt.set_health(overall(reasons), reasons)
+        now = {r.key: r for r in reasons}
+        seen_before, self._health_seen = self._health_seen, now
+        for key, r in now.items():
+            told = self._health_told.get(key)
+            if key in seen_before and (told is None or told.level != r.level):
+                self._health_told[key] = r
+                self._emit_health("health.warning", r)
+        for key in [k for k in self._health_told if k not in now]:
+            self._emit_health("health.cleared", self._health_told.pop(key))
+
+    def _emit_health(self, kind: str, r: HealthReason) -> None:
+        body = HealthEvent(
+            type="health.warning" if kind == "health.warning" else "health.cleared",
+            code=r.code,
+            level=r.level,
+            text=r.text,
+            subject=r.subject,
+        )
+        task = asyncio.create_task(self._emit_quietly(body))
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def _emit_quietly(self, body: HealthEvent) -> None:
+        with contextlib.suppress(JournalError):
+            await self.journal.emit(body)
 
     def _held_list(self, kind: Kind, iss: str) -> tuple[int, bytes] | None:
         if kind == "revocation":
@@ -317,6 +396,18 @@ class Gateway:
         data_dir: Path = cfg.site.data_dir
         await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
         async with contextlib.AsyncExitStack() as stack:
+            # first: from now on health tells this process's state ("starting" until
+            # ready), never the last one's
+            self.health = await stack.enter_async_context(
+                HealthServer(
+                    data_dir,
+                    self._snapshot,
+                    interval=cfg.health.interval,
+                    metrics=cfg.health.metrics,
+                    lang=language(cfg.site.language),
+                    on_look=self._on_health,
+                )
+            )
             self.journal = await stack.enter_async_context(
                 Journal(
                     journal_path(data_dir),
@@ -366,9 +457,6 @@ class Gateway:
                     PhoneLink(self.door, cfg.phone_link.loopback, step_timeout=cfg.phone_link.step_timeout)
                 )
                 self.phone_address = link.address
-            self.health = await stack.enter_async_context(
-                HealthServer(data_dir, self._snapshot, metrics=cfg.health.metrics)
-            )
             if cfg.web.enabled:
                 await self._start_web(stack)
             await self.journal.emit(GatewayEvent(type="gateway.started", version=self.version))
@@ -391,15 +479,17 @@ class Gateway:
                     tg.create_task(self._device_topics()),
                     tg.create_task(self._inventory_loop()),
                     tg.create_task(self._clock_check()),
-                    tg.create_task(self.health.run()),
                     tg.create_task(self.notifier.watchdog_loop()),
                 ]
-                self.health.write_now()
                 _freeze_startup_objects()
                 self.notifier.ready(
                     f"ready: {len(cfg.devices)} device(s), phone link {self.phone_address or 'off'}"
                 )
                 self.ready.set()
+                try:  # "starting" no more
+                    self.health.write_now()
+                except OSError as exc:
+                    log.error("health.write_failed", error=str(exc))
                 log.info("gateway.ready", site=cfg.site.id, phone_link=self.phone_address)
                 await self.stop_event.wait()
                 self.notifier.stopping()

@@ -344,6 +344,12 @@ class WebConfig(_Section):
 class HealthConfig(_Section):
     #: host:port for a Prometheus text endpoint on loopback; empty = off
     metrics: str | None = None
+    #: seconds between looks at the gateway's health: the snapshot for ``lockgw health``,
+    #: the retained status and the ``health.warning`` / ``health.cleared`` events
+    interval: float = Field(default=5.0, ge=0.2, le=60)
+    #: warn (``consent.ending``) this many days before the resident's consent for an
+    #: organisation ends (``consent_until``)
+    warn_days: int = Field(default=14, ge=0, le=365)
 
     _metrics = field_validator("metrics")(_host_port_or_none)
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocols.health import HealthLevel
+
 __all__ = [
     "EVENT_MODELS",
     "AccessDecisionEvent",
@@ -28,6 +30,7 @@ __all__ = [
     "EventBody",
     "EventType",
     "GatewayEvent",
+    "HealthEvent",
     "JournalRecoveredEvent",
     "KeyNotReturnedEvent",
     "KeysafeStateEvent",
@@ -72,6 +75,8 @@ class EventType(StrEnum):
     GATEWAY_STOPPING = "gateway.stopping"
     JOURNAL_RECOVERED = "journal.recovered"
     SITE_KEY_CREATED = "site.key_created"
+    HEALTH_WARNING = "health.warning"
+    HEALTH_CLEARED = "health.cleared"
 
 
 class LockState(StrEnum):
@@ -362,6 +367,26 @@ class SiteKeyCreatedEvent(_Body):
     public: str = Field(description="the raw public key, unpadded base64url")
 
 
+class HealthEvent(_Body):
+    """``health.warning``: a health reason appeared (it was there at two looks running,
+    a few seconds apart) or its level changed; ``health.cleared``: it is gone. Said once
+    each, not at every look; the retained ``status`` carries the full present list.
+    After a restart each reason still present is said again."""
+
+    type: Literal["health.warning", "health.cleared"]
+    code: str = Field(
+        description="the reason's stable code (revocation.stale, consent.ending, "
+        "device.offline, ...; docs/install.md)"
+    )
+    level: HealthLevel = Field(
+        description="warning / degraded / unhealthy (for health.cleared: the level it had)"
+    )
+    text: str = Field(description="the reason in words, in the site's language")
+    subject: str | None = Field(
+        default=None, description="a device id, an issuer id or a state file, when it is one"
+    )
+
+
 EventBody = Annotated[
     AccessDecisionEvent
     | SuspiciousEvent
@@ -382,7 +407,8 @@ EventBody = Annotated[
     | StateFallbackEvent
     | GatewayEvent
     | JournalRecoveredEvent
-    | SiteKeyCreatedEvent,
+    | SiteKeyCreatedEvent
+    | HealthEvent,
     Field(discriminator="type"),
 ]
 
@@ -407,6 +433,7 @@ EVENT_MODELS: tuple[type[_Body], ...] = (
     GatewayEvent,
     JournalRecoveredEvent,
     SiteKeyCreatedEvent,
+    HealthEvent,
 )
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.device import DeviceState
+from protocols.health import HealthReason, Overall
 
 __all__ = ["PROBLEMS", "DeviceAvailability", "DeviceStatePayload", "GatewayStatus", "InventoryItem"]
 
@@ -32,6 +33,18 @@ class GatewayStatus(BaseModel):
         "write, events wait in order in its fallback file and are streamed when it can; "
         "unrecorded: that file cannot be written either, events are kept in memory only "
         "(lost if the gateway stops) - doors still open for valid keys. Re-sent on change.",
+    )
+    health: Overall | None = Field(
+        default=None,
+        description="online only: the worst level among reasons (healthy when there is none); "
+        "warning: act before care is refused; degraded: planned care is refused for a reason "
+        "the site can fix; unhealthy: a door cannot be opened. Re-sent on change.",
+    )
+    reasons: list[HealthReason] = Field(
+        default_factory=list,
+        description="online only: everything wrong right now, as lockgw health says it "
+        "(code for machines, text in the site's language). Re-sent when one appears, "
+        "clears, or its level or words change.",
     )
 
 

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from gateway.health import DeviceHealth, HealthServer, Snapshot, evaluate, read_snapshot
+from gateway.health import DeviceHealth, HealthServer, Snapshot, read_snapshot
+from gateway.health import evaluate as evaluate_reasons
+from protocols.health import HealthReason
+
+
+def evaluate(data_dir: Path, s: Snapshot | None, now: float | None = None, **kw: object) -> list[str]:
+    """The reasons' texts (the tests of their words)."""
+    return [r.text for r in evaluate_reasons(data_dir, s, now, **kw)]  # type: ignore[arg-type]
+
+
+def reasons(data_dir: Path, s: Snapshot | None, now: float | None = None) -> list[HealthReason]:
+    return evaluate_reasons(data_dir, s, now)
 
 
 def snap(**kw: object) -> Snapshot:
@@ -127,9 +138,9 @@ async def test_health_speaks_the_sites_language_and_json_stays_english(
     (tmp_path / "health.json").write_text(snap(broker_connected=False).model_dump_json())
     assert await main(["health", "--config", str(cfg)]) == 1
     out = capsys.readouterr().out
-    assert out.startswith("lockgw: 1 probleem") and "broker: niet verbonden" in out
+    assert out.startswith("lockgw: waarschuwing, 1 probleem") and "broker: niet verbonden" in out
     assert await main(["health", "--config", str(cfg), "--lang", "en"]) == 1
-    assert capsys.readouterr().out.startswith("lockgw: 1 problem\n")
+    assert capsys.readouterr().out.startswith("lockgw: warning, 1 problem\n")
     assert await main(["health", "--config", str(cfg), "--json"]) == 1
     assert "broker: not connected" in capsys.readouterr().out
 
@@ -144,3 +155,92 @@ def test_the_journal_fallback_and_nothing_recorded_are_told_apart(tmp_path: Path
     (problem,) = evaluate(tmp_path, nothing)
     assert problem.startswith("journal: NOTHING IS RECORDED") and "5 events" in problem
     assert "lost if the gateway stops" in problem
+
+
+# -- the present state, not a stale snapshot ---------------------------------------------------
+
+
+def test_a_snapshot_left_over_by_a_process_that_is_gone_says_not_running(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    (r,) = reasons(tmp_path, snap(pid=int(gone.stdout), written_at=time.time() - 600))
+    assert (r.code, r.level) == ("daemon.not_running", "unhealthy")
+    assert "left over from process" in r.text
+
+
+def test_an_old_snapshot_of_a_live_process_that_does_not_answer_cannot_be_known(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    old = snap(pid=os.getpid(), written_at=time.time() - 60)
+    (r,) = reasons(tmp_path, old)
+    assert (r.code, r.level) == ("daemon.unknown", "unhealthy")
+    assert "cannot be known" in r.text
+    # the same snapshot asked of the daemon itself is its present state: nothing wrong
+    assert evaluate_reasons(tmp_path, old, live=True) == []
+
+
+def test_a_starting_daemon_says_so_and_nothing_older(tmp_path: Path) -> None:
+    import os
+
+    starting = Snapshot(written_at=time.time(), interval=5, pid=os.getpid(), version="t",
+                        started_at=time.time() - 3, phase="starting")  # fmt: skip
+    (r,) = reasons(tmp_path, starting)
+    assert (r.code, r.level) == ("daemon.starting", "unhealthy")
+    assert "starting for 3 s" in r.text
+
+
+async def test_health_asks_the_daemon_when_its_file_is_old(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file could not be rewritten (a full disk): ``lockgw health`` asks the daemon
+    over its socket and tells the present state, not the file's."""
+    import errno
+    import json
+    import os
+
+    from gateway.cli import main
+
+    cfg = tmp_path / "lockgw.toml"
+    cfg.write_text('[site]\nid = "s"\ndata_dir = "."\n')
+    # what a full disk leaves: the file of long ago, with the broker still connected
+    (tmp_path / "health.json").write_text(snap(pid=os.getpid(), written_at=1.0).model_dump_json())
+
+    class FullDisk(HealthServer):
+        def _write(self, s: Snapshot) -> None:
+            self.write_failures += 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    present = lambda: snap(pid=os.getpid(), broker_connected=False)  # noqa: E731
+    async with FullDisk(tmp_path, present, interval=3600):
+        assert await main(["health", "--config", str(cfg), "--json"]) == 1
+        got = json.loads(capsys.readouterr().out.splitlines()[-1])  # after the daemon's log
+    assert [r["code"] for r in got["reasons"]] == ["broker.disconnected"], got
+    assert got["health"] == "warning" and got["snapshot"]["write_failures"] >= 1
+    # the daemon gone, the same file: its state cannot be known
+    assert await main(["health", "--config", str(cfg), "--json"]) == 1
+    got = json.loads(capsys.readouterr().out)
+    assert [r["code"] for r in got["reasons"]] == ["daemon.unknown"], got
+
+
+async def test_the_daemons_metrics_carry_the_reasons_and_revocation_freshness(tmp_path: Path) -> None:
+    from gateway.health import IssuerHealth
+    from simulators.broker import free_port
+
+    port = free_port()
+    stale = snap(issuers=[IssuerHealth(id="org-west", name="Thuiszorg West", max_age=3600,
+                                       seq=4, age=7200.0, stale=True)])  # fmt: skip
+    async with HealthServer(tmp_path, lambda: stale, interval=3600, metrics=f"127.0.0.1:{port}"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        body = (await reader.read()).decode()
+        writer.close()
+        await writer.wait_closed()
+    assert "lockgw_health 2\n" in body, body
+    assert 'lockgw_health_reason{code="revocation.stale",level="degraded",subject="org-west"} 1' in body
+    assert 'lockgw_revocation_age_seconds{issuer="org-west"} 7200' in body
+    assert 'lockgw_revocation_stale{issuer="org-west"} 1' in body

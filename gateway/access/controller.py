@@ -212,6 +212,8 @@ class AccessController:
         self._load_commands(history, t)
         self._load_alarm(history, t)
         self._held: dict[bytes, int] = {}
+        #: held token id -> (iss, sub), for health (a token about to expire, for whom)
+        self._held_who: dict[bytes, tuple[str, str]] = {}
         for path in self._state.held_dir.glob("*.cwt"):
             try:
                 claims = decode_token(path.read_bytes())
@@ -232,6 +234,7 @@ class AccessController:
                 continue
             if path.stem == claims.cti.hex():
                 self._held[claims.cti] = claims.exp
+                self._held_who[claims.cti] = (claims.iss, claims.sub)
         for fb in self.fallbacks:
             log.error(
                 "access.state_fallback",
@@ -829,10 +832,12 @@ class AccessController:
             self._drop_held(min(self._held, key=self._held.__getitem__))
         self._state.write_bytes(self._state.held_dir / f"{claims.cti.hex()}.cwt", raw)
         self._held[claims.cti] = claims.exp
+        self._held_who[claims.cti] = (claims.iss, claims.sub)
         return claims
 
     def _drop_held(self, cti: bytes) -> None:
         self._held.pop(cti, None)
+        self._held_who.pop(cti, None)
         with contextlib.suppress(OSError):
             (self._state.held_dir / f"{cti.hex()}.cwt").unlink()
 
@@ -846,6 +851,18 @@ class AccessController:
         return raw if len(raw) <= MAX_TOKEN else None
 
     # -- health ---------------------------------------------------------------------------
+    def held_expiring(self, within: float) -> list[tuple[str, str, float]]:
+        """For health: (iss, sub, exp) of each person whose newest held token expires
+        within ``within`` seconds (none newer held for them), soonest first."""
+        _, t = self._now()
+        newest: dict[tuple[str, str], int] = {}
+        for cti, exp in self._held.items():
+            who = self._held_who.get(cti)
+            if who is not None and exp > newest.get(who, 0):
+                newest[who] = exp
+        out = [(iss, sub, float(exp)) for (iss, sub), exp in newest.items() if t < exp <= t + within]
+        return sorted(out, key=lambda x: x[2])
+
     def state_notices(self) -> list[StateFallback]:
         """For health: every state file found missing or damaged at this start, with the
         safe side taken and whether it still restricts anything — and restrictions left

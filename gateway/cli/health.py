@@ -1,4 +1,5 @@
-"""``lockgw health --config F [--json]``: exit 0 healthy, 1 with a summary of every problem."""
+"""``lockgw health --config F [--json]``: exit 0 with nothing wrong, 1 with every reason
+(``{code, level, text}``, the worst level first in the summary line)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from gateway.cli._conventions import add_config_option
 from gateway.config import load_config
-from gateway.health import as_json, evaluate, read_snapshot, summary
+from gateway.health import as_json, ask_daemon, evaluate, read_snapshot, summary
 from protocols.i18n import LANGUAGES, language
 
 __all__ = ["register"]
@@ -15,15 +16,20 @@ __all__ = ["register"]
 
 async def _health(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    snap = read_snapshot(cfg.site.data_dir)
-    if args.json:  # for machines: always English
-        problems = evaluate(cfg.site.data_dir, snap)
-        print(as_json(problems, snap))
+    data_dir = cfg.site.data_dir
+    # the running daemon's present state first; the file only when nothing answers
+    snap = await ask_daemon(data_dir)
+    live = snap is not None
+    if snap is None:
+        snap = read_snapshot(data_dir)
+    if args.json:  # for machines: English unless --lang asks otherwise
+        reasons = evaluate(data_dir, snap, lang=language(args.lang or "en"), live=live)
+        print(as_json(reasons, snap))
     else:
         lang = language(args.lang or cfg.site.language)
-        problems = evaluate(cfg.site.data_dir, snap, lang=lang)
-        print(summary(problems, snap, lang))
-    return 0 if not problems else 1
+        reasons = evaluate(data_dir, snap, lang=lang, live=live)
+        print(summary(reasons, snap, lang))
+    return 0 if not reasons else 1
 
 
 def register(subs: Any) -> None:

@@ -234,6 +234,8 @@ class DeviceManager:
                 battery=r.battery,
                 health_interval=self.supervisors[r.id].health_interval,
                 error=r.error,
+                reached=r.online is not None,
+                problems=self.supervisors[r.id].problems(),
             )
             for r in self.records().values()
         ]

@@ -48,6 +48,7 @@ from gateway.config import MqttConfig
 from gateway.journal import Journal
 from gateway.mqtt._paho import MqttLinkError, PahoSession
 from protocols.errors import JournalError
+from protocols.health import HealthReason, Overall
 from protocols.mqtt import GatewayStatus
 
 __all__ = ["MqttLink", "Topics"]
@@ -196,6 +197,8 @@ class MqttLink:
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
         self._status_changed = asyncio.Event()
+        #: the health the retained status carries (``set_health``)
+        self._health: tuple[Overall | None, tuple[HealthReason, ...]] = (None, ())
         journal.on_recording_change(self._journal_changed)
         self._task: asyncio.Task[None] | None = None
         self._tls: ssl.SSLContext | None = None
@@ -250,16 +253,27 @@ class MqttLink:
         self._workers.clear()
 
     def _status(self, state: Literal["online", "offline"]) -> bytes:
+        online = state == "online"
         return (
             GatewayStatus(
                 state=state,
                 version=self.version,
                 started_at=self.started_at,
-                journal=self.journal.recording if state == "online" else "ok",
+                journal=self.journal.recording if online else "ok",
+                health=self._health[0] if online else None,
+                reasons=list(self._health[1]) if online else [],
             )
-            .model_dump_json()
+            .model_dump_json(exclude_none=True)
             .encode()
         )
+
+    def set_health(self, health: Overall, reasons: Sequence[HealthReason]) -> None:
+        """The gateway's health as it is now: the retained ``status`` is sent again when
+        it differs from what was last given (a reason appeared, cleared or changed)."""
+        new = (health, tuple(reasons))
+        if new != self._health:
+            self._health = new
+            self._status_changed.set()
 
     def _journal_changed(self) -> None:
         """The journal started or stopped recording normally: the platform hears it on

@@ -1,0 +1,139 @@
+"""Warnings before anyone is locked out, with a real ``lockgw run``, mosquitto and the
+simulated lock: what ``lockgw health`` (words and ``--json``) says, what the retained
+``status`` carries, and the ``health.warning`` / ``health.cleared`` events — for a
+resident's consent ending and ended, an issuer's revocation list ageing then stale (the
+warning before, the refusal after), a lock offline and jammed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from test_door_process import expect, home, west, windows_now
+
+from simulators.broker import MosquittoBroker
+from simulators.platform import Platform
+from simulators.site import Carer, Org, SimSite
+
+pytestmark = pytest.mark.slow
+
+HEALTH = "[health]\ninterval = 0.3\nwarn_days = 14\n"
+
+
+async def health_json(sim: SimSite) -> tuple[int, dict[str, Any]]:
+    code, out = await sim.cli("health", "--config", str(sim.config), "--json")
+    return code, json.loads(out)
+
+
+def reason(status: dict[str, Any] | None, code: str, subject: str | None = None) -> Any:
+    for r in (status or {}).get("reasons", []):
+        if r["code"] == code and (subject is None or r.get("subject") == subject):
+            return r
+    return None
+
+
+async def status_has(platform: Platform, code: str, subject: str | None = None, timeout: float = 20) -> dict[str, Any]:
+    """Until the retained status carries the reason; that reason."""
+    async with asyncio.timeout(timeout):
+        while (r := reason(platform.status, code, subject)) is None:  # noqa: ASYNC110 - the retained topic, as a platform sees it
+            await asyncio.sleep(0.1)
+    return r  # type: ignore[no-any-return]
+
+
+def warned(code: str, subject: str | None = None, kind: str = "health.warning") -> Any:
+    return lambda e: e["type"] == kind and e["code"] == code and (
+        subject is None or e.get("subject") == subject
+    )
+
+
+async def test_consent_ending_and_ended_and_a_revocation_list_going_stale(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """West's consent ends tomorrow (a warning: nothing refused yet); East's ended
+    yesterday (degraded: its carers are refused). West requires a revocation list at
+    most 6 s old: none yet (degraded), then one arrives (cleared), it ages (a warning
+    while Anna still gets in), then it is stale (degraded, and Anna is refused
+    ``revocation_stale``) — each visible in ``lockgw health``, the retained status and
+    as one event each."""
+    inside, _ = windows_now()
+    today = datetime.now(ZoneInfo("Europe/Amsterdam")).date()
+    org = west()
+    org.extra = f"revocation_max_age = 6\nconsent_until = {today + timedelta(days=1)}"
+    east = Org("org-east", "Zorg Oost", roles=("verzorgende",), purposes=("planned",),
+               extra=f"consent_until = {today - timedelta(days=1)}")  # fmt: skip
+    async with home(tmp_path, broker, [org, east], extra=HEALTH) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        # no list from West yet: its planned care is refused, said as degraded
+        ev = await platform.wait_for(warned("revocation.stale", org.id))
+        assert ev["level"] == "degraded" and "Thuiszorg West" in ev["text"], ev
+        ev = await platform.wait_for(warned("consent.ending", org.id))
+        assert ev["level"] == "warning" and "(over 1 dag)" in ev["text"], ev  # Dutch: the site's language
+        ev = await platform.wait_for(warned("consent.ended", east.id))
+        assert ev["level"] == "degraded" and "Zorg Oost" in ev["text"], ev
+        code, got = await health_json(sim)
+        assert code == 1 and got["health"] == "degraded", got
+        codes = {(r["code"], r["level"], r["subject"]) for r in got["reasons"]}
+        assert {("consent.ending", "warning", org.id), ("consent.ended", "degraded", east.id),
+                ("revocation.stale", "degraded", org.id)} <= codes, codes  # fmt: skip
+        retained = await status_has(platform, "consent.ending", org.id)
+        assert retained["level"] == "warning" and platform.status is not None
+        assert platform.status["health"] == "degraded", platform.status
+        # the words follow the site's language: Dutch by default
+        code, out = await sim.cli("health", "--config", str(sim.config))
+        assert out.startswith("lockgw: beperkt") and "toestemming van de bewoner" in out, out
+
+        # the list arrives: the stale reason clears, once
+        mark = platform.checker.last_seq
+        await platform.send_revocation(org.id, sim.revocation(org, 1))
+        ev = await platform.wait_for(warned("revocation.stale", org.id, "health.cleared"), after_seq=mark)
+        # it ages: the warning comes while Anna still gets in ...
+        ev = await platform.wait_for(warned("revocation.ageing", org.id), after_seq=mark, timeout=20)
+        assert ev["level"] == "warning" and "verloopt over" in ev["text"], ev
+        await expect(sim, platform, anna, "ok")
+        # ... and then it is stale: degraded, and Anna is refused
+        ev = await platform.wait_for(warned("revocation.stale", org.id), after_seq=mark, timeout=20)
+        assert ev["level"] == "degraded" and "oud (hooguit" in ev["text"], ev
+        await expect(sim, platform, anna, "revocation_stale")
+        await status_has(platform, "revocation.stale", org.id)
+        code, out = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
+        assert code == 1 and "the list of Thuiszorg West is" in out and "[degraded]" in out, out
+        # said once each, not at every look
+        kinds = [(e["type"], e["code"], e.get("subject")) for e in platform.checker.events
+                 if e["type"].startswith("health.")]  # fmt: skip
+        assert kinds.count(("health.warning", "consent.ending", org.id)) == 1, kinds
+
+
+async def test_a_lock_offline_then_jammed(tmp_path: Path, broker: MosquittoBroker) -> None:
+    """The lock's simulator stops: unhealthy (the door cannot be opened), said once and
+    cleared when it is back. It jams on an opening: unhealthy until it moves again."""
+    inside, _ = windows_now()
+    org = west()
+    async with home(tmp_path, broker, [org], extra=HEALTH) as (sim, platform):
+        code, got = await health_json(sim)
+        assert not [r for r in got["reasons"] if r["code"].startswith("device.")], got
+        mark = platform.checker.last_seq
+        assert await sim.stop("sim-front-lock") is not None
+        ev = await platform.wait_for(warned("device.offline", "front-lock"), after_seq=mark, timeout=60)
+        assert ev["level"] == "unhealthy", ev
+        code, got = await health_json(sim)
+        assert code == 1 and got["health"] == "unhealthy", got
+        await status_has(platform, "device.offline", "front-lock")
+        await sim.start_devices(pairing=False)
+        await platform.wait_for(
+            warned("device.offline", "front-lock", "health.cleared"), after_seq=mark, timeout=60
+        )
+
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        await sim.switch("front-lock", "jam", "on")
+        await sim.attempt(anna, timeout=15)
+        ev = await platform.wait_for(warned("device.jammed", "front-lock"), after_seq=mark, timeout=30)
+        assert ev["level"] == "unhealthy" and "zit vast" in ev["text"], ev
+        code, out = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
+        assert code == 1 and out.startswith("lockgw: unhealthy"), out
