@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -123,6 +123,10 @@ def _fallback_event(fb: StateFallback) -> StateFallbackEvent:
     )
 
 
+def _health_event(kind: Literal["health.warning", "health.cleared"], r: HealthReason) -> HealthEvent:
+    return HealthEvent(type=kind, code=r.code, level=r.level, text=r.text, subject=r.subject)
+
+
 def gateway_version() -> str:
     try:
         return version("lockgw")
@@ -154,7 +158,6 @@ class Gateway:
         #: health reasons seen at the last look, and those told as health.warning
         self._health_seen: dict[tuple[str, str | None], HealthReason] = {}
         self._health_told: dict[tuple[str, str | None], HealthReason] = {}
-        self._health_tasks: set[asyncio.Task[None]] = set()
 
     # -- pieces ----------------------------------------------------------------------------
     def _limits(self, device_id: str) -> VisitLimits:
@@ -237,7 +240,7 @@ class Gateway:
             warn_days=cfg.health.warn_days,
         )
 
-    def _on_health(self, snap: Snapshot, reasons: list[HealthReason]) -> None:
+    async def _on_health(self, snap: Snapshot, reasons: list[HealthReason]) -> None:
         """Each look at health: the retained status carries it; a reason that appeared
         (seen twice running, so a device still being reached at start is not news) or
         changed level is journaled as ``health.warning``, one gone as ``health.cleared``."""
@@ -246,29 +249,17 @@ class Gateway:
         self.mqtt.set_health(overall(reasons), reasons)
         now = {r.key: r for r in reasons}
         seen_before, self._health_seen = self._health_seen, now
+        news: list[HealthEvent] = []
         for key, r in now.items():
             told = self._health_told.get(key)
             if key in seen_before and (told is None or told.level != r.level):
                 self._health_told[key] = r
-                self._emit_health("health.warning", r)
+                news.append(_health_event("health.warning", r))
         for key in [k for k in self._health_told if k not in now]:
-            self._emit_health("health.cleared", self._health_told.pop(key))
-
-    def _emit_health(self, kind: str, r: HealthReason) -> None:
-        body = HealthEvent(
-            type="health.warning" if kind == "health.warning" else "health.cleared",
-            code=r.code,
-            level=r.level,
-            text=r.text,
-            subject=r.subject,
-        )
-        task = asyncio.create_task(self._emit_quietly(body))
-        self._health_tasks.add(task)
-        task.add_done_callback(self._health_tasks.discard)
-
-    async def _emit_quietly(self, body: HealthEvent) -> None:
-        with contextlib.suppress(JournalError):
-            await self.journal.emit(body)
+            news.append(_health_event("health.cleared", self._health_told.pop(key)))
+        for body in news:
+            with contextlib.suppress(JournalError):  # said in the log; doors go on
+                await self.journal.emit(body)
 
     def _held_list(self, kind: Kind, iss: str) -> tuple[int, bytes] | None:
         if kind == "revocation":

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -23,7 +23,7 @@ __all__ = ["HealthServer", "as_json", "ask_daemon", "summary"]
 log = structlog.get_logger("lockgw.health")
 
 #: a look at the present state: the snapshot and its reasons (in the site's language)
-OnLook = Callable[[Snapshot, list[HealthReason]], None]
+OnLook = Callable[[Snapshot, list[HealthReason]], Awaitable[None]]
 
 
 def _label(value: str) -> str:
@@ -147,7 +147,7 @@ class HealthServer:
                     )
                 if self.on_look is not None:
                     reasons = evaluate(self.data_dir, snap, lang=self.lang, live=True)
-                    self.on_look(snap, reasons)
+                    await self.on_look(snap, reasons)
             except Exception as exc:  # the doors do not depend on health
                 log.error("health.look_failed", error=repr(exc))
             await asyncio.sleep(self.interval)
