@@ -56,6 +56,7 @@ from protocols.events import (
     SiteKeyCreatedEvent,
     StateFallbackEvent,
 )
+from protocols.exchange import GatewayExchange
 from protocols.health import HealthReason, overall
 from protocols.i18n import language
 
@@ -377,6 +378,7 @@ class Gateway:
         self.config = new
         self.access.reload(new)
         self.door.config = new  # device timeout, suspicious window
+        self.door.exchange.accept_v1 = new.phone_link.accept_v1
         if self.web is not None:  # names of organisations, language, max_people
             self.web.config = new
         self.notifier.ready("reloaded")
@@ -417,7 +419,19 @@ class Gateway:
             self.devices = await stack.enter_async_context(
                 DeviceManager.from_config(cfg, self.journal)
             )
-            self.door = DoorService(cfg, self.access, self.devices, self.journal, self.visits)
+            self.door = DoorService(
+                cfg,
+                self.access,
+                self.devices,
+                self.journal,
+                self.visits,
+                exchange=GatewayExchange(
+                    cfg.site.id,
+                    self.site_keys.sign.private,
+                    self.site_keys.exchange.private,
+                    accept_v1=cfg.phone_link.accept_v1,
+                ),
+            )
             mqtt_link = MqttLink(
                 cfg.mqtt,
                 cfg.site.id,

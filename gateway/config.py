@@ -175,6 +175,9 @@ class PhoneLinkConfig(_Section):
     step_timeout: float = Field(default=10.0, gt=0, le=60)
     #: seconds the phone waits at most for the device to confirm
     device_timeout: float = Field(default=5.0, gt=0, le=30)
+    #: also accept the old ``lockgw-unlock-v1`` exchange (hello in the clear, gateway not
+    #: authenticated): only while a site's phones migrate to v2; see protocols/README.md
+    accept_v1: bool = False
 
     _loopback = field_validator("loopback")(_host_port_or_none)
 
@@ -639,7 +642,9 @@ def start_problems(cfg: Config) -> list[str]:
             return [f"site.data_dir: {data_dir} exists and is not a directory"]
         if not os.access(data_dir, os.W_OK | os.X_OK):
             return [f"site.data_dir: {data_dir} is not writable by this user"]
-        return []
+        from gateway.site_keys import problems
+
+        return problems(data_dir)
     parent = data_dir.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

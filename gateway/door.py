@@ -52,6 +52,7 @@ from protocols.events import (
     RosterPerson,
     SuspiciousEvent,
 )
+from protocols.exchange import GatewayExchange
 from protocols.phone import Challenge, Hello, Proof, Result
 
 if TYPE_CHECKING:
@@ -86,8 +87,12 @@ class DoorService:
         devices: DeviceManager,
         sink: EventSink,
         visits: VisitTracker,
+        *,
+        exchange: GatewayExchange,
     ) -> None:
         self.config = config
+        #: the site's keys for lockgw-unlock-v2 (``gateway/site_keys.py``)
+        self.exchange = exchange
         self.site = config.site.id
         self.access = access
         self.devices = devices
@@ -141,7 +146,15 @@ class DoorService:
             )
         return Result(granted=False, reason=Reason.MALFORMED.value, event=event)
 
-    async def attempt(self, hello: Hello, challenge: Challenge, proof: Proof, peer: str) -> Result:
+    async def attempt(
+        self,
+        hello: Hello,
+        challenge: Challenge,
+        proof: Proof,
+        peer: str,
+        *,
+        binding: tuple[bytes, bytes] | None = None,
+    ) -> Result:
         """Decide, open, journal, answer. Once begun, an attempt is not cut short by its
         connection closing or by SIGTERM: a lock that moved is always journaled."""
         if self._closing:
@@ -156,7 +169,7 @@ class DoorService:
             )
             log.info("door.stopping_refused", door=hello.door, peer=peer)
             return Result(granted=False, reason=Reason.DEVICE_UNAVAILABLE.value, event=event)
-        return await self._to_the_end(self._attempt(hello, challenge, proof, peer))
+        return await self._to_the_end(self._attempt(hello, challenge, proof, peer, binding))
 
     async def _to_the_end(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` as its own task that its caller's cancellation does not reach,
@@ -184,7 +197,14 @@ class DoorService:
             log.error("door.attempts_unfinished", attempts=len(late))
         return len(late)
 
-    async def _attempt(self, hello: Hello, challenge: Challenge, proof: Proof, peer: str) -> Result:
+    async def _attempt(
+        self,
+        hello: Hello,
+        challenge: Challenge,
+        proof: Proof,
+        peer: str,
+        binding: tuple[bytes, bytes] | None,
+    ) -> Result:
         t0 = time.perf_counter()
         decision = self.access.decide(
             AccessRequest(
@@ -195,6 +215,7 @@ class DoorService:
                 nonce=challenge.nonce,
                 proof=proof.sig,
                 peer=peer,
+                binding=binding,
             )
         )
         timing = _Timing(decide=time.perf_counter() - t0)

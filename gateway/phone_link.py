@@ -1,6 +1,9 @@
 """The phone side of the door: the CONTRACT §3 exchange over loopback TCP.
 
-One connection is one attempt: ``hello`` → ``challenge`` → ``proof`` → ``result``.
+One connection is one attempt: ``hello2`` → ``challenge2`` → ``proof`` → ``result2``
+(``lockgw-unlock-v2``: the hello sealed to the site, challenge and result signed by it;
+``protocols/exchange.py``), or the old v1 ``hello`` → ``challenge`` → ``proof`` →
+``result`` where ``[phone_link] accept_v1`` allows it (refused as ``malformed`` else).
 Every step has a timeout (``phone_link.step_timeout``); each connection runs in its
 own task, so a slow or hostile phone stalls nobody else, and phones at different
 doors proceed in parallel (commands to one device are serialised by its driver).
@@ -22,6 +25,7 @@ from typing import Protocol
 import structlog
 
 from protocols.errors import FrameError
+from protocols.exchange import GatewayExchange, hello_hash, token_hash
 from protocols.phone import (
     MAX_FRAME,
     Challenge,
@@ -29,6 +33,7 @@ from protocols.phone import (
     PhoneFrame,
     Proof,
     Result,
+    SealedHello,
     decode_frame,
     encode_frame,
     pack,
@@ -42,12 +47,24 @@ log = structlog.get_logger("lockgw.phone_link")
 class DoorHandler(Protocol):
     """What the phone link needs from the gateway."""
 
+    #: the site's keys for ``lockgw-unlock-v2`` and whether v1 is still accepted
+    exchange: GatewayExchange
+
     def challenge(self) -> Challenge:
         """A fresh single-use nonce for this site."""
         ...
 
-    async def attempt(self, hello: Hello, challenge: Challenge, proof: Proof, peer: str) -> Result:
-        """Decide, act, journal; return the result frame for the phone."""
+    async def attempt(
+        self,
+        hello: Hello,
+        challenge: Challenge,
+        proof: Proof,
+        peer: str,
+        *,
+        binding: tuple[bytes, bytes] | None = None,
+    ) -> Result:
+        """Decide, act, journal; return the result frame for the phone. ``binding`` =
+        (token hash, hello hash) that a v2 proof covers; None for v1."""
         ...
 
     async def malformed(self, peer: str, door: str | None, detail: str) -> Result:
@@ -157,7 +174,10 @@ async def run_exchange(
     Used by the loopback TCP link and by the BLE GATT peripheral (``gateway.phone_ble``).
     Every step is bounded by ``step_timeout``; a malformed frame is answered with a
     ``malformed`` result (journaled by the handler), an oversize one closes silently.
+    In a v2 exchange every result the phone hears, ``malformed`` included, is signed
+    over the hash of the sealed hello it sent.
     """
+    exchange = handler.exchange
 
     async def step() -> PhoneFrame:
         async with asyncio.timeout(step_timeout):
@@ -168,13 +188,24 @@ async def run_exchange(
             await send(encode_frame(frame))
 
     door: str | None = None
+    h: bytes | None = None  # v2: SHA-256 of the sealed hello, as received
     try:
-        hello = await step()
-        if not isinstance(hello, Hello):
-            raise FrameError(f"expected hello, got {type(hello).__name__.lower()}")
+        first = await step()
+        if isinstance(first, SealedHello):
+            h = hello_hash(first.sealed)
+            hello, _ = exchange.open_hello(first)
+        elif isinstance(first, Hello):
+            if not exchange.accept_v1:
+                raise FrameError(
+                    "lockgw-unlock-v1 hello refused: this site accepts lockgw-unlock-v2 only "
+                    "(phone_link.accept_v1 = false)"
+                )
+            hello = first
+        else:
+            raise FrameError(f"expected hello, got {type(first).__name__.lower()}")
         door = hello.door
         challenge = handler.challenge()
-        await reply(challenge)
+        await reply(challenge if h is None else exchange.challenge(challenge.nonce, h))
         proof = await step()
         if not isinstance(proof, Proof):
             raise FrameError(f"expected proof, got {type(proof).__name__.lower()}")
@@ -183,7 +214,10 @@ async def run_exchange(
         if isinstance(exc, _Oversize):
             return
         with contextlib.suppress(Exception):
-            await reply(result)
+            await reply(result if h is None else exchange.result(h, result))
         return
-    result = await handler.attempt(hello, challenge, proof, peer)
-    await reply(result)
+    if h is None:
+        await reply(await handler.attempt(hello, challenge, proof, peer))
+        return
+    result = await handler.attempt(hello, challenge, proof, peer, binding=(token_hash(hello), h))
+    await reply(exchange.result(h, result))

@@ -3,7 +3,12 @@ never replaced behind anyone's back.
 
 - ``sign.key``: Ed25519 (PKCS#8 PEM, mode 0600). Signs the journal's chain head
   (``gateway.journal.heads``, docs/audit.md), so a platform that holds a signed head can
-  prove later that no event up to it was cut from the journal's end.
+  prove later that no event up to it was cut from the journal's end; and signs the
+  ``lockgw-unlock-v2`` challenge and result (``protocols/exchange.py``), so a phone knows
+  it speaks to this home's gateway.
+- ``exchange.key``: X25519 (PKCS#8 PEM, mode 0600). The HPKE (RFC 9180) recipient key a
+  phone seals its ``lockgw-unlock-v2`` hello to, so the token never crosses the air in
+  the clear. Phones get both public halves with their credentials (``docs/credentials.md``).
 
 Each key is created 0600 when absent (:func:`load_or_create`; ``lockgw run`` journals
 ``site.key_created`` for it) and loaded as it is otherwise. A key file that is there but
@@ -13,9 +18,8 @@ The public halves go out in the retained inventory (an entry of ``kind: "site"``
 :func:`inventory_entry`) and ``lockgw site-key show`` prints them for issuers and the
 platform to pin.
 
-Another key (issue 17: ``exchange.key``, X25519) joins by adding a :class:`_Spec` to
-:data:`_SPECS`; everything else here (creation, loading, the inventory, the command)
-goes over that table.
+Another key joins by adding a :class:`_Spec` to :data:`_SPECS`; everything else here
+(creation, loading, the inventory, the command) goes over that table.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -48,6 +53,8 @@ __all__ = [
     "inventory_entry",
     "load",
     "load_or_create",
+    "phone_keys",
+    "problems",
     "site_dir",
 ]
 
@@ -87,10 +94,18 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec(
         name="sign",
         algorithm="Ed25519",
-        purpose="signs the journal's chain head",
+        purpose="signs the journal's chain head and lockgw-unlock-v2 challenges and results",
         generate=Ed25519PrivateKey.generate,
         accept=lambda k: isinstance(k, Ed25519PrivateKey),
         public_raw=_ed25519_public,
+    ),
+    _Spec(
+        name="exchange",
+        algorithm="X25519",
+        purpose="phones seal their lockgw-unlock-v2 hello to it (HPKE)",
+        generate=X25519PrivateKey.generate,
+        accept=lambda k: isinstance(k, X25519PrivateKey),
+        public_raw=_ed25519_public,  # the same call for X25519 keys
     ),
 )
 
@@ -127,6 +142,10 @@ class SiteKeys:
     @property
     def sign(self) -> SiteKey:
         return self.keys["sign"]
+
+    @property
+    def exchange(self) -> SiteKey:
+        return self.keys["exchange"]
 
 
 def _load_one(spec: _Spec, path: Path) -> SiteKey:
@@ -210,6 +229,30 @@ def load(data_dir: Path | str) -> SiteKeys:
             )
         keys[spec.name] = _load_one(spec, path)
     return SiteKeys(keys)
+
+
+def problems(data_dir: Path | str) -> list[str]:
+    """Site key files that are there but cannot be used (``lockgw run`` refuses to start,
+    exit 78); absent ones are made at the start."""
+    out = []
+    for spec in _SPECS:
+        path = site_dir(data_dir) / f"{spec.name}.key"
+        if path.exists() or path.is_symlink():
+            try:
+                _load_one(spec, path)
+            except KeyFileError as exc:
+                out.append(f"site key: {exc}")
+    return out
+
+
+def phone_keys(site: str, keys: SiteKeys) -> dict[str, str]:
+    """What a phone needs with its credential (``lockgw site-key show --phone``):
+    ``{"site", "sign_key", "exchange_key"}``, the raw public keys, unpadded base64url."""
+    return {
+        "site": site,
+        "sign_key": b64url(keys.sign.public),
+        "exchange_key": b64url(keys.exchange.public),
+    }
 
 
 def inventory_entry(site: str, version: str, keys: SiteKeys) -> dict[str, Any]:

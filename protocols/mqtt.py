@@ -79,7 +79,11 @@ class DeviceAvailability(BaseModel):
 
 
 class InventoryItem(BaseModel):
-    """One entry of ``lockgw/v1/<site>/inventory`` (retained): the installed base."""
+    """One entry of ``lockgw/v1/<site>/inventory`` (retained): the installed base. The
+    last entry is the site itself (``{"id": "@site", "kind": "site", ...}``,
+    ``gateway.site_keys.inventory_entry``): its public keys and their ids, for the
+    platform to pin and for issuers to hand to phones with their credentials
+    (``lockgw-unlock-v2``, ``protocols/README.md``)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -92,3 +96,13 @@ class InventoryItem(BaseModel):
     serial: str = "unknown"
     firmware: str = "unknown"
     paired_at: str | None = Field(default=None, description="RFC 3339 UTC")
+    sign_key: str | None = Field(
+        default=None,
+        description="kind site: the site's Ed25519 public key (raw 32 bytes, base64url); it "
+        "signs lockgw-unlock-v2 challenges and results",
+    )
+    exchange_key: str | None = Field(
+        default=None,
+        description="kind site: the site's X25519 public key (raw 32 bytes, base64url); "
+        "phones seal their lockgw-unlock-v2 hello to it (HPKE)",
+    )

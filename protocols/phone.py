@@ -1,6 +1,13 @@
 """The phone ↔ gateway unlock exchange (CONTRACT §3): frames, framing, BLE chunks.
 
-Four CBOR maps, strictly decoded::
+``lockgw-unlock-v2`` (the default; ``protocols/exchange.py`` has its cryptography)::
+
+    phone → gateway  {"t": "hello2", "sealed": bstr}      HPKE-sealed v1 hello (below)
+    gateway → phone  {"t": "challenge2", "nonce": bstr(16), "sig": bstr(64)}
+    phone → gateway  {"t": "proof", "sig": bstr(64)}
+    gateway → phone  {"t": "result2", "granted": bool, "reason": text, "event": text, "sig": bstr(64)}
+
+``lockgw-unlock-v1`` (CONTRACT §3 as first written; only where ``[phone_link] accept_v1``)::
 
     phone → gateway  {"t": "hello", "token": bstr | "token_ref": bstr(16), "door": text, "action": text}
     gateway → phone  {"t": "challenge", "nonce": bstr(16), "site": text}
@@ -34,6 +41,9 @@ __all__ = [
     "Proof",
     "Reassembler",
     "Result",
+    "SealedHello",
+    "SignedChallenge",
+    "SignedResult",
     "chunk",
     "decode_frame",
     "encode_frame",
@@ -91,7 +101,54 @@ class Result:
         return {"t": "result", "granted": self.granted, "reason": self.reason, "event": self.event}
 
 
-PhoneFrame = Hello | Challenge | Proof | Result
+@dataclass(frozen=True, slots=True)
+class SealedHello:
+    """v2: an HPKE ciphertext (enc ‖ ct) of a v1 :class:`Hello` frame."""
+
+    sealed: bytes
+
+    def to_map(self) -> dict[str, Any]:
+        return {"t": "hello2", "sealed": self.sealed}
+
+
+@dataclass(frozen=True, slots=True)
+class SignedChallenge:
+    """v2: a nonce signed by the site's sign key over the sealed hello's hash."""
+
+    nonce: bytes
+    sig: bytes
+
+    def to_map(self) -> dict[str, Any]:
+        return {"t": "challenge2", "nonce": self.nonce, "sig": self.sig}
+
+
+@dataclass(frozen=True, slots=True)
+class SignedResult:
+    """v2: the result, signed by the site's sign key over the sealed hello's hash."""
+
+    granted: bool
+    reason: str
+    event: str
+    sig: bytes
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "t": "result2",
+            "granted": self.granted,
+            "reason": self.reason,
+            "event": self.event,
+            "sig": self.sig,
+        }
+
+    def result(self) -> Result:
+        return Result(granted=self.granted, reason=self.reason, event=self.event)
+
+
+PhoneFrame = Hello | Challenge | Proof | Result | SealedHello | SignedChallenge | SignedResult
+
+#: the sealed hello: 32-byte HPKE enc, the padded v1 hello (≤ 1536 bytes), 16-byte tag
+MAX_SEALED: Final = 1600
+_MIN_SEALED: Final = 32 + 16 + 1
 
 
 def encode_frame(frame: PhoneFrame) -> bytes:
@@ -165,6 +222,26 @@ def decode_frame(data: bytes) -> PhoneFrame:
         if not isinstance(granted, bool):
             raise FrameError("'granted' must be a boolean")
         return Result(granted=granted, reason=_text(m, "reason"), event=_text(m, "event", 128))
+    if t == "hello2":
+        _only(m, {"t", "sealed"})
+        sealed = _bytes(m, "sealed", limit=MAX_SEALED)
+        if len(sealed) < _MIN_SEALED:
+            raise FrameError(f"'sealed' must be at least {_MIN_SEALED} bytes (enc, tag)")
+        return SealedHello(sealed=sealed)
+    if t == "challenge2":
+        _only(m, {"t", "nonce", "sig"})
+        return SignedChallenge(nonce=_bytes(m, "nonce", exact=16), sig=_bytes(m, "sig", exact=64))
+    if t == "result2":
+        _only(m, {"t", "granted", "reason", "event", "sig"})
+        granted = m.get("granted")
+        if not isinstance(granted, bool):
+            raise FrameError("'granted' must be a boolean")
+        return SignedResult(
+            granted=granted,
+            reason=_text(m, "reason"),
+            event=_text(m, "event", 128),
+            sig=_bytes(m, "sig", exact=64),
+        )
     raise FrameError(
         f"unknown frame type {t!r}" if isinstance(t, str) else "missing frame type 't'"
     )

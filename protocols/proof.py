@@ -16,9 +16,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from protocols.errors import ProtocolError, Reason
 
-__all__ = ["PROOF_CONTEXT", "phone_key", "proof_message", "sign_proof", "verify_proof"]
+__all__ = [
+    "PROOF_CONTEXT",
+    "PROOF_CONTEXT_V2",
+    "phone_key",
+    "proof_message",
+    "proof_message_v2",
+    "sign_proof",
+    "verify_proof",
+]
 
 PROOF_CONTEXT: Final = "lockgw-unlock-v1"
+PROOF_CONTEXT_V2: Final = "lockgw-unlock-v2"
 
 
 def _head(major: int, n: int) -> bytes:
@@ -54,6 +63,36 @@ def proof_message(nonce: bytes, site: str, door: str, action: str) -> bytes:
         if len(_TAILS) < 1024:
             _TAILS[key] = tail
     return b"".join((_PREFIX, _head(0x40, len(nonce)), nonce, tail))
+
+
+_PREFIX_V2: Final = b"\x87" + _text(PROOF_CONTEXT_V2)  # array(7), then the context string
+
+
+def proof_message_v2(
+    nonce: bytes, site: str, door: str, action: str, *, token_hash: bytes, hello_hash: bytes
+) -> bytes:
+    """``lockgw-unlock-v2``: canonical CBOR of ``["lockgw-unlock-v2", nonce, site, door,
+    action, token_hash, hello_hash]`` — the v1 binding plus SHA-256 of the token (or
+    token_ref) the hello presented and SHA-256 of the sealed hello the gateway received,
+    so a token swapped in the middle, or a hello replaced, makes the proof fail."""
+    key = (site, door, action)
+    tail = _TAILS.get(key)
+    if tail is None:
+        tail = _text(site) + _text(door) + _text(action)
+        if len(_TAILS) < 1024:
+            _TAILS[key] = tail
+    return b"".join(
+        (
+            _PREFIX_V2,
+            _head(0x40, len(nonce)),
+            nonce,
+            tail,
+            _head(0x40, len(token_hash)),
+            token_hash,
+            _head(0x40, len(hello_hash)),
+            hello_hash,
+        )
+    )
 
 
 def sign_proof(key: Ed25519PrivateKey, nonce: bytes, site: str, door: str, action: str) -> bytes:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from protocols.cose import KeyRing, Sign1, decode_sign1, sig_structure, sign1, strict_loads
 from protocols.errors import ProtocolError, Reason, TokenError
 from protocols.keys import kid_of, raw_public
-from protocols.proof import phone_key, proof_message
+from protocols.proof import phone_key, proof_message, proof_message_v2
 from protocols.windows import Window
 
 __all__ = [
@@ -506,6 +506,7 @@ def verify_presentation(
     site: str,
     door: str,
     action: str,
+    binding: tuple[bytes, bytes] | None = None,
 ) -> TokenClaims:
     """A token presented at a door with its proof of possession (CONTRACT §3): what
     :func:`verify_token` and then :func:`~protocols.proof.verify_proof` check, in that
@@ -513,6 +514,9 @@ def verify_presentation(
     (``bench/token_verify.py``): one call instead of two, and both signature checks run
     back to back after all the parsing, which measurably costs less than Python work
     between them.
+
+    ``binding`` = (token hash, hello hash) of a ``lockgw-unlock-v2`` exchange: the proof
+    is then checked over :func:`~protocols.proof.proof_message_v2`; None = v1.
 
     Raises TokenError (``malformed``, ``unknown_issuer``, ``bad_signature``) or
     :class:`ProofError` (``bad_proof``, with the verified token's claims).
@@ -532,7 +536,13 @@ def verify_presentation(
         raise TokenError(
             Reason.BAD_SIGNATURE, f"kid {msg.kid.hex()} is not issuer {claims.iss!r}'s key"
         )
-    signed = proof_message(nonce, site, door, action)
+    signed = (
+        proof_message(nonce, site, door, action)
+        if binding is None
+        else proof_message_v2(
+            nonce, site, door, action, token_hash=binding[0], hello_hash=binding[1]
+        )
+    )
     try:  # msg.verify(key, TokenError), inline
         key.verify(msg.signature, msg.tbs or sig_structure(msg.protected, msg.payload))
     except InvalidSignature:

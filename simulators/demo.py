@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import shutil
 import signal
 import sys
@@ -304,13 +305,20 @@ class Demo:
         text = f"{far // 60:02d}:{far % 60:02d}–{(far + 240) % 1440 // 60:02d}:{far % 60:02d}"
         return inside, outside, text
 
-    def write_phones(self) -> None:
-        """What each phone holds (token + key), so a technician can replay with lockgw-sim phone."""
+    async def write_phones(self) -> None:
+        """What each phone holds — its key, its token, and its credential bundle (the token
+        with the site's public keys, ``lockgw site-key show --phone``) — so a technician can replay
+        with ``lockgw-sim phone unlock --bundle phones/NAME.json --key phones/NAME.key``."""
         phones = self.sim.dir / "phones"
         phones.mkdir(exist_ok=True)
+        await self.sim.site_keys()
+        (phones / "site-keys.json").write_text(json.dumps(self.sim.site_keys_json) + "\n")
         for c in (self.anna, self.bram, self.chidi, self.dirk, self.sanne):
-            write_key(phones / f"{c.name.lower()}.key", c.phone)
-            (phones / f"{c.name.lower()}.token").write_text(b64url(c.token) + "\n")
+            name = c.name.lower()
+            write_key(phones / f"{name}.key", c.phone)
+            (phones / f"{name}.token").write_text(b64url(c.token) + "\n")
+            bundle = {"token": b64url(c.token), **self.sim.site_keys_json}
+            (phones / f"{name}.json").write_text(json.dumps(bundle) + "\n")
 
     # -- helpers ------------------------------------------------------------------------
     async def at_door(
@@ -386,7 +394,6 @@ class Demo:
                 extra=DEMO_CONFIG.format(port=self.web_port),
                 site_extra=f'language = "{self.lang.code}"\nmax_people = 5',
             )
-            self.write_phones()
 
             self.scene("06:45", _("the technician installs and pairs the lock and the key safe"))
             await self.sim.start_devices()
@@ -402,6 +409,7 @@ class Demo:
                 await self.wait_event(
                     lambda e: e["type"] == "gateway.started", "the gateway starting"
                 )
+                await self.write_phones()
                 await self.rosters()
                 await self.day(broker, out_text)
                 self.scene("23:59", _("the gateway is stopped for the night's update"))

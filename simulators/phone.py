@@ -1,8 +1,13 @@
 """A simulated carer's phone: ``lockgw-sim phone unlock`` (CONTRACT §6).
 
-Speaks the CONTRACT §3 exchange over the loopback TCP transport, signing the
-challenge with the phone key named in the token's ``cnf``. Prints the result frame
-as JSON; exit 0 granted, 1 denied, 2 error (no answer, broken exchange, bad input).
+Speaks the CONTRACT §3 exchange over the loopback TCP transport: ``lockgw-unlock-v2``
+(``protocols/exchange.py``) with the site keys its credential carries (``--site-keys``,
+the JSON of ``lockgw site-key show``, or ``--bundle`` from ``lockgw token issue
+--bundle``): it seals the hello to the site, checks that the challenge is signed by the
+site for this very hello before it signs anything, and checks the result's signature.
+``--v1`` speaks the old exchange (for sites still migrating, ``[phone_link] accept_v1``).
+Prints the result frame as JSON; exit 0 granted, 1 denied, 2 error (no answer, broken
+exchange, bad input, or a gateway that is not the site's: nothing was signed then).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from protocols.errors import FrameError, KeyFileError
+from protocols.exchange import ImpostorError, PhoneExchange
 from protocols.phone import (
     MAX_FRAME,
     Challenge,
@@ -29,17 +35,33 @@ from protocols.phone import (
     PhoneFrame,
     Proof,
     Result,
+    SignedChallenge,
+    SignedResult,
     decode_frame,
     encode_frame,
     pack,
 )
 from protocols.proof import proof_message
 
-__all__ = ["PhoneError", "UnlockAttempt", "load_phone_key", "register", "unlock"]
+__all__ = [
+    "ImpostorDetected",
+    "PhoneError",
+    "UnlockAttempt",
+    "load_phone_key",
+    "load_site_keys",
+    "register",
+    "site_keys_from",
+    "unlock",
+]
 
 
 class PhoneError(Exception):
     """The exchange did not complete (no gateway, timeout, a broken frame)."""
+
+
+class ImpostorDetected(PhoneError):
+    """What answered did not sign with the site's key for this hello: the phone stopped
+    before signing anything."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +73,40 @@ class UnlockAttempt:
     key: Ed25519PrivateKey
     token: bytes | None = None
     token_ref: bytes | None = None
+    #: lockgw-unlock-v2 with these site keys; None = the old v1 exchange
+    site: PhoneExchange | None = None
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def site_keys_from(data: dict[str, Any]) -> PhoneExchange:
+    """The site keys of a credential bundle or of ``lockgw site-key show``'s JSON."""
+    try:
+        return PhoneExchange(
+            str(data["site"]), _b64d(str(data["sign_key"])), _b64d(str(data["exchange_key"]))
+        )
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise ValueError(
+            'needs "site", "sign_key" and "exchange_key" (32 bytes each, base64url)'
+        ) from None
+
+
+def load_site_keys(path: Path) -> tuple[PhoneExchange, dict[str, Any]]:
+    """(site keys, the whole JSON object) from a file; ValueError with the problem."""
+    try:
+        data = json.loads(path.read_bytes()[: 64 * 1024])
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"{path}: not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    try:
+        return site_keys_from(data), data
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def load_phone_key(path: Path) -> Ed25519PrivateKey:
@@ -89,6 +145,15 @@ async def unlock(
                     token=attempt.token,
                     token_ref=attempt.token_ref,
                 )
+                if attempt.site is not None:
+                    return await _v2(
+                        reader,
+                        writer,
+                        attempt=attempt,
+                        hello=hello,
+                        site=attempt.site,
+                        nonce_out=nonce_out,
+                    )
                 writer.write(pack(encode_frame(hello)))
                 frame = await _read(reader)
                 if isinstance(frame, Result):  # refused before a challenge (malformed hello)
@@ -113,6 +178,37 @@ async def unlock(
         raise PhoneError(f"gateway {gateway}: {exc}") from None
     except FrameError as exc:
         raise PhoneError(f"gateway {gateway} sent a broken frame: {exc.detail}") from None
+    except ImpostorError as exc:
+        raise ImpostorDetected(f"gateway {gateway}: {exc.detail}") from None
+
+
+async def _v2(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    attempt: UnlockAttempt,
+    hello: Hello,
+    site: PhoneExchange,
+    nonce_out: list[bytes] | None,
+) -> Result:
+    sealed, h = site.seal(hello)
+    writer.write(pack(encode_frame(sealed)))
+    frame = await _read(reader)
+    if isinstance(frame, SignedResult):  # refused before a challenge (e.g. malformed)
+        return site.check_result(frame, h)
+    if not isinstance(frame, SignedChallenge):
+        raise ImpostorDetected(
+            f"expected a signed challenge, got {type(frame).__name__}: not a "
+            "lockgw-unlock-v2 gateway of this site; nothing was signed"
+        )
+    site.check_challenge(frame, h)  # ImpostorError before the phone signs anything
+    if nonce_out is not None:
+        nonce_out.append(frame.nonce)
+    writer.write(pack(encode_frame(site.proof(attempt.key, hello, frame.nonce, h))))
+    result = await _read(reader)
+    if not isinstance(result, SignedResult):
+        raise ImpostorDetected(f"expected a signed result, got {type(result).__name__}")
+    return site.check_result(result, h)
 
 
 def _b64(text: str) -> bytes:
@@ -128,6 +224,32 @@ async def _cmd_unlock(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         print(f"lockgw-sim phone: {exc}", file=sys.stderr)
         return 2
+    site: PhoneExchange | None = None
+    token = args.token
+    if args.bundle:
+        try:
+            site, bundle = load_site_keys(Path(args.bundle))
+            if token is None and args.token_ref is None:
+                token = _b64(str(bundle["token"]))
+        except (ValueError, KeyError, argparse.ArgumentTypeError) as exc:
+            print(f"lockgw-sim phone: --bundle {exc or 'has no token'}", file=sys.stderr)
+            return 2
+    elif args.site_keys:
+        try:
+            site, _ = load_site_keys(Path(args.site_keys))
+        except ValueError as exc:
+            print(f"lockgw-sim phone: --site-keys {exc}", file=sys.stderr)
+            return 2
+    elif not args.v1:
+        print(
+            "lockgw-sim phone: give --site-keys FILE or --bundle FILE (the site's keys, from "
+            "lockgw site-key show), or --v1 for the old exchange",
+            file=sys.stderr,
+        )
+        return 2
+    if token is None and args.token_ref is None:
+        print("lockgw-sim phone: give --token, --token-ref or --bundle", file=sys.stderr)
+        return 2
     token_ref = None
     if args.token_ref:
         try:
@@ -139,8 +261,9 @@ async def _cmd_unlock(args: argparse.Namespace) -> int:
         door=args.door,
         action=args.action,
         key=key,
-        token=args.token,
+        token=None if token_ref else token,
         token_ref=token_ref,
+        site=site,
     )
     try:
         result = await unlock(args.gateway, attempt, timeout=args.timeout)
@@ -157,9 +280,18 @@ def register(subs: Any) -> None:
     sub = p.add_subparsers(dest="phone_cmd", required=True, metavar="ACTION")
     u = sub.add_parser("unlock", help="one unlock attempt; exit 0 granted, 1 denied, 2 error")
     u.add_argument("--gateway", required=True, help="host:port of the gateway's phone link")
-    src = u.add_mutually_exclusive_group(required=True)
+    src = u.add_mutually_exclusive_group()
     src.add_argument("--token", type=_b64, help="the token, base64url")
     src.add_argument("--token-ref", help="cti (hex) of a token the gateway holds")
+    ver = u.add_mutually_exclusive_group()
+    ver.add_argument(
+        "--bundle",
+        help="credential bundle (JSON: token and site keys; lockgw token issue --bundle)",
+    )
+    ver.add_argument("--site-keys", help="the site's keys (JSON of lockgw site-key show)")
+    ver.add_argument(
+        "--v1", action="store_true", help="the old lockgw-unlock-v1 exchange (token in the clear)"
+    )
     u.add_argument("--key", required=True, help="the phone's Ed25519 private key (PEM)")
     u.add_argument("--door", required=True)
     u.add_argument("--action", default="unlock", choices=["unlock", "unlatch", "open"])

@@ -30,12 +30,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.control import Command, RevocationList, Roster, RosterEntry
+from protocols.exchange import PhoneExchange
 from protocols.phone import Result
-from protocols.token import decode_token, issue_token
+from protocols.token import b64encode, decode_token, issue_token
 from protocols.windows import Window
 from simulators.broker import free_port
 from simulators.control import send_control
-from simulators.phone import UnlockAttempt, unlock
+from simulators.phone import UnlockAttempt, site_keys_from, unlock
 
 __all__ = ["Carer", "DeviceSpec", "Org", "SimSite", "windows_near", "write_key"]
 
@@ -179,6 +180,9 @@ class SimSite:
         self.signer_id = "alarmcentrale"
         self.phone_port = _unique_port()
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self._site_keys: PhoneExchange | None = None
+        #: ``lockgw site-key show --phone``'s JSON once :meth:`site_keys` read it
+        self.site_keys_json: dict[str, Any] = {}
 
     # -- parties -------------------------------------------------------------------------------
     def add_org(self, org: Org) -> Org:
@@ -444,6 +448,7 @@ class SimSite:
         )
         if wait:
             await self.wait_port(self.phone_port, "the gateway's phone link", timeout=30)
+            await self.site_keys()  # as a phone gets them with its credential
         return proc
 
     async def stop(
@@ -477,7 +482,11 @@ class SimSite:
         phone: Ed25519PrivateKey | None = None,
         token_ref: bytes | None = None,
         timeout: float = 15.0,
+        v1: bool = False,
     ) -> Result:
+        """One phone attempt: ``lockgw-unlock-v2`` with the site keys a phone gets with
+        its credential (read once, as an issuer would: ``lockgw site-key show --phone``), or the
+        old v1 exchange."""
         return await unlock(
             f"127.0.0.1:{self.phone_port}",
             UnlockAttempt(
@@ -486,9 +495,27 @@ class SimSite:
                 key=phone or carer.phone,
                 token=None if token_ref else carer.token,
                 token_ref=token_ref,
+                site=None if v1 else await self.site_keys(),
             ),
             timeout=timeout,
         )
+
+    async def site_keys(self) -> PhoneExchange:
+        """The site's public keys for phones, as ``lockgw site-key show --phone`` prints them (the
+        gateway creates them on its first start); cached. Read here from the key files
+        the gateway wrote, without a process, so an attempt's timing is the exchange's
+        alone (``tests/test_private_exchange.py`` checks they equal ``site-key show --phone``)."""
+        if self._site_keys is None:
+            site = self.dir / "data" / "site"
+            raw = {}
+            for name, field_ in (("sign.key", "sign_key"), ("exchange.key", "exchange_key")):
+                key: Any = serialization.load_pem_private_key(
+                    (site / name).read_bytes(), password=None
+                )
+                raw[field_] = b64encode(key.public_key().public_bytes_raw())
+            self.site_keys_json = {"site": self.site, **raw}
+            self._site_keys = site_keys_from(self.site_keys_json)
+        return self._site_keys
 
     async def close(self) -> None:
         if "gateway" in self.procs:

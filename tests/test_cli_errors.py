@@ -165,11 +165,11 @@ CASES = {
     ],
     "phone unlock at a host that does not exist": [
         "lockgw-sim", "phone", "unlock", "--gateway", "nohost", "--token", "AAAA",
-        "--key", "keys/org.key", "--door", "front",
+        "--key", "keys/org.key", "--door", "front", "--v1",
     ],
     "phone unlock with an unreadable key": [
         "lockgw-sim", "phone", "unlock", "--gateway", "127.0.0.1:1", "--token", "AAAA",
-        "--key", "keys/missing.key", "--door", "front",
+        "--key", "keys/missing.key", "--door", "front", "--v1",
     ],
     "token inspect with bad base64": ["lockgw", "token", "inspect", "%%%not-base64%%%"],
     "token issue with a public key as the signing key": [

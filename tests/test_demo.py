@@ -245,7 +245,7 @@ async def test_the_resident_page_after_the_demo_day_in_chromium(demo: DemoRun) -
         before = (await main_text(page)).count("Bram, wijkverpleegkundige")
         phone_link = config["phone_link"]["loopback"]
         out = cli(demo, "simulators.cli", "phone", "unlock", "--gateway", phone_link,
-                  "--token", (demo.dir / "phones" / "bram.token").read_text().strip(),
+                  "--bundle", str(demo.dir / "phones" / "bram.json"),
                   "--key", str(demo.dir / "phones" / "bram.key"), "--door", "front")  # fmt: skip
         assert '"granted": true' in out, out
         await page.reload()

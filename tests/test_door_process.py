@@ -27,8 +27,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.control import Command
-from protocols.phone import Challenge, Hello, Proof, Result, decode_frame, encode_frame, pack
-from protocols.proof import proof_message
+from protocols.exchange import PhoneExchange
+from protocols.phone import (
+    Hello,
+    Proof,
+    Result,
+    SealedHello,
+    SignedChallenge,
+    SignedResult,
+    decode_frame,
+    encode_frame,
+    pack,
+)
 from simulators.broker import MosquittoBroker
 from simulators.phone import PhoneError
 from simulators.platform import Platform
@@ -342,22 +352,30 @@ async def test_lock_answering_after_the_deadline_is_reconciled(
 # -- 2. a replayed proof ------------------------------------------------------------------------
 
 
-async def _exchange(port: int, hello: Hello, sig: Callable[[Challenge], bytes]) -> Result:
-    """One raw CONTRACT §3 exchange; ``sig`` makes the proof from the challenge it got."""
+async def _exchange(
+    port: int,
+    site: PhoneExchange,
+    sealed: tuple[SealedHello, bytes],
+    sig: Callable[[SignedChallenge, bytes], bytes],
+) -> Result:
+    """One raw lockgw-unlock-v2 exchange with a given sealed hello (and its hash ``h``);
+    ``sig`` makes the proof from the challenge it got and ``h``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
     async def read() -> Any:
         n = int.from_bytes(await reader.readexactly(4), "big")
         return decode_frame(await reader.readexactly(n))
 
+    hello, h = sealed
     try:
         writer.write(pack(encode_frame(hello)))
         challenge = await read()
-        assert isinstance(challenge, Challenge), challenge
-        writer.write(pack(encode_frame(Proof(sig=sig(challenge)))))
+        assert isinstance(challenge, SignedChallenge), challenge
+        site.check_challenge(challenge, h)
+        writer.write(pack(encode_frame(Proof(sig=sig(challenge, h)))))
         result = await read()
-        assert isinstance(result, Result), result
-        return result
+        assert isinstance(result, SignedResult), result
+        return site.check_result(result, h)
     finally:
         writer.close()
 
@@ -389,17 +407,19 @@ async def test_replayed_proof_is_refused(tmp_path: Path, broker: MosquittoBroker
         anna = Carer("Anna", "anna", org, "verzorgende")
         sim.issue(anna, windows=inside)
         hello = Hello(door="front", action="unlock", token=anna.token)
+        site = await sim.site_keys()
+        sealed = site.seal(hello)  # the eavesdropper replays these very bytes
         captured: list[bytes] = []
 
-        def sign_and_capture(ch: Challenge) -> bytes:
-            captured.append(anna.phone.sign(proof_message(ch.nonce, ch.site, "front", "unlock")))
+        def sign_and_capture(ch: SignedChallenge, h: bytes) -> bytes:
+            captured.append(site.proof(anna.phone, hello, ch.nonce, h).sig)
             return captured[-1]
 
-        first = await _exchange(sim.phone_port, hello, sign_and_capture)
+        first = await _exchange(sim.phone_port, site, sealed, sign_and_capture)
         assert first.granted, first
         await relock(sim, platform)
 
-        replay = await _exchange(sim.phone_port, hello, lambda _ch: captured[0])
+        replay = await _exchange(sim.phone_port, site, sealed, lambda _ch, _h: captured[0])
         assert (replay.granted, replay.reason) == (False, "bad_proof")
         ev = await event_for(platform, replay)
         check_fields(ev, reason="bad_proof", granted=False)
@@ -704,18 +724,22 @@ async def test_repeated_malformed_exchanges_are_suspicious_too(
         anna = Carer("Anna", "anna", org, "verzorgende")
         sim.issue(anna, windows=inside)
         hello = Hello(door="front", action="unlock", token=anna.token)
+        site = await sim.site_keys()
         for _ in range(3):
             reader, writer = await asyncio.open_connection("127.0.0.1", sim.phone_port)
+            sealed, h = site.seal(hello)
             try:
-                writer.write(pack(encode_frame(hello)))
+                writer.write(pack(encode_frame(sealed)))
                 n = int.from_bytes(await reader.readexactly(4), "big")
-                assert isinstance(decode_frame(await reader.readexactly(n)), Challenge)
+                assert isinstance(decode_frame(await reader.readexactly(n)), SignedChallenge)
                 writer.write(pack(b"\xa2\x61t\x65proof\x63sig\x43abc"))  # a 3-byte "sig"
                 n = int.from_bytes(await reader.readexactly(4), "big")
-                result = decode_frame(await reader.readexactly(n))
+                frame = decode_frame(await reader.readexactly(n))
             finally:
                 writer.close()
-            assert isinstance(result, Result) and result.reason == "malformed", result
+            assert isinstance(frame, SignedResult), frame
+            result = site.check_result(frame, h)
+            assert result.reason == "malformed", result
             ev = await event_for(platform, result)
             check_fields(ev, reason="malformed", granted=False)
             assert ev["door"] == "front"

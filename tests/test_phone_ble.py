@@ -17,16 +17,28 @@ from protocols.phone import (
     decode_frame,
     encode_frame,
 )
+from tests.exchange_kit import site_pair
 
 
 class Door:
+    #: these tests carry v1 frames: the transport, not the exchange's cryptography
+    exchange = site_pair("site-b", accept_v1=True)[0]
+
     def __init__(self) -> None:
         self.attempts: list[Hello] = []
 
     def challenge(self) -> Challenge:
         return Challenge(nonce=b"\x05" * 16, site="site-b")
 
-    async def attempt(self, hello: Hello, challenge: Challenge, proof: Proof, peer: str) -> Result:
+    async def attempt(
+        self,
+        hello: Hello,
+        challenge: Challenge,
+        proof: Proof,
+        peer: str,
+        *,
+        binding: tuple[bytes, bytes] | None = None,
+    ) -> Result:
         self.attempts.append(hello)
         return Result(granted=True, reason="ok", event="ev-ble")
 

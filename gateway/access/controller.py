@@ -456,6 +456,7 @@ class AccessController:
                 site=self.site,
                 door=req.door,
                 action=req.action,
+                binding=req.binding,
             )
             return self._grant_or_deny(req, claims)
         except _Deny as deny:

@@ -24,6 +24,9 @@ class AccessRequest:
     token_ref: bytes | None = None
     peer: str = "unknown"
     channel: str = "ble"
+    #: lockgw-unlock-v2: (SHA-256 of the token or token_ref presented, SHA-256 of the
+    #: sealed hello) that the proof covers; None for a v1 exchange
+    binding: tuple[bytes, bytes] | None = None
 
 
 class Decision(NamedTuple):

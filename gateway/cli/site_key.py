@@ -1,9 +1,11 @@
-"""``lockgw site-key show [--config F] [--json | --pem]``: the site's own public keys.
+"""``lockgw site-key show [--config F] [--json | --pem | --phone]``: the site's own public keys.
 
 The gateway makes them in ``<data_dir>/site/`` on its first start (:mod:`gateway.site_keys`).
 The installer hands what this prints to the platform, which pins it: the platform then
 checks the journal heads the gateway signs (``docs/audit.md``) against a key it did not
-take from the hub's own word.
+take from the hub's own word. ``--phone`` prints what a phone needs with its credential
+(``{"site", "sign_key", "exchange_key"}``, for ``lockgw token issue --site-keys``): the
+``lockgw-unlock-v2`` exchange (``protocols/README.md``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 
 from gateway.cli._conventions import add_config_option
 from gateway.config import load_config
-from gateway.site_keys import b64url, load
+from gateway.site_keys import b64url, load, phone_keys
 
 __all__ = ["register"]
 
@@ -23,6 +25,9 @@ async def _show(args: argparse.Namespace) -> int:
     keys = load(cfg.site.data_dir)
     if args.pem:
         print(keys.sign.public_pem, end="")
+        return 0
+    if args.phone:
+        print(json.dumps(phone_keys(cfg.site.id, keys)))
         return 0
     if args.json:
         out = {
@@ -55,4 +60,9 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fmt = show.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable output")
     fmt.add_argument("--pem", action="store_true", help="the signing key as an SPKI PEM file")
+    fmt.add_argument(
+        "--phone",
+        action="store_true",
+        help="what phones need with their credentials (JSON; lockgw token issue --site-keys)",
+    )
     show.set_defaults(handler=_show)

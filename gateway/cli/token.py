@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -138,6 +139,19 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help='with --roster: the name the resident sees, e.g. "Anna, verzorgende"',
     )
+    iss.add_argument(
+        "--site-keys",
+        default=None,
+        metavar="FILE",
+        help="the site's public keys (JSON of lockgw site-key show --phone); with --bundle",
+    )
+    iss.add_argument(
+        "--bundle",
+        default=None,
+        metavar="OUT",
+        help="also write the phone's credential bundle here: the token and the site's keys "
+        "(JSON, mode 0600; lockgw-sim phone unlock --bundle reads it)",
+    )
     iss.set_defaults(handler=_issue)
 
     ins = tsubs.add_parser("inspect", help="print a token's claims as JSON")
@@ -150,6 +164,43 @@ def _fail(args: argparse.Namespace, msg: str, code: int = 2) -> int:
     name = " ".join(x for x in (args.command, getattr(args, "token_command", None)) if x)
     print(f"lockgw {name}: {msg}", file=sys.stderr)
     return code
+
+
+def _site_keys(path: str, site: str) -> dict[str, str]:
+    """The site keys a phone needs, checked: the site id matches the token's, both keys
+    are 32 bytes of base64url."""
+    try:
+        data, _ = read_regular_file(Path(path), 64 * 1024, "site keys file")
+        keys = json.loads(data)
+    except ValueError as exc:
+        raise UsageError(f"--site-keys {path}: {exc}") from None
+    if not isinstance(keys, dict):
+        raise UsageError(f"--site-keys {path}: not a JSON object (lockgw site-key show --phone)")
+    if keys.get("site") != site:
+        raise UsageError(
+            f"--site-keys {path} is for site {keys.get('site')!r}, the token for {site!r}"
+        )
+    out = {"site": site}
+    for name in ("sign_key", "exchange_key"):
+        value = keys.get(name)
+        try:
+            ok = isinstance(value, str) and len(b64decode(value)) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UsageError(f"--site-keys {path}: {name!r} must be 32 bytes, base64url")
+        out[name] = str(value)
+    return out
+
+
+def _write_bundle(path: Path, bundle: dict[str, str]) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(json.dumps(bundle) + "\n")
+    except OSError as exc:
+        raise UsageError(f"--bundle {path}: cannot be written ({exc.strerror})") from None
 
 
 async def _issue(args: argparse.Namespace) -> int:
@@ -169,6 +220,9 @@ async def _issue(args: argparse.Namespace) -> int:
         holder = _holder_key(args.holder_pub)
         if (args.roster is None) != (args.name is None):
             raise UsageError("--roster and --name go together (the file, and the name it lists)")
+        if (args.site_keys is None) != (args.bundle is None):
+            raise UsageError("--site-keys and --bundle go together (the site's keys, the file)")
+        site_keys = _site_keys(args.site_keys, args.site) if args.site_keys else None
     except (UsageError, WindowSpecError) as exc:
         return _fail(args, str(exc))
     key = load_private_key(args.key)
@@ -200,6 +254,12 @@ async def _issue(args: argparse.Namespace) -> int:
         except UsageError as exc:
             return _fail(args, str(exc))
         print(f"entry for {args.name!r} written to {args.roster} ({n} entries)", file=sys.stderr)
+    if site_keys is not None:
+        try:
+            _write_bundle(Path(args.bundle), {"token": b64encode(raw), **site_keys})
+        except UsageError as exc:
+            return _fail(args, str(exc))
+        print(f"credential bundle for the phone written to {args.bundle}", file=sys.stderr)
     print(b64encode(raw))
     print(f"token {claims.token_id}, {len(raw)} bytes, valid until {until}", file=sys.stderr)
     return 0

@@ -1,0 +1,474 @@
+"""Hostile neighbours on the phone link (issue 17): ``lockgw-unlock-v2`` against a passive
+listener, a gateway impostor and a man in the middle, through the real gateway process.
+
+- a passive capture of a whole exchange holds no token field;
+- a phone facing an impostor gateway stops before it signs anything;
+- a token swapped in the middle is refused (the honest phone stops; a phone that does not
+  check is still refused by the gateway: ``bad_proof``), and the lock does not move;
+- a v1 hello is refused (``malformed``, journaled) unless ``[phone_link] accept_v1``;
+- the site keys: created once, 0600, journaled, in the inventory and ``lockgw site-key
+  show``; a damaged one stops the start and is never replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from gateway.phone_link import PhoneLink
+from protocols.exchange import PhoneExchange, token_hash
+from protocols.phone import (
+    MAX_FRAME,
+    Challenge,
+    Hello,
+    Proof,
+    Result,
+    SignedChallenge,
+    SignedResult,
+    decode_frame,
+    encode_frame,
+    pack,
+)
+from protocols.proof import proof_message_v2
+from protocols.token import decode_token
+from simulators.broker import MosquittoBroker
+from simulators.phone import ImpostorDetected, UnlockAttempt, unlock
+from simulators.site import Carer, write_key
+from tests.exchange_kit import site_pair
+from tests.test_door_process import (
+    check_fields,
+    event_for,
+    expect,
+    home,
+    lock_state,
+    restart_gateway,
+    west,
+    windows_now,
+)
+
+pytestmark = pytest.mark.slow
+
+LOCKGW = str(Path(sys.executable).parent / "lockgw")
+LOCKGW_SIM = str(Path(sys.executable).parent / "lockgw-sim")
+
+Transform = Callable[[bytes], bytes]
+
+
+async def _frame(reader: asyncio.StreamReader) -> bytes:
+    n = int.from_bytes(await reader.readexactly(4), "big")
+    assert n <= MAX_FRAME
+    return await reader.readexactly(n)
+
+
+@contextlib.asynccontextmanager
+async def middle(
+    upstream_port: int, *, to_gateway: Transform | None = None
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A man in the middle on loopback: forwards whole frames both ways, records every byte
+    that passes (a passive listener's capture), and may rewrite what the phone sends."""
+    capture: list[bytes] = []
+
+    async def serve(pr: asyncio.StreamReader, pw: asyncio.StreamWriter) -> None:
+        gr, gw = await asyncio.open_connection("127.0.0.1", upstream_port)
+
+        async def pump(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, change: Transform | None
+        ) -> None:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    body = await _frame(src)
+                    if change is not None:
+                        body = change(body)
+                    capture.append(pack(body))
+                    dst.write(pack(body))
+                    await dst.drain()
+            dst.close()
+
+        try:
+            await asyncio.gather(pump(pr, gw, to_gateway), pump(gr, pw, None))
+        finally:
+            pw.close()
+            gw.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1]), capture
+    finally:
+        server.close()
+
+
+def _secrets_of(token: bytes, carer: Carer, site: str) -> dict[str, bytes]:
+    """Every token field a listener must not learn, as bytes that would appear on the wire."""
+    claims = decode_token(token)
+    pub = claims.holder_key
+    win = cbor2.dumps([[w.days, w.start, w.end] for w in claims.windows])
+    return {
+        "the token": token,
+        "the holder pseudonym": carer.sub.encode(),
+        "the organisation": carer.org.id.encode(),
+        "the role": carer.role.encode(),
+        "the phone's public key": pub,
+        "the token id": carer.cti,
+        "the schedule": win,
+        "the site id": site.encode(),
+        "the door": b"front",
+    }
+
+
+async def test_a_passive_capture_of_an_exchange_holds_no_token_field(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """Everything that crossed the phone link for a granted unlock, both directions, as a
+    listener at the door would record it: no pseudonym, organisation, role, schedule,
+    phone key, token id, site id or door — only an HPKE ciphertext, a nonce, signatures
+    and the result."""
+    inside, _ = windows_now()
+    org = west()
+    async with home(tmp_path, broker, [org]) as (sim, platform):
+        anna = Carer("Anna", "anna-7f3c", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        site = await sim.site_keys()
+        async with middle(sim.phone_port) as (port, capture):
+            result = await unlock(
+                f"127.0.0.1:{port}",
+                UnlockAttempt(door="front", action="unlock", key=anna.phone, token=anna.token,
+                              site=site),
+            )  # fmt: skip
+        assert result.granted, result
+        wire = b"".join(capture)
+        assert len(capture) == 4, capture  # hello2, challenge2, proof, result2
+        for what, secret in _secrets_of(anna.token, anna, sim.site).items():
+            assert secret not in wire, f"{what} is readable on the phone link"
+        ev = await event_for(platform, result)
+        check_fields(ev, reason="ok", granted=True)
+        assert ev["sub"] == "anna-7f3c"  # the gateway did read it: it was sealed, not lost
+
+
+class _Impostor:
+    """A gateway that is not the site's: right site id, its own keys (it cannot have the
+    site's private keys). It records whatever a phone sends it."""
+
+    def __init__(self, site: str) -> None:
+        self.exchange, _ = site_pair(site, accept_v1=True)
+        self.proofs: list[Proof] = []
+        self.malformed_details: list[str] = []
+
+    def challenge(self) -> Challenge:
+        return Challenge(nonce=b"\x09" * 16, site=self.exchange.site)
+
+    async def attempt(
+        self,
+        hello: Hello,
+        challenge: Challenge,
+        proof: Proof,
+        peer: str,
+        *,
+        binding: tuple[bytes, bytes] | None = None,
+    ) -> Result:
+        self.proofs.append(proof)
+        return Result(granted=True, reason="ok", event="fake")
+
+    async def malformed(self, peer: str, door: str | None, detail: str) -> Result:
+        self.malformed_details.append(detail)
+        return Result(granted=False, reason="malformed", event="fake")
+
+
+async def test_a_gateway_impostor_is_detected_and_the_phone_signs_nothing(tmp_path: Path) -> None:
+    """Someone's box at the door pretends to be the home's gateway. It cannot open the
+    sealed hello (the token stays secret), and its challenge is not signed by the site:
+    the phone — the library and ``lockgw-sim phone unlock`` alike — stops and says so
+    before signing; the impostor never receives a proof."""
+    _, phone_site = site_pair("site-home")  # the phone's credential: the real site's keys
+    anna_key = Ed25519PrivateKey.generate()
+    impostor = _Impostor("site-home")
+    async with PhoneLink(impostor, "127.0.0.1:0") as link:
+        with pytest.raises(ImpostorDetected, match="not signed by this site's key"):
+            await unlock(
+                link.address,
+                UnlockAttempt(door="front", action="unlock", key=anna_key, token=b"T" * 300,
+                              site=phone_site),
+            )  # fmt: skip
+        # its link could not even read the hello
+        assert impostor.malformed_details and "does not open" in impostor.malformed_details[0]
+
+        # the same from the command line a tester uses
+        keys = tmp_path / "site-keys.json"
+        keys.write_text(
+            json.dumps(
+                {
+                    "site": "site-home",
+                    "sign_key": _b64(phone_site.sign_key.public_bytes_raw()),
+                    "exchange_key": _b64(phone_site.exchange_key.public_bytes_raw()),
+                }
+            )
+        )
+        write_key(tmp_path / "anna.key", anna_key)
+        proc = await asyncio.create_subprocess_exec(
+            LOCKGW_SIM, "phone", "unlock", "--gateway", link.address, "--token", "VFRU",
+            "--key", str(tmp_path / "anna.key"), "--door", "front", "--site-keys", str(keys),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 2, (out, err)
+        assert out == b""
+        lines = err.decode().strip().splitlines()
+        assert len(lines) == 1 and "not the site's gateway" in lines[0], lines
+    assert impostor.proofs == []  # nothing was ever signed for it
+
+
+async def test_an_impostor_speaking_v1_is_detected_too() -> None:
+    """An impostor that takes the hello for a v1 one (or only knows v1) answers with an
+    unsigned challenge: a v2 phone does not sign it."""
+    _, phone_site = site_pair("site-home")
+
+    async def v1_box(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await _frame(r)
+        w.write(pack(encode_frame(Challenge(nonce=b"\x01" * 16, site="site-home"))))
+        await w.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            got.append(await _frame(r))
+        w.close()
+
+    got: list[bytes] = []
+    server = await asyncio.start_server(v1_box, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ImpostorDetected, match="expected a signed challenge"):
+            await unlock(
+                f"127.0.0.1:{port}",
+                UnlockAttempt(door="front", action="unlock", key=Ed25519PrivateKey.generate(),
+                              token=b"T" * 300, site=phone_site),
+            )  # fmt: skip
+    finally:
+        server.close()
+    assert got == []
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+async def test_a_token_swapped_in_the_middle_is_refused(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """A man in the middle replaces Anna's sealed hello with one carrying another token
+    bound to the same phone key — an emergency token, say (the site's exchange key is
+    public, so he can seal). The honest phone sees a challenge signed for a hello it did
+    not send and stops. A phone that skipped that check would sign — and the gateway
+    still refuses: the proof covers the hash of the token Anna presented (``bad_proof``,
+    journaled with the swapped token's id). The lock never moves."""
+    inside, _ = windows_now()
+    org = west()
+    async with home(tmp_path, broker, [org]) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        swap = Carer("Anna", "anna", org, "verzorgende", purposes=("emergency",),
+                     phone=anna.phone)  # fmt: skip
+        sim.issue(swap)
+        site = await sim.site_keys()
+
+        def replace_hello(body: bytes) -> bytes:
+            frame = decode_frame(body)
+            if isinstance(frame, Proof) or not hasattr(frame, "sealed"):
+                return body
+            sealed, _ = site.seal(Hello(door="front", action="unlock", token=swap.token))
+            return encode_frame(sealed)
+
+        async with middle(sim.phone_port, to_gateway=replace_hello) as (port, _):
+            with pytest.raises(ImpostorDetected, match="hello was replaced"):
+                await unlock(
+                    f"127.0.0.1:{port}",
+                    UnlockAttempt(door="front", action="unlock", key=anna.phone,
+                                  token=anna.token, site=site),
+                )  # fmt: skip
+            result = await _careless_phone(port, site, anna, anna.token)
+        assert (result.granted, result.reason) == (False, "bad_proof"), result
+        ev = await event_for(platform, result)
+        check_fields(ev, reason="bad_proof", granted=False)
+        assert ev["token_id"] == swap.cti.hex()  # the swapped-in token was refused
+        assert await lock_state(sim) == "locked"
+        assert not [e for e in platform.checker.events if e["type"] == "access.granted"]
+        await expect(sim, platform, anna, "ok")  # without the man in the middle: in
+
+
+async def _careless_phone(port: int, site: PhoneExchange, carer: Carer, token: bytes) -> Result:
+    """A phone that signs whatever challenge comes back without checking the gateway's
+    signature (what v2 forbids; here to show the gateway's own defence)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        hello = Hello(door="front", action="unlock", token=token)
+        sealed, h = site.seal(hello)
+        writer.write(pack(encode_frame(sealed)))
+        ch = decode_frame(await _frame(reader))
+        assert isinstance(ch, SignedChallenge), ch
+        msg = proof_message_v2(
+            ch.nonce, site.site, "front", "unlock", token_hash=token_hash(hello), hello_hash=h
+        )
+        writer.write(pack(encode_frame(Proof(sig=carer.phone.sign(msg)))))
+        res = decode_frame(await _frame(reader))
+        assert isinstance(res, SignedResult), res
+        return res.result()  # signed over the swapped hello: this phone cannot check it
+    finally:
+        writer.close()
+
+
+async def test_v1_is_refused_unless_the_site_accepts_it(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """A phone still speaking lockgw-unlock-v1 hears ``malformed``; the platform hears the
+    denial with every field and the lock stays locked. With ``[phone_link] accept_v1 =
+    true`` (a site migrating) the same phone gets in, and v2 phones too."""
+    inside, _ = windows_now()
+    org = west()
+    async with home(tmp_path, broker, [org]) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        result = await sim.attempt(anna, v1=True)
+        assert (result.granted, result.reason) == (False, "malformed"), result
+        ev = await event_for(platform, result)
+        check_fields(ev, reason="malformed", granted=False)
+        assert await lock_state(sim) == "locked"
+        log = (sim.dir / "gateway.log").read_text()
+        assert "lockgw-unlock-v1 hello refused" in log
+
+        text = sim.config.read_text()
+        sim.config.write_text(text.replace("[phone_link]\n", "[phone_link]\naccept_v1 = true\n"))
+        await restart_gateway(sim, platform)
+        result = await sim.attempt(anna, v1=True)
+        assert result.granted, result
+        await expect(sim, platform, anna, "ok")
+
+
+def _events(platform: Any, kind: str) -> list[dict[str, Any]]:
+    return [e for e in platform.checker.events if e["type"] == kind]
+
+
+async def test_site_keys_are_created_once_journaled_published_and_shown(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """First start: ``<data_dir>/site/sign.key`` and ``exchange.key`` (0600, directory
+    0700), one ``site.key_created`` each; the public halves in the retained inventory and
+    in ``lockgw site-key show --phone`` agree. A restart keeps them and creates nothing.
+    An issuer turns them into a phone's credential bundle, and that phone gets in."""
+    async with home(tmp_path, broker, [west()]) as (sim, platform):
+        site_dir = sim.dir / "data" / "site"
+        assert oct(site_dir.stat().st_mode & 0o777) == "0o700"
+        for name in ("sign.key", "exchange.key"):
+            assert oct((site_dir / name).stat().st_mode & 0o777) == "0o600"
+        before = {n: (site_dir / n).read_bytes() for n in ("sign.key", "exchange.key")}
+        code, out = await sim.cli("site-key", "show", "--phone", "--config", str(sim.config))
+        assert code == 0, out
+        shown = json.loads(out)
+        assert shown["site"] == sim.site
+        await sim.site_keys()
+        assert sim.site_keys_json == shown  # what the test phones use
+        created = await platform.wait_for(
+            lambda e: e["type"] == "site.key_created" and e["key"] == "exchange"
+        )
+        assert (created["algorithm"], created["public"]) == ("X25519", shown["exchange_key"])
+        sign = next(e for e in _events(platform, "site.key_created") if e["key"] == "sign")
+        assert sign["public"] == shown["sign_key"]
+        async with asyncio.timeout(15):
+            while platform.inventory is None:  # noqa: ASYNC110 - retained message, polled
+                await asyncio.sleep(0.05)
+        entry = platform.inventory[-1]
+        assert entry["kind"] == "site" and entry["id"] == "@site", platform.inventory
+        assert (entry["sign_key"], entry["exchange_key"]) == (
+            shown["sign_key"], shown["exchange_key"],
+        )  # fmt: skip
+
+        await restart_gateway(sim, platform)
+        assert {n: (site_dir / n).read_bytes() for n in before} == before
+        assert len(_events(platform, "site.key_created")) == 2
+
+        # the issuer's way to the phone: site-key show → token issue --bundle → the phone
+        anna = Carer("Anna", "anna", sim.orgs[0], "verzorgende")
+        write_key(sim.dir / "anna.key", anna.phone)
+        (sim.dir / "site-keys.json").write_text(json.dumps(shown))
+        code, err = await _run(
+            "token", "issue", "--key", str(sim.keys / f"{anna.org.id}.key"), "--iss",
+            anna.org.id, "--sub", "anna", "--site", sim.site, "--door", "front",
+            "--holder-pub", str(sim.dir / "anna.pub"), "--role", "verzorgende",
+            "--purpose", "planned", "--valid-for", "1d",
+            "--site-keys", "site-keys.json", "--bundle", "anna.json", cwd=sim.dir,
+        )  # fmt: skip
+        assert code == 0, err
+        assert oct((sim.dir / "anna.json").stat().st_mode & 0o777) == "0o600"
+        proc = await asyncio.create_subprocess_exec(
+            LOCKGW_SIM, "phone", "unlock", "--gateway", f"127.0.0.1:{sim.phone_port}",
+            "--bundle", str(sim.dir / "anna.json"), "--key", str(sim.dir / "anna.key"),
+            "--door", "front", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err_b = await proc.communicate()
+        assert proc.returncode == 0, (out, err_b)
+        assert json.loads(out)["granted"] is True
+
+
+async def _run(*argv: str, cwd: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        LOCKGW, *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(60):
+            _, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, err.decode()
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "words"),
+    [
+        (b"-----BEGIN PRIVATE KEY-----\ngarbage\n", 0o600, "is damaged"),
+        (None, 0o644, "readable by others"),
+    ],
+)
+async def test_a_damaged_or_open_site_key_stops_the_start_and_is_not_replaced(
+    tmp_path: Path, content: bytes | None, mode: int, words: str
+) -> None:
+    """Phones hold the site's public keys: a damaged key is never silently replaced.
+    ``lockgw run`` refuses to start (exit 78) naming the file and what to do;
+    ``lockgw site-key show`` says the same in one line. The file is left as it was."""
+    (tmp_path / "lockgw.toml").write_text(
+        '[site]\nid = "site-k"\ndata_dir = "data"\n\n[phone_link]\nloopback = ""\n'
+    )
+    site_dir = tmp_path / "data" / "site"
+    site_dir.mkdir(parents=True, mode=0o700)
+    sign = site_dir / "sign.key"  # a good one beside it
+    sign.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+        )
+    )
+    sign.chmod(0o600)
+    key = site_dir / "exchange.key"
+    key.write_bytes(
+        content
+        if content is not None
+        else X25519PrivateKey.generate().private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+        )
+    )
+    key.chmod(mode)
+    before = key.read_bytes()
+    code, err = await _run("run", "--config", "lockgw.toml", cwd=tmp_path)
+    assert code == 78, err
+    assert "exchange.key" in err and words in err, err
+    assert key.read_bytes() == before
+    code, err = await _run("site-key", "show", "--config", "lockgw.toml", cwd=tmp_path)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "exchange.key" in err and words in err, err
