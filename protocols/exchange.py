@@ -130,7 +130,8 @@ class GatewayExchange:
                 "the sealed hello does not open with this site's exchange key"
             ) from None
         n = int.from_bytes(plain[:2], "big")
-        if len(plain) < 2 + n or len(plain) % PAD or any(plain[2 + n :]):
+        pad = len(plain) - 2 - n
+        if pad < 0 or len(plain) % PAD or plain.count(0, 2 + n) != pad:  # zeros (in C)
             raise FrameError("the sealed hello's length or padding is wrong")
         hello = decode_frame(plain[2 : 2 + n])
         if not isinstance(hello, Hello):
