@@ -214,3 +214,28 @@ async def test_proof_out_of_order_is_malformed() -> None:
         writer.close()
         await writer.wait_closed()
     assert isinstance(res, Result) and res.reason == "malformed"
+
+
+def test_a_sealed_hello_with_bad_length_or_padding_does_not_open() -> None:
+    """The plaintext is len ‖ hello ‖ zeros to a multiple of 256: anything else is refused."""
+    from protocols.errors import FrameError
+    from protocols.exchange import SUITE, hello_info
+
+    gw, phone = site_pair("site-t")
+    body = encode_frame(Hello(door="front", action="unlock", token=b"tok"))
+    good = len(body).to_bytes(2, "big") + body
+    good += bytes(-len(good) % 256)
+    pk = phone.exchange_key
+    hello, _ = gw.open_hello(SealedHello(sealed=SUITE.encrypt(good, pk, info=hello_info("site-t"))))
+    assert hello.token == b"tok"
+    for bad in (
+        good[:-1] + b"\x01",  # padding not zero
+        good[:-1],  # not a multiple of 256
+        (len(good)).to_bytes(2, "big") + good[2:],  # length beyond the plaintext
+    ):
+        sealed = SealedHello(sealed=SUITE.encrypt(bad, pk, info=hello_info("site-t")))
+        with pytest.raises(FrameError, match="length or padding"):
+            gw.open_hello(sealed)
+    other_site = SealedHello(sealed=SUITE.encrypt(good, pk, info=hello_info("site-u")))
+    with pytest.raises(FrameError, match="does not open"):
+        gw.open_hello(other_site)
