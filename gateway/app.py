@@ -38,7 +38,6 @@ from gateway.health import (
     Snapshot,
     StateNotice,
 )
-from gateway.health._reasons import TOKEN_WARN_SECONDS
 from gateway.journal import Journal, journal_path
 from gateway.mqtt import MqttLink
 from gateway.mqtt.healing import Kind, RetainedHealer
@@ -236,7 +235,7 @@ class Gateway:
             ],
             held_expiring=[
                 HeldExpiry(iss=iss, sub=sub, exp=exp)
-                for iss, sub, exp in self.access.held_expiring(TOKEN_WARN_SECONDS)
+                for iss, sub, exp in self.access.tokens_expiring(cfg.health.token_warn_hours * 3600)
             ],
             warn_days=cfg.health.warn_days,
         )

@@ -353,6 +353,9 @@ class HealthConfig(_Section):
     #: warn (``consent.ending``) this many days before the resident's consent for an
     #: organisation ends (``consent_until``)
     warn_days: int = Field(default=14, ge=0, le=365)
+    #: warn (``token.expiring``) this many hours before a person's newest token the site
+    #: knows of (held here, or on the organisation's roster) expires with none newer
+    token_warn_hours: int = Field(default=24, ge=0, le=24 * 90)
 
     _metrics = field_validator("metrics")(_host_port_or_none)
 

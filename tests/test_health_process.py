@@ -137,3 +137,28 @@ async def test_a_lock_offline_then_jammed(tmp_path: Path, broker: MosquittoBroke
         assert ev["level"] == "unhealthy" and "zit vast" in ev["text"], ev
         code, out = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
         assert code == 1 and out.startswith("lockgw: unhealthy"), out
+
+
+async def test_a_token_about_to_expire_with_no_newer_one_is_warned_until_one_arrives(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """Anna's token, on West's roster, ends in two hours and no newer one is known: a
+    warning (``[health] token_warn_hours = 3``) before she is refused. West sends a new
+    roster with her renewed token: cleared."""
+    inside, _ = windows_now()
+    org = west()
+    extra = HEALTH + "token_warn_hours = 3\n"
+    async with home(tmp_path, broker, [org], extra=extra) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside, valid=2 * 3600)
+        await platform.send_roster(org.id, sim.roster(org, 1, [anna]))
+        ev = await platform.wait_for(warned("token.expiring", f"{org.id}/anna"))
+        assert ev["level"] == "warning" and "anna" in ev["text"], ev
+        await status_has(platform, "token.expiring", f"{org.id}/anna")
+        await expect(sim, platform, anna, "ok")  # a warning: nothing refused yet
+        renewed = Carer("Anna", "anna", org, "verzorgende", phone=anna.phone)
+        sim.issue(renewed, windows=inside, valid=30 * 24 * 3600)
+        await platform.send_roster(org.id, sim.roster(org, 2, [anna, renewed]))
+        await platform.wait_for(
+            warned("token.expiring", f"{org.id}/anna", "health.cleared"), after_seq=ev["seq"]
+        )

@@ -130,7 +130,7 @@ async def test_a_door_left_unlocked_after_a_visit_is_a_retained_problem_until_it
         org = site.add_org(Org("org-a", "A", ("verzorgende",), ("planned",)))
         anna = Carer("Anna", "c-1", org, "verzorgende")
         site.issue(anna)
-        site.write_config(broker.url, extra="[visits]\nrelock_after = 5\n")
+        site.write_config(broker.url, extra="[visits]\nrelock_after = 5\n[health]\ninterval = 0.3\n")
         await site.start_devices()
         await site.pair_all()
         async with Platform(broker.url, site.site) as platform:
@@ -145,7 +145,21 @@ async def test_a_door_left_unlocked_after_a_visit_is_a_retained_problem_until_it
             )
             ended = await platform.wait_for(lambda e: e["type"] == "visit.ended")
             assert ended["problems"] == ["left_unlocked"]
+            # health says it too: a warning, on the stream and in the retained status
+            warning = await platform.wait_for(
+                lambda e: e["type"] == "health.warning" and e["code"] == "door.left_unlocked"
+            )
+            assert (warning["level"], warning["subject"]) == ("warning", "front-lock"), warning
+            await platform.wait_until(
+                lambda: any(r["code"] == "door.left_unlocked"
+                            for r in (platform.status or {}).get("reasons", [])),
+                timeout=10,
+            )  # fmt: skip
             await platform.send_command(site.command("lock", reason="service"))
             await platform.wait_until(
                 lambda: platform.states["front-lock"].get("problems") == [], timeout=20
+            )
+            await platform.wait_for(
+                lambda e: e["type"] == "health.cleared" and e["code"] == "door.left_unlocked",
+                after_seq=warning["seq"],
             )

@@ -852,16 +852,25 @@ class AccessController:
         return raw if len(raw) <= MAX_TOKEN else None
 
     # -- health ---------------------------------------------------------------------------
-    def held_expiring(self, within: float) -> list[tuple[str, str, float]]:
-        """For health: (iss, sub, exp) of each person whose newest held token expires
-        within ``within`` seconds (none newer held for them), soonest first."""
+    def tokens_expiring(self, within: float) -> list[tuple[str, str, float]]:
+        """For health: (iss, sub, exp) of each person whose newest token the site knows of
+        — held here, or listed on the issuer's roster — expires within ``within`` seconds
+        with none newer known, soonest first."""
         _, t = self._now()
-        newest: dict[tuple[str, str], int] = {}
+        newest: dict[tuple[str, str], float] = {}
+
+        def see(who: tuple[str, str], exp: float) -> None:
+            if exp > newest.get(who, 0.0):
+                newest[who] = exp
+
         for cti, exp in self._held.items():
             who = self._held_who.get(cti)
-            if who is not None and exp > newest.get(who, 0):
-                newest[who] = exp
-        out = [(iss, sub, float(exp)) for (iss, sub), exp in newest.items() if t < exp <= t + within]
+            if who is not None:
+                see(who, float(exp))
+        for h in self._rosters.held():
+            for e in h.roster.entries:
+                see((h.iss, e.sub), float("inf") if e.exp is None else float(e.exp))
+        out = [(iss, sub, exp) for (iss, sub), exp in newest.items() if t < exp <= t + within]
         return sorted(out, key=lambda x: x[2])
 
     def state_notices(self) -> list[StateFallback]:

@@ -29,8 +29,6 @@ MIN_FREE_FRACTION = 0.05
 MAX_BACKLOG = 10_000
 #: warn when less than this share of an issuer's ``revocation_max_age`` is left
 REVOCATION_WARN_FRACTION = 0.25
-#: a held token expiring within this many seconds, with no newer one held for the person
-TOKEN_WARN_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,10 +273,11 @@ def _held(s: Snapshot, k: Look) -> Reasons:
     for h in s.held_expiring:
         when = datetime.fromtimestamp(h.exp, UTC).astimezone(_zone(s))
         yield _r("token.expiring", "warning", _(
-            "tokens: the token {org} gave {sub} to keep here expires {when} and no newer "
-            "one has arrived; after that {sub} is refused. Ask {org} to send a new one"
+            "tokens: the token of {sub} from {org} expires {when} and no newer one is known "
+            "here (held, or on the roster); after that {sub} is refused. Ask {org} to issue "
+            "a new one"
         ).format(org=names.get(h.iss, h.iss), sub=h.sub,
-                 when=f"{k.lang.date(when)} {when:%H:%M}"), h.iss)  # fmt: skip
+                 when=f"{k.lang.date(when)} {when:%H:%M}"), f"{h.iss}/{h.sub}")  # fmt: skip
 
 
 #: every check, in the order its reasons are listed

@@ -81,8 +81,8 @@ class IssuerHealth(BaseModel):
 
 
 class HeldExpiry(BaseModel):
-    """A token held for presentation by id that expires soon with no newer one held for
-    the same person."""
+    """A person's newest token the site knows of (held here, or on the organisation's
+    roster) that expires soon."""
 
     model_config = ConfigDict(frozen=True)
 
