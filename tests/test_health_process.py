@@ -162,3 +162,22 @@ async def test_a_token_about_to_expire_with_no_newer_one_is_warned_until_one_arr
         await platform.wait_for(
             warned("token.expiring", f"{org.id}/anna", "health.cleared"), after_seq=ev["seq"]
         )
+
+
+async def test_a_stopped_gateway_is_not_running_and_a_restarted_one_never_shows_the_last_runs_state(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """After a stop, ``health.json`` is left over: health says lockgw is not running (not
+    the state it had). Started again, from the moment its phone link listens health
+    tells this process's state — starting, or running — never the last run's."""
+    org = west()
+    async with home(tmp_path, broker, [org], extra=HEALTH) as (sim, platform):
+        old = sim.procs["gateway"].pid
+        assert await sim.stop("gateway") == 0
+        code, got = await health_json(sim)
+        assert code == 1 and [r["code"] for r in got["reasons"]] == ["daemon.not_running"], got
+        assert got["snapshot"]["pid"] == old and "left over" in got["reasons"][0]["text"]
+        proc = await sim.start_gateway()
+        code, got = await health_json(sim)
+        assert got["snapshot"]["pid"] == proc.pid != old, got
+        assert "daemon.not_running" not in [r["code"] for r in got["reasons"]], got
