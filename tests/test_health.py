@@ -244,3 +244,21 @@ async def test_the_daemons_metrics_carry_the_reasons_and_revocation_freshness(tm
     assert 'lockgw_health_reason{code="revocation.stale",level="degraded",subject="org-west"} 1' in body
     assert 'lockgw_revocation_age_seconds{issuer="org-west"} 7200' in body
     assert 'lockgw_revocation_stale{issuer="org-west"} 1' in body
+
+
+def test_ageing_words_change_by_the_minute_or_hour_not_at_every_look(tmp_path: Path) -> None:
+    """The retained status is sent again when a reason's words change: durations in them
+    are whole minutes, or whole hours from an hour up."""
+    from gateway.health import IssuerHealth
+
+    def words(age: float) -> str:
+        s = snap(issuers=[IssuerHealth(id="o", name="Org", max_age=4 * 3600, seq=1, age=age)])
+        (r,) = reasons(tmp_path, s)
+        return r.text
+
+    assert words(3 * 3600 + 10 * 60) == words(3 * 3600 + 10 * 60 + 7)
+    assert "goes stale in 50 min" in words(3 * 3600 + 10 * 60 + 7)
+    stale = snap(issuers=[IssuerHealth(id="o", name="Org", max_age=3600, seq=1, age=7322.0,
+                                       stale=True)])  # fmt: skip
+    (r,) = reasons(tmp_path, stale)
+    assert "is 2 h old (at most 1 h allowed)" in r.text, r.text

@@ -171,7 +171,7 @@ async def test_a_stopped_gateway_is_not_running_and_a_restarted_one_never_shows_
     the state it had). Started again, from the moment its phone link listens health
     tells this process's state — starting, or running — never the last run's."""
     org = west()
-    async with home(tmp_path, broker, [org], extra=HEALTH) as (sim, platform):
+    async with home(tmp_path, broker, [org], extra=HEALTH) as (sim, _platform):
         old = sim.procs["gateway"].pid
         assert await sim.stop("gateway") == 0
         code, got = await health_json(sim)

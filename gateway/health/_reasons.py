@@ -42,6 +42,14 @@ class Look:
         return self.lang.gettext(message)
 
 
+def _coarse(seconds: float) -> float:
+    """A duration for a reason's words: whole hours from an hour up, else whole minutes
+    (at least one), so the words — and the retained status that carries them — change
+    once a minute or an hour, not at every look."""
+    unit = 3600 if seconds >= 3600 else 60
+    return max(60, round(seconds / unit) * unit)
+
+
 def _r(code: str, level: HealthLevel, text: str, subject: str | None = None) -> HealthReason:
     return HealthReason(code=code, level=level, text=text, subject=subject)
 
@@ -237,7 +245,7 @@ def _issuers(s: Snapshot, k: Look) -> Reasons:
                 "revocations: the list of {org} is {age} old (at most {max} allowed); its "
                 "planned care is refused (revocation_stale) until a new one arrives; "
                 "emergency access still opens. Ask {org} to publish its list"
-            ).format(org=i.name, age=lang.duration(i.age or 0),
+            ).format(org=i.name, age=lang.duration(_coarse(i.age or 0)),
                      max=lang.duration(i.max_age or 0)), i.id)  # fmt: skip
         elif i.max_age is not None and i.age is not None:
             left = i.max_age - i.age
@@ -246,7 +254,7 @@ def _issuers(s: Snapshot, k: Look) -> Reasons:
                     "revocations: the list of {org} goes stale in {left}; after that its "
                     "planned care is refused until a new one arrives. Ask {org} to publish "
                     "its list"
-                ).format(org=i.name, left=lang.duration(left)), i.id)  # fmt: skip
+                ).format(org=i.name, left=lang.duration(_coarse(left))), i.id)  # fmt: skip
         if i.consent_until is not None:
             days = (i.consent_until - today).days
             if days < 0:
