@@ -3,8 +3,11 @@
 Start order (each an async context manager; a partial start rolls back):
 journal → access → devices → door service + visits → MQTT → phone link → health.
 READY is sent to systemd only when all are up. SIGTERM: ``gateway.stopping`` is
-journaled, open visits are ended honestly, parts close in reverse order — bounded by
-``STOP_TIMEOUT``. SIGHUP: config and revocations are re-read without dropping device
+journaled, open visits are ended honestly, parts close in reverse order — all within
+one deadline, ``STOP_TIMEOUT`` after the signal, that every stage shares (see
+:meth:`Gateway.stop_left`): an unlock under way first (lock, journal, answer), then the
+visits and ``gateway.stopping``, then the MQTT drain, with the journal's close last.
+SIGHUP: config and revocations are re-read without dropping device
 or broker connections (issuers, command signers and access settings take effect;
 device and MQTT changes need a restart, which the log says).
 """
@@ -59,16 +62,32 @@ from protocols.exchange import GatewayExchange
 from protocols.health import HealthReason, overall
 from protocols.i18n import language
 
-__all__ = ["STOP_TIMEOUT", "Gateway", "gateway_version"]
+__all__ = ["STOP_TIMEOUT", "Gateway", "gateway_version", "stop_budget"]
 
 log = structlog.get_logger("lockgw.app")
 
+#: the whole stop, from SIGTERM to exit, at least (see :func:`stop_budget`; systemd's
+#: ``TimeoutStopSec`` must exceed the budget, docs/install.md): every stage takes what
+#: is left of this one budget
 STOP_TIMEOUT = 10.0
+#: kept back from the stages before it, for what must still happen after them: the
+#: visits' ends and ``gateway.stopping`` journaled, the MQTT goodbye, the journal closed
+_AFTER_DOOR = 3.0
+#: kept back from the MQTT drain for closing the devices and the journal
+_AFTER_MQTT = 1.0
 
 #: what the retained inventory topic carries (CONTRACT §4); live state has its own topic
 _INVENTORY_FIELDS = (
     "id", "door", "driver", "kind", "manufacturer", "model", "serial", "firmware", "paired_at",
 )
+
+
+def stop_budget(device_timeout: float) -> float:
+    """Seconds from SIGTERM to exit: ``STOP_TIMEOUT``, or longer when the device timeout
+    (``[phone_link] device_timeout``) needs it — an unlock under way always gets its
+    whole device timeout (and a second for its record), the stages after it their
+    reserve."""
+    return max(STOP_TIMEOUT, device_timeout + 1.0 + _AFTER_DOOR)
 
 
 def _iso(t: float) -> str:
@@ -151,6 +170,8 @@ class Gateway:
         self.version = gateway_version()
         self.started_at = time.time()
         self.stop_event = asyncio.Event()
+        #: the event loop's time by which everything has stopped (set by the stop request)
+        self.stop_by: float | None = None
         self.ready = asyncio.Event()
         self.phone_address: str | None = None
         self.web_address: str | None = None
@@ -361,6 +382,20 @@ class Gateway:
             await asyncio.sleep(10)
 
     # -- lifecycle -------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT: stop, all of it within :func:`stop_budget` from now (a second
+        signal does not move the deadline)."""
+        if self.stop_by is None:
+            self.stop_by = asyncio.get_running_loop().time() + stop_budget(self.config.phone_link.device_timeout)
+        self.stop_event.set()
+
+    def stop_left(self, reserve: float = 0.0) -> float:
+        """Seconds a stop stage may take: what is left of the one stop deadline, less
+        ``reserve`` for the stages after it (never negative)."""
+        if self.stop_by is None:
+            return max(0.0, stop_budget(self.config.phone_link.device_timeout) - reserve)
+        return max(0.0, self.stop_by - asyncio.get_running_loop().time() - reserve)
+
     def request_reload(self) -> None:
         if not self.ready.is_set():  # SIGHUP while starting: send it again once ready
             log.info("reload.ignored", detail="still starting")
@@ -496,10 +531,16 @@ class Gateway:
                     log.error("health.write_failed", error=str(exc))
                 log.info("gateway.ready", site=cfg.site.id, phone_link=self.phone_address)
                 await self.stop_event.wait()
+                self.request_stop()  # the deadline, when the event was set directly
+                assert self.stop_by is not None
+                self.mqtt.stop_by = self.stop_by - _AFTER_MQTT
                 self.notifier.stopping()
-                log.info("gateway.stopping")
-                # an unlock under way finishes (lock, journal, answer) before the rest stops
-                await self.door.close(min(cfg.phone_link.device_timeout + 1.0, STOP_TIMEOUT / 2))
+                log.info("gateway.stopping", budget=round(self.stop_left(), 1))
+                # an unlock under way finishes (lock, journal, answer) before the rest
+                # stops: it has the device timeout, or what the deadline leaves it
+                await self.door.close(
+                    min(cfg.phone_link.device_timeout + 1.0, self.stop_left(_AFTER_DOOR))
+                )
                 for t in tasks:
                     t.cancel()
             await self._stop()
@@ -510,7 +551,7 @@ class Gateway:
         except OSError as exc:
             log.error("gateway.flush_failed", error=str(exc))
         try:
-            async with asyncio.timeout(STOP_TIMEOUT / 2):
+            async with asyncio.timeout(self.stop_left(_AFTER_MQTT)):
                 await self.visits.close()
                 await self.journal.emit(GatewayEvent(type="gateway.stopping", version=self.version))
         except (TimeoutError, JournalError) as exc:
@@ -525,19 +566,21 @@ async def serve(config: Config | str | Path) -> int:
     gw = Gateway(cfg)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, gw.stop_event.set)
+        loop.add_signal_handler(sig, gw.request_stop)
     loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
     try:
         async with asyncio.timeout(None) as deadline:
             runner = asyncio.create_task(gw.run())
             stop_waiter = asyncio.create_task(gw.stop_event.wait())
             await asyncio.wait({runner, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if not runner.done():
-                deadline.reschedule(loop.time() + STOP_TIMEOUT)
+            if not runner.done():  # the backstop: the stages keep within it themselves
+                gw.request_stop()
+                assert gw.stop_by is not None
+                deadline.reschedule(gw.stop_by)
             await runner
             stop_waiter.cancel()
     except TimeoutError:
-        log.error("gateway.stop_timeout", seconds=STOP_TIMEOUT)
+        log.error("gateway.stop_timeout", seconds=stop_budget(gw.config.phone_link.device_timeout))
         return 1
     except Exception as exc:  # a part that could not start or failed: one line, exit 1
         what = _describe(exc)

@@ -81,6 +81,20 @@ def _unit_values(key: str) -> list[str]:
     ]
 
 
+def test_timeout_stop_sec_exceeds_the_stop_budget() -> None:
+    """systemd must not SIGKILL an orderly stop (docs/install.md, "One stop deadline"):
+    TimeoutStopSec exceeds the gateway's stop budget for the default device timeout and
+    for every one up to 10 s, as the guide says."""
+    from gateway.app import stop_budget
+    from gateway.config import PhoneLinkConfig
+
+    (value,) = _unit_values("TimeoutStopSec")
+    limit = float(value)
+    assert stop_budget(PhoneLinkConfig().device_timeout) < limit
+    assert stop_budget(10.0) < limit
+    assert stop_budget(11.0) >= limit  # the guide's "up to 10 s" is the real edge
+
+
 async def test_a_config_error_exits_78_which_the_unit_does_not_restart(tmp_path: Path) -> None:
     """``lockgw run`` with a broken config (the unit's ExecStart) says what is wrong, one
     problem a line and no traceback, and exits with EX_CONFIG, which the unit lists in

@@ -196,6 +196,9 @@ class MqttLink:
         self._client: PahoSession | None = None
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
+        #: the event loop's time by which the orderly stop (drain, goodbye) must be done;
+        #: set by the daemon's one stop deadline (``gateway.app``), None: the usual caps
+        self.stop_by: float | None = None
         self._status_changed = asyncio.Event()
         #: the health the retained status carries (``set_health``)
         self._health: tuple[Overall | None, tuple[HealthReason, ...]] = (None, ())
@@ -243,7 +246,7 @@ class MqttLink:
         if self._task is not None:
             if self.connected:  # an orderly goodbye: drain what is in flight, say offline
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._task), 10)
+                    await asyncio.wait_for(asyncio.shield(self._task), self._left(10))
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -287,6 +290,14 @@ class MqttLink:
             await client.publish(
                 Topics.status(self.site), self._status("online"), qos=1, retain=True, timeout=5
             )
+
+    def _left(self, cap: float, reserve: float = 0.0) -> float:
+        """Seconds a step of the orderly stop may take: ``cap``, or less when the stop
+        deadline (``stop_by``, less ``reserve`` for the steps after it) comes first."""
+        if self.stop_by is None:
+            return cap
+        left = self.stop_by - asyncio.get_running_loop().time() - reserve
+        return max(0.0, min(cap, left))
 
     # -- state --------------------------------------------------------------------------
     @property
@@ -439,13 +450,19 @@ class MqttLink:
                 raise MqttLinkError("the broker closed the connection")
             # an orderly stop: the feeder ends by itself; let what is in flight be
             # acknowledged, then say goodbye (the Last Will is not sent on DISCONNECT)
+            # (each step bounded by its cap and by the stop deadline; the goodbye is kept
+            # a moment: without it the broker sends the Last Will, ``offline`` as well)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(feeder, 3)
+                await asyncio.wait_for(feeder, self._left(3, reserve=0.5))
             self._connected.clear()
-            await stream.drain(timeout=3)
+            await stream.drain(timeout=self._left(3, reserve=0.5))
             with contextlib.suppress(MqttLinkError, TimeoutError):
                 await client.publish(
-                    Topics.status(self.site), self._status("offline"), qos=1, retain=True, timeout=3
+                    Topics.status(self.site),
+                    self._status("offline"),
+                    qos=1,
+                    retain=True,
+                    timeout=max(0.1, self._left(3)),
                 )
         finally:
             stream.abort()
