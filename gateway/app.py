@@ -55,6 +55,7 @@ from protocols.events import (
     GatewayEvent,
     HealthEvent,
     RevocationAppliedEvent,
+    RosterAppliedEvent,
     SiteKeyCreatedEvent,
     StateFallbackEvent,
 )
@@ -101,7 +102,7 @@ def _epoch(ts: str) -> float:
 async def state_history(journal: Journal) -> StateHistory:
     """What the journal says about the past, for the access state's start-up: is this
     the first start, the newest recorded time, each issuer's last applied revocation
-    list, the last alarm. A journal that cannot be read gives the worst case."""
+    list and roster, the last alarm. A journal that cannot be read gives the worst case."""
     if journal.error is not None:
         return StateHistory.unknown()
     try:
@@ -111,10 +112,13 @@ async def state_history(journal: Journal) -> StateHistory:
         oldest = await journal.read(limit=1)
         complete = oldest[0].seq == 1 and await journal.checkpoint() is None
         seqs: dict[str, int] = {}
-        for env in await journal.read(types=["revocation.applied"]):
+        roster_seqs: dict[str, int] = {}
+        for env in await journal.read(types=["revocation.applied", "roster.applied"]):
             body = env.body
             if isinstance(body, RevocationAppliedEvent):
                 seqs[body.iss] = max(seqs.get(body.iss, 0), body.list_seq)
+            elif isinstance(body, RosterAppliedEvent):
+                roster_seqs[body.iss] = max(roster_seqs.get(body.iss, 0), body.list_seq)
         alarms = await journal.read(
             types=["alarm.raised", "alarm.cleared"], newest_first=True, limit=1
         )
@@ -127,6 +131,7 @@ async def state_history(journal: Journal) -> StateHistory:
         complete=complete,
         newest_ts=_epoch(newest[0].ts),
         revocation_seqs=seqs,
+        roster_seqs=roster_seqs,
         alarm=alarm,
     )
 

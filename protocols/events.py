@@ -314,7 +314,9 @@ class StateFallbackEvent(_Body):
     issuers: list[str] = Field(
         default_factory=list,
         description="revocations.json: the issuers whose planned care is refused "
-        "(revocation_stale) until their list arrives again",
+        "(revocation_stale) until their list arrives again; rosters.json: the issuers "
+        "whose roster is awaited again (with roster_check = refuse their planned care is "
+        "refused, not_on_roster, until it arrives)",
     )
     until: str | None = Field(
         default=None,

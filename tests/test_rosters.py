@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.access import AccessController
+from gateway.access.state import StateHistory
 from gateway.cli import main
 from protocols.control import Roster, RosterEntry
 from protocols.errors import ControlMessageError, Reason
@@ -192,6 +193,66 @@ def test_refuse_mode_refuses_planned_care_but_lets_emergencies_in_flagged(site: 
     # another issuer without a roster is not affected
     t = site.token(iss=RESIDENT, sub="daughter", role="mantelzorger")
     assert attempt(ctl, t, site.keys["phone"]).granted
+
+
+@pytest.mark.parametrize("how", ["deleted", "garbage"])
+def test_a_lost_roster_refuses_planned_care_until_it_is_back(site: Site, how: str) -> None:
+    """roster_check = "refuse", rosters.json lost after the first start: the issuer the
+    journal records a roster of waits for it again — its planned care refused
+    (not_on_roster, saying the roster was lost), emergencies let in, a restart lifts
+    nothing, an older roster is a rollback; the same seq again lifts the wait. An issuer
+    that never sent a roster is not affected; with "flag" nothing is refused."""
+    site.write_config(extra_access='roster_check = "refuse"')
+    ctl = site.controller()
+    assert ctl.apply_roster(signed(site, 5, entry())).status == "applied"
+    path = site.root / "data" / "access" / "rosters.json"
+    if how == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(b"\x00not json")
+    history = StateHistory(has_events=True, roster_seqs={ORG: 5})
+    again = AccessController(site.config, history=history, clock=site.clock.time)
+    d = attempt(again, site.token(), site.keys["phone"])
+    assert (d.granted, d.reason) == (False, Reason.NOT_ON_ROSTER)
+    assert "lost" in d.detail and "seq 5" in d.detail, d.detail
+    [fb] = [f for f in again.fallbacks if f.file == "rosters.json"]
+    assert fb.issuers == [ORG] and fb.problem == ("missing" if how == "deleted" else "damaged")
+    [notice] = [n for n in again.state_notices() if n.file == "rosters.json"]
+    assert notice.in_force and notice.issuers == [ORG] and "not_on_roster" in notice.fallback
+    emergency = site.token(sub="responder-2", role="alarmopvolger", purposes=["emergency"])
+    assert attempt(again, emergency, site.keys["phone"]).granted  # care safety first
+    daughter = site.token(iss=RESIDENT, sub="daughter", role="mantelzorger")
+    assert attempt(again, daughter, site.keys["phone"]).granted  # never sent a roster
+    # a restart lifts nothing; an older roster is a rollback
+    again = AccessController(site.config, history=history, clock=site.clock.time)
+    assert attempt(again, site.token(), site.keys["phone"]).reason is Reason.NOT_ON_ROSTER
+    assert again.apply_roster(signed(site, 4, entry())).status == "ignored"
+    assert attempt(again, site.token(), site.keys["phone"]).reason is Reason.NOT_ON_ROSTER
+    # "flag": the same wait restricts nothing
+    site.write_config(extra_access='roster_check = "flag"')
+    flag = AccessController(site.config, history=history, clock=site.clock.time)
+    assert attempt(flag, site.token(), site.keys["phone"]).granted
+    assert not any(n.in_force for n in flag.state_notices())
+    # the lost roster again: the wait ends, for good
+    site.write_config(extra_access='roster_check = "refuse"')
+    again = AccessController(site.config, history=history, clock=site.clock.time)
+    assert again.apply_roster(signed(site, 5, entry())).status == "applied"
+    assert attempt(again, site.token(), site.keys["phone"]).granted
+    assert not any(n.in_force for n in again.state_notices())
+    assert not AccessController(site.config, history=history, clock=site.clock.time).state_notices()
+
+
+def test_a_missing_roster_file_where_none_was_ever_sent_is_no_loss(site: Site) -> None:
+    """An older version wrote rosters.json only with the first roster: a hub upgraded
+    without ever receiving one starts without it — nothing lost, nothing reported."""
+    site.write_config(extra_access='roster_check = "refuse"')
+    site.controller()
+    (site.root / "data" / "access" / "rosters.json").unlink()
+    ctl = AccessController(
+        site.config, history=StateHistory(has_events=True), clock=site.clock.time
+    )
+    assert not ctl.fallbacks and not ctl.state_notices()
+    assert attempt(ctl, site.token(), site.keys["phone"]).granted
 
 
 def test_the_roster_survives_a_restart_and_goes_when_its_issuer_does(site: Site) -> None:

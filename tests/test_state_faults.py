@@ -23,7 +23,7 @@ import pytest
 from protocols.control import Command
 from simulators.broker import MosquittoBroker
 from simulators.platform import Platform
-from simulators.site import Carer, SimSite
+from simulators.site import Carer, Org, SimSite
 from tests.test_door_process import expect, home, lock_state, relock, west
 
 pytestmark = pytest.mark.slow
@@ -165,6 +165,69 @@ async def test_revoked_carer_stays_out_while_the_revocations_are_lost_and_the_br
         await expect(sim, platform, bob, "revoked")
         await expect(sim, platform, anna, "ok")
         await relock(sim, platform)
+
+
+# -- rosters ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["deleted", "garbage"])
+async def test_lost_roster_refuses_planned_care_until_it_arrives_again(
+    tmp_path: Path, broker: MosquittoBroker, how: str
+) -> None:
+    """A home that refuses tokens not on the roster (``roster_check = "refuse"``). West's
+    roster lists Anna only. The gateway stops, ``rosters.json`` is lost, and it starts
+    while the broker is unreachable: nobody knows whom West listed, so West's planned
+    care hears ``not_on_roster`` (the journal says the roster was lost), an emergency
+    token still opens, and Oost — which never sent a roster — is not affected. Health
+    names West; when the broker is back the platform gets ``state.fallback``, the
+    retained roster arrives again, and Anna opens (Bram, not listed, still does not)."""
+    org = west()
+    east = Org("org-oost", "Thuiszorg Oost", roles=("verzorgende",), purposes=("planned",))
+    refuse = '[access]\nroster_check = "refuse"\n'
+    async with home(tmp_path, broker, [org, east], extra=refuse) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        bram = Carer("Bram", "bram", org, "verzorgende")
+        sanne = Carer("Sanne", "sanne", org, "verzorgende", purposes=("emergency",))
+        olga = Carer("Olga", "olga", east, "verzorgende")
+        for c in (anna, bram, sanne, olga):
+            sim.issue(c)
+        await platform.send_roster(org.id, sim.roster(org, 3, [anna]))
+        await platform.wait_for(lambda e: e["type"] == "roster.applied")
+        await expect(sim, platform, bram, "not_on_roster")
+        await expect(sim, platform, anna, "ok")
+        await relock(sim, platform)
+        await stop_gateway(sim)
+        damage(state_file(sim, "rosters.json"), how)
+        await broker.stop()
+        await sim.start_gateway()
+        for carer in (anna, bram):
+            refused = await sim.attempt(carer)
+            assert (refused.granted, refused.reason) == (False, "not_on_roster"), refused
+        assert await lock_state(sim) == "locked"
+        out = await health(sim)
+        assert "rosters.json was" in out and org.id in out and "not_on_roster" in out, out
+        assert east.id not in out, out
+        emergency = await sim.attempt(sanne)
+        assert emergency.reason == "ok", emergency
+        other = await sim.attempt(olga)
+        assert other.reason == "ok", other
+        await broker.start()
+        lost = await platform.wait_for(lambda e: e["type"] == "state.fallback", timeout=30)
+        assert lost["file"] == "rosters.json" and lost["issuers"] == [org.id], lost
+        assert lost["problem"] == ("missing" if how == "deleted" else "damaged"), lost
+        denied = await platform.wait_for(  # journaled while the broker was away
+            lambda e: e["type"] == "access.denied" and e["seq"] > lost["seq"]
+            and e.get("sub") == "anna",
+            timeout=30,
+        )  # fmt: skip
+        assert denied["reason"] == "not_on_roster", denied
+        applied = await platform.wait_for(
+            lambda e: e["type"] == "roster.applied" and e["seq"] > lost["seq"], timeout=30
+        )
+        assert applied["list_seq"] == 3 and applied["iss"] == org.id, applied
+        await expect(sim, platform, anna, "ok")
+        await relock(sim, platform)
+        await expect(sim, platform, bram, "not_on_roster")
 
 
 # -- used command ids ----------------------------------------------------------------------------

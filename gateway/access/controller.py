@@ -27,6 +27,8 @@ answer (CONTRACT §3 reasons):
 13. the issuer's current roster (when it has sent one) lists the token: if not, the
     grant is flagged ``not_on_roster``, or with ``access.roster_check = "refuse"``
     planned care is refused (``not_on_roster``); emergency access keeps working, flagged.
+    With ``"refuse"``, an issuer whose roster was lost with ``rosters.json`` and has not
+    arrived again has its planned care refused too (``not_on_roster``, saying so).
 
 The state behind these checks lives in ``<data_dir>/access/`` (:mod:`gateway.access.state`).
 When a file is missing (after the first start) or damaged, the controller takes the
@@ -66,7 +68,16 @@ from gateway.access.models import (
 )
 from gateway.access.ratelimit import RateLimiter
 from gateway.access.revocations import RevocationStore
-from gateway.access.rosters import HeldRoster, Person, RosterStore, people_of
+from gateway.access.rosters import (
+    LOST_FLAG as _LOST_ROSTER_FLAG,
+)
+from gateway.access.rosters import (
+    NAMES_FILE,
+    HeldRoster,
+    Person,
+    RosterStore,
+    people_of,
+)
 from gateway.access.state import StateDir, StateFallback, StateHistory
 from gateway.config import AccessConfig, Config, IssuerConfig
 from gateway.keys import load_public_key
@@ -91,19 +102,13 @@ _MAX_NONCES: Final = 4096
 _MAX_COMMANDS: Final = 100_000
 _COMMANDS_FILE: Final = "commands.json"
 _ALARM_FILE: Final = "alarm.json"
-#: the rosters' files and what their loss means (they come back with the next roster)
-_ROSTER_FILES: Final = (
-    (
-        "rosters.json",
-        "the rosters held were lost: tokens are not checked against a roster until each "
-        "organisation's roster arrives again (they are retained on the broker)",
-    ),
-    (
-        "names.json",
-        "the names rosters gave carers were lost: the resident's views show pseudonyms "
-        "until the rosters arrive again",
-    ),
+#: the names' file and what its loss means (they come back with the next roster);
+#: ``rosters.json`` is the roster store's own (:mod:`gateway.access.rosters`)
+_NAMES_LOST: Final = (
+    "the names rosters gave carers were lost: the resident's views show pseudonyms "
+    "until the rosters arrive again"
 )
+_ROSTERS_FILE: Final = "rosters.json"
 
 
 #: every purpose claim a valid token can carry (protocols.token: 1 or 2 distinct purposes)
@@ -195,20 +200,21 @@ class AccessController:
         )
         if self._revocations.fallback is not None:
             self.fallbacks.append(self._revocations.fallback)
-        for name, fallback in _ROSTER_FILES:  # a damaged file is set aside here, reported
-            loaded = self._state.read(name)
-            if loaded.problem == "damaged":
-                self.fallbacks.append(
-                    StateFallback(
-                        file=name,
-                        problem="damaged",
-                        fallback=fallback,
-                        at=clock(),
-                        kept_as=loaded.kept_as,
-                        detail=loaded.detail,
-                    )
+        loaded = self._state.read(NAMES_FILE)  # a damaged file is set aside here, reported
+        if loaded.problem == "damaged":
+            self.fallbacks.append(
+                StateFallback(
+                    file=NAMES_FILE,
+                    problem="damaged",
+                    fallback=_NAMES_LOST,
+                    at=clock(),
+                    kept_as=loaded.kept_as,
+                    detail=loaded.detail,
                 )
-        self._rosters = self._roster_store()
+            )
+        self._rosters = self._roster_store(history)
+        if self._rosters.fallback is not None:
+            self.fallbacks.append(self._rosters.fallback)
         self._load_commands(history, t)
         self._load_alarm(history, t)
         self._held: dict[bytes, int] = {}
@@ -589,6 +595,13 @@ class AccessController:
                 else:
                     return deny(req, c, Reason.REVOCATION_STALE, stale)
         roster = self._rosters.get(c.iss)
+        if roster is None and purpose == "planned" and self._roster_refuses:
+            waits = self._rosters.awaiting
+            if waits and c.iss in waits:  # lost: unknown who is listed, the safe side
+                if emergency and (alarm or self._alarm_at(t)):
+                    purpose = "emergency"
+                else:
+                    return deny(req, c, Reason.NOT_ON_ROSTER, self._roster_lost_detail(c.iss))
         if roster is not None and c.cti not in roster.ctis and c.sub not in roster.subs:
             if self._roster_refuses and purpose == "planned":
                 return deny(
@@ -686,12 +699,21 @@ class AccessController:
                 return h.seq, h.raw
         return None
 
-    def _roster_store(self) -> RosterStore:
+    def _roster_store(self, history: StateHistory | None = None) -> RosterStore:
         return RosterStore(
             self._state,
             self.site,
             self._issuer_ring,
             forget_after=self.config.journal.retention_days * 86400.0,
+            history=history,
+            now=self._clock(),
+        )
+
+    def _roster_lost_detail(self, iss: str) -> str:
+        seq = self._rosters.awaiting.get(iss, 0)
+        return (
+            f"the roster of {iss} was lost (rosters.json missing or damaged); waiting for "
+            f"its roster again (seq {seq} or later)"
         )
 
     def names(self) -> dict[tuple[str, str], Person]:
@@ -881,6 +903,11 @@ class AccessController:
         awaiting = sorted(self._revocations.awaiting)
         before = self._refuse_exp_before
         commands_in_force = before is not None and t - self._skew <= before
+        roster_waits = sorted(self._rosters.awaiting)
+        roster_text = (
+            f"planned care of {', '.join(roster_waits)} is refused (not_on_roster) until "
+            "each sends its roster again; emergency access still opens"
+        )
         out: list[StateFallback] = []
         seen: set[str] = set()
         for fb in self.fallbacks:
@@ -897,11 +924,21 @@ class AccessController:
                     )
                 else:
                     text = "every lost revocation list has arrived again; no restriction left"
+            elif fb.file == _ROSTERS_FILE and fb.issuers:
+                in_force = bool(roster_waits) and self._roster_refuses
+                if in_force:
+                    text = roster_text
+                elif roster_waits:
+                    text = _LOST_ROSTER_FLAG
+                else:
+                    text = "every lost roster has arrived again; no restriction left"
             elif fb.file == _COMMANDS_FILE:
                 in_force = commands_in_force
                 if not in_force:
                     text = "every command that could have been sent before the loss has expired"
             issuers = awaiting if fb.file == "revocations.json" and in_force else fb.issuers
+            if fb.file == _ROSTERS_FILE and fb.issuers:
+                issuers = roster_waits
             out.append(replace(fb, fallback=text, in_force=in_force, issuers=issuers))
         if awaiting and "revocations.json" not in seen:
             out.append(
@@ -913,6 +950,17 @@ class AccessController:
                     "an earlier start); emergency access still opens",
                     at=t,
                     issuers=awaiting,
+                    in_force=True,
+                )
+            )
+        if roster_waits and self._roster_refuses and _ROSTERS_FILE not in seen:
+            out.append(
+                StateFallback(
+                    file=_ROSTERS_FILE,
+                    problem="missing",
+                    fallback=roster_text + " (lost at an earlier start)",
+                    at=t,
+                    issuers=roster_waits,
                     in_force=True,
                 )
             )

@@ -11,6 +11,18 @@ names the organisations chose to show the resident are kept in ``names.json`` �
 person a roster listed, with when a roster last listed them — so the resident's views
 name a carer who visited last month even after she left the roster. A name no roster
 has listed for ``forget_after`` seconds (the journal's retention) is forgotten.
+
+**A lost file.** When ``rosters.json`` is missing (after the first start) or damaged,
+the gateway no longer knows whom the organisations listed. It does not start as if no
+roster had been sent: every *affected* issuer goes on the ``awaiting`` list (with the
+roster ``seq`` the journal last recorded for it), and until a roster of that issuer
+arrives again with at least that seq, a home with ``[access] roster_check = "refuse"``
+refuses its planned care (``not_on_roster``, saying the roster was lost); emergency
+access keeps working (``gateway.access.controller``). With ``roster_check = "flag"``
+nothing is refused (a roster only flags there). The affected issuers are the configured
+ones the journal records a roster of (``roster.applied``) or ``names.json`` names — an
+issuer that never sent a roster is not awaited, since one may never come. The
+``awaiting`` list is persisted in the file, so a restart does not lift it.
 """
 
 from __future__ import annotations
@@ -19,12 +31,13 @@ import base64
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.access.state import StateDir
+from gateway.access.state import StateDir, StateFallback, StateHistory
 from protocols.control import Roster, RosterEntry
 from protocols.cose import KeyRing
 from protocols.errors import ControlMessageError
 
 __all__ = [
+    "LOST_FLAG",
     "NAMES_FILE",
     "HeldRoster",
     "Person",
@@ -126,10 +139,25 @@ def _diff(old: Roster | None, new: Roster) -> RosterChange:
     )
 
 
+LOST_FLAG: Final = (
+    "the rosters held were lost: tokens are not checked against a roster until each "
+    "organisation's roster arrives again (they are retained on the broker)"
+)
+
+
 class RosterStore:
     def __init__(
-        self, state: StateDir, site: str, issuers: KeyRing, *, forget_after: float = 365 * 86400
+        self,
+        state: StateDir,
+        site: str,
+        issuers: KeyRing,
+        *,
+        forget_after: float = 365 * 86400,
+        history: StateHistory | None = None,
+        now: float = 0.0,
     ) -> None:
+        """``history``: what the journal says, at start (None on a reload: the file then
+        exists, written at start)."""
         self._state = state
         self._site = site
         self._forget_after = forget_after
@@ -137,9 +165,46 @@ class RosterStore:
         self._held: dict[str, HeldRoster] = {}
         #: rosters of issuers no longer configured: written back unchanged, not used
         self._unused: dict[str, Any] = {}
-        raw = state.load(_FILE)
-        if not isinstance(raw, dict):
-            return
+        #: issuer → the lowest roster seq that lifts the wait (the file was lost)
+        self.awaiting: dict[str, int] = {}
+        #: set when the file was missing or damaged at start (see the module docstring)
+        self.fallback: StateFallback | None = None
+        loaded = state.read(_FILE)
+        raw = loaded.value
+        if loaded.problem is None and not isinstance(raw, dict):
+            loaded = state.damaged(_FILE, "does not hold rosters")
+        if isinstance(raw, dict) and loaded.problem is None:
+            self._load(raw, issuers)
+        lost = loaded.problem == "damaged" or (
+            loaded.problem == "missing" and history is not None and history.has_events
+        )
+        if lost:
+            known = history.roster_seqs if history is not None else {}
+            named = {iss for iss, _ in self._names}
+            affected = {iss for iss in set(known) | named if iss in issuers}
+            for iss in affected:
+                self.awaiting[iss] = max(known.get(iss, 0), self.awaiting.get(iss, 0))
+            # a missing file where no roster was ever applied lost nothing (an older
+            # version wrote the file only with the first roster): no notice for that
+            if affected or loaded.problem == "damaged":
+                self.fallback = StateFallback(
+                    file=_FILE,
+                    problem=loaded.problem or "damaged",
+                    fallback=LOST_FLAG,
+                    at=now,
+                    kept_as=loaded.kept_as,
+                    detail=loaded.detail,
+                    issuers=sorted(affected),
+                )
+        if loaded.problem is not None:  # first start or a loss: the file exists from now
+            self._save()  # on, and the wait survives a restart
+
+    def _load(self, raw: dict[str, Any], issuers: KeyRing) -> None:
+        state = self._state
+        site = self._site
+        for iss, seq in dict(raw.get("awaiting") or {}).items():
+            if isinstance(seq, int):
+                self.awaiting[str(iss)] = seq
         for iss, v in raw.get("issuers", {}).items():
             try:
                 signed = base64.b64decode(v["raw"], validate=True)
@@ -157,6 +222,16 @@ class RosterStore:
                 continue
             self._held[iss] = HeldRoster(roster, received_at, signed)
 
+    def _save(self) -> bool:
+        return self._state.save(
+            _FILE,
+            {
+                "v": 1,
+                "issuers": {**self._unused, **{k: h.to_json() for k, h in self._held.items()}},
+                "awaiting": dict(sorted(self.awaiting.items())),
+            },
+        )
+
     def get(self, iss: str) -> Roster | None:
         held = self._held.get(iss)
         return held.roster if held is not None else None
@@ -169,11 +244,18 @@ class RosterStore:
         return dict(self._names)
 
     def apply(self, roster: Roster, raw: bytes, received_at: float) -> RosterChange | None:
-        """Replace the issuer's roster when ``roster.seq`` is higher; else None (ignored)."""
+        """Replace the issuer's roster when ``roster.seq`` is higher; else None (ignored).
+        An issuer whose roster was lost is waited for: a roster with at least the seq the
+        journal last recorded for it ends the wait; a lower one is a rollback (ignored)."""
         old = self._held.get(roster.iss)
-        if old is not None and roster.seq <= old.seq:
+        waited = self.awaiting.get(roster.iss)
+        if waited is not None and old is None:
+            if roster.seq < waited:
+                return None
+        elif old is not None and roster.seq <= old.seq:
             return None
         self._held[roster.iss] = HeldRoster(roster, received_at, raw)
+        self.awaiting.pop(roster.iss, None)
         names = self._names
         for sub, e in people_of(roster.entries).items():
             names[(roster.iss, sub)] = Person(e.name, e.role, received_at)
@@ -192,11 +274,5 @@ class RosterStore:
                 "last_listed": p.last_listed,
             }
         self._state.save(NAMES_FILE, {"v": 1, "issuers": book})
-        self._state.save(
-            _FILE,
-            {
-                "v": 1,
-                "issuers": {**self._unused, **{k: h.to_json() for k, h in self._held.items()}},
-            },
-        )
+        self._save()
         return _diff(old.roster if old is not None else None, roster)

@@ -7,6 +7,9 @@ file              holds
 time_floor.json   the latest time the gateway knows has passed (the time floor)
 revocations.json  per issuer: the held list's seq, iat, when received, cti, sub;
                   and the issuers whose list was lost and is awaited again
+rosters.json      per issuer: the held roster (signed bytes); and the issuers whose
+                  roster was lost and is awaited again
+names.json        the names rosters gave carers (for the resident's views)
 commands.json     request ids of verified commands, until they expire (no replay);
                   and, after a loss, the ``exp`` below which commands are refused
 alarm.json        whether an alarm is raised for the site, since when, until when
@@ -107,6 +110,8 @@ class StateHistory:
     newest_ts: float | None = None
     #: per issuer: the newest ``list_seq`` of its journaled ``revocation.applied``
     revocation_seqs: dict[str, int] = field(default_factory=dict)
+    #: per issuer: the newest ``list_seq`` of its journaled ``roster.applied``
+    roster_seqs: dict[str, int] = field(default_factory=dict)
     #: the newest ``alarm.raised`` / ``alarm.cleared``: (raised, its time)
     alarm: tuple[bool, float] | None = None
 

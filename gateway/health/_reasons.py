@@ -146,6 +146,11 @@ def _state_line(n: StateNotice, _: Callable[[str], str]) -> str:
         what = _("the alarm state was taken from the journal")
     elif f.startswith("held/"):
         what = _("the held token was dropped; the platform must send it again")
+    elif f == "rosters.json" and n.in_force:
+        what = _(
+            "planned care of {issuers} is refused (not_on_roster) until each sends its "
+            "roster again; emergency access still opens"
+        ).format(issuers=", ".join(n.issuers))
     elif f == "rosters.json":
         what = _(
             "tokens are not checked against a roster until each organisation's roster "
@@ -167,7 +172,7 @@ def _state_line(n: StateNotice, _: Callable[[str], str]) -> str:
 def _state(s: Snapshot, k: Look) -> Reasons:
     _ = k._
     for n in s.state:
-        refuses_care = n.file == "revocations.json" and n.in_force
+        refuses_care = n.file in ("revocations.json", "rosters.json") and n.in_force
         yield _r("state.fallback", "degraded" if refuses_care else "warning",
                  _state_line(n, _), n.file)  # fmt: skip
     if s.state_write_failures:

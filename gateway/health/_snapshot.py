@@ -55,7 +55,8 @@ class StateNotice(BaseModel):
     fallback: str
     in_force: bool
     kept_as: str | None = None
-    #: revocations.json: the issuers whose planned care still waits for their list
+    #: revocations.json / rosters.json: the issuers whose planned care still waits for
+    #: their list / roster
     issuers: list[str] = []
     #: commands.json: commands expiring before this time are refused
     until: float | None = None
