@@ -264,6 +264,8 @@ class Gateway:
                 for iss, sub, exp in self.access.tokens_expiring(cfg.health.token_warn_hours * 3600)
             ],
             warn_days=cfg.health.warn_days,
+            issuers_unavailable=dict(self.access.unavailable),
+            signers_unavailable=dict(self.access.unavailable_signers),
         )
 
     async def _on_health(self, snap: Snapshot, reasons: list[HealthReason]) -> None:

@@ -8,9 +8,15 @@ after it (the offending keys are set aside and the rest checked again).
 
 Problems come in three kinds (``docs/install.md``):
 
-- **core** (site, access, issuers and their key files, devices, ports and
-  addresses): :func:`load_config` raises; ``lockgw run`` exits with EX_CONFIG (78)
-  and systemd does not restart it into the same error;
+- **core** (site, access, issuers, devices, ports and addresses): :func:`load_config`
+  raises; ``lockgw run`` exits with EX_CONFIG (78) and systemd does not restart it
+  into the same error;
+- **key** (an issuer's or command signer's key file missing, unreadable, not an
+  Ed25519 public key): :func:`load_config` keeps them in :attr:`Config.key_problems`;
+  ``run`` starts without those keys (their carers are refused with
+  ``issuer_unavailable``, health names them) — one organisation's broken file must not
+  lock out everyone. Only when *no* key can be used is it a core problem
+  (:func:`key_problems`);
 - **start** (the data directory cannot be used): :func:`start_problems`; ``run``
   exits 78 too;
 - **broker** (the ``[mqtt]`` section: its URL, TLS files, password file):
@@ -19,7 +25,7 @@ Problems come in three kinds (``docs/install.md``):
   offline, every event is kept for later, health says why — because a typo in the
   MQTT section must not lock a resident's carers out.
 
-``lockgw check-config`` (:func:`check_config`) reports all three and exits 1 on any.
+``lockgw check-config`` (:func:`check_config`) reports all four and exits 1 on any.
 Files the config names are checked for type before they are read (a FIFO or
 ``/dev/zero`` is refused, never read), and secrets (TLS key, password file) must
 not be readable by group or others.
@@ -60,6 +66,7 @@ __all__ = [
     "WebConfig",
     "check_config",
     "host_port",
+    "key_problems",
     "load_config",
     "start_problems",
 ]
@@ -378,6 +385,9 @@ class Config(_Section):
     #: what is wrong with the [mqtt] section (set by load_config, not a TOML key): when
     #: not empty, ``mqtt`` holds the defaults and the daemon runs without the broker
     broker_problems: list[str] = Field(default_factory=list, exclude=True)
+    #: issuers' and command signers' key files that cannot be used (set by load_config,
+    #: not a TOML key; :func:`key_problems`): the daemon runs without those keys
+    key_problems: list[str] = Field(default_factory=list, exclude=True)
 
     def issuer(self, iss: str) -> IssuerConfig | None:
         return next((i for i in self.issuers if i.id == iss), None)
@@ -456,22 +466,38 @@ def _semantic_problems(cfg: Config) -> list[str]:
                 f"devices[{n}]: reconnect_min ({dev.reconnect_min:g}) must not exceed "
                 f"reconnect_max ({dev.reconnect_max:g})"
             )
-    key_files = [(f"issuers[{n}].public_key", i.public_key) for n, i in enumerate(cfg.issuers)]
-    key_files += [
-        (f"command_signers[{n}].public_key", s.public_key)
-        for n, s in enumerate(cfg.command_signers)
-    ]
-    from gateway.keys import load_public_key  # local: keys imports config-free helpers only
-
-    for where, path in key_files:
-        try:
-            load_public_key(path)
-        except Exception as exc:  # every problem is reported, never raised
-            problems.append(f"{where}: {exc}")
     return problems
 
 
-_NOT_TOML_KEYS = ("source", "broker_problems")
+def key_problems(cfg: Config) -> tuple[list[str], bool]:
+    """Every issuer's and command signer's key file that cannot be used, in words, and
+    whether that is fatal: only when *no* key at all can be used (no issuer and no
+    command signer) — then the gateway could open for nobody. Otherwise ``run`` starts
+    without the keys it cannot use: those issuers' carers (those signers' commands) are
+    refused with ``issuer_unavailable`` and health names them, while everyone else's
+    carers get in (care-safety first: one organisation's broken key file must not lock
+    out the others')."""
+    from gateway.keys import load_public_key  # local: keys imports config-free helpers only
+
+    key_files = [
+        (f"issuers[{n}].public_key", f"issuer {i.id!r}", i.public_key)
+        for n, i in enumerate(cfg.issuers)
+    ]
+    key_files += [
+        (f"command_signers[{n}].public_key", f"command signer {s.id!r}", s.public_key)
+        for n, s in enumerate(cfg.command_signers)
+    ]
+    problems: list[str] = []
+    for where, who, path in key_files:
+        try:
+            load_public_key(path)
+        except Exception as exc:  # every problem is reported, never raised
+            problems.append(f"{where} ({who}): {exc}")
+    fatal = bool(key_files) and len(problems) == len(key_files)
+    return problems, fatal
+
+
+_NOT_TOML_KEYS = ("source", "broker_problems", "key_problems")
 
 
 def _read_text(path: Path) -> str:
@@ -710,6 +736,12 @@ def _load(path: Path) -> tuple[Config | None, list[str], list[str]]:
         return None, core, broker
     cfg = _resolved(cfg, path)
     core += [p for p in _semantic_problems(cfg) if p not in core]
+    keys, fatal = key_problems(cfg)
+    if fatal:  # said on the first one: every line names its file
+        first = f"{keys[0]} (and no other issuer's or signer's key can be used either)"
+        core += [first, *keys[1:]]
+    elif keys:
+        cfg = cfg.model_copy(update={"key_problems": keys})
     broker += _broker_file_problems(cfg)
     if broker:
         cfg = cfg.model_copy(update={"mqtt": MqttConfig(), "broker_problems": broker})
@@ -728,11 +760,11 @@ def load_config(path: str | Path) -> Config:
 
 def check_config(path: str | Path) -> tuple[Config | None, list[str]]:
     """Everything ``lockgw run`` needs, checked at once: (the config when it loads, every
-    problem — core, broker and start — in words). Raises nothing but ConfigError for a
-    file that cannot be read or parsed at all."""
+    problem — core, key, broker and start — in words). Raises nothing but ConfigError for
+    a file that cannot be read or parsed at all."""
     path = Path(path)
     cfg, core, broker = _load(path)
     problems = core + broker
     if cfg is not None:
-        problems += start_problems(cfg) + _web_file_problems(cfg)
+        problems += cfg.key_problems + start_problems(cfg) + _web_file_problems(cfg)
     return (cfg if not core else None), problems

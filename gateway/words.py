@@ -58,6 +58,7 @@ REASONS: Final = {
     "device_unavailable": N_("the lock did not answer"),
     "device_failed": N_("the lock could not do it"),
     "not_on_roster": N_("not on the organisation's list of who may come in"),
+    "issuer_unavailable": N_("the organisation's key is missing or broken on the gateway"),
 }
 
 #: what can go wrong in a visit (gateway.visits)

@@ -76,6 +76,10 @@ class Reason(StrEnum):
     #: an addition to CONTRACT §3: the issuer's current roster does not list the token
     #: and the site refuses such tokens (``access.roster_check = "refuse"``)
     NOT_ON_ROSTER = "not_on_roster"
+    #: an addition to CONTRACT §3: the token's issuer (or the command's signer) is
+    #: configured, but its key file cannot be used (missing, unreadable, not a key), so
+    #: nothing it signed can be verified until it is fixed (``gateway.config.key_problems``)
+    ISSUER_UNAVAILABLE = "issuer_unavailable"
 
 
 class LockgwError(Exception):

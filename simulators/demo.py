@@ -77,6 +77,7 @@ _REASONS = {
     "revocation_stale": N_("refused: the organisation's revocation list is too old"),
     "clock_untrusted": N_("refused: the gateway cannot trust its clock"),
     "not_on_roster": N_("refused: not on the organisation's roster"),
+    "issuer_unavailable": N_("refused: the organisation's key on the gateway is broken"),
 }
 
 

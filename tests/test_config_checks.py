@@ -1,11 +1,13 @@
 """``lockgw check-config`` checks everything ``lockgw run`` needs and prints every problem at
 once; ``lockgw run`` refuses a broken config with EX_CONFIG (78), except a broken ``[mqtt]``
-section, with which it runs without the broker so the doors keep working."""
+section, with which it runs without the broker so the doors keep working, and an issuer's or
+command signer's key file that cannot be used, without which it runs on the other keys."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,8 +18,8 @@ from gateway.config import check_config, load_config
 from gateway.keys import write_key_pair
 from protocols.errors import ConfigError
 from simulators.broker import MosquittoBroker
-from simulators.site import Carer
-from tests.test_door_process import home, lock_state, west
+from simulators.site import Carer, Org, SimSite
+from tests.test_door_process import expect, home, lock_state, relock, west
 from tests.test_state_faults import stop_gateway
 
 LOCKGW = str(Path(sys.executable).parent / "lockgw")
@@ -217,3 +219,88 @@ async def test_check_config_checks_the_resident_pages_certificate_and_key(
     assert code == 1
     assert "web.cert_file" in out and "web.crt: not found" in out, out
     assert "web.key_file" in out and "readable by others (mode 0644)" in out, out
+
+
+def break_key(path: Path, how: str) -> None:
+    if how == "missing":
+        path.unlink()
+    elif how == "not a key":
+        path.write_text("-----BEGIN PUBLIC KEY-----\nnot base64 at all\n-----END PUBLIC KEY-----\n")
+    else:  # a directory where the file was: cannot be read as a key
+        path.unlink()
+        path.mkdir()
+
+
+async def reloaded(sim: SimSite, times: int) -> None:
+    """Wait until the gateway's log says it finished its ``times``-th reload."""
+    log = sim.dir / "gateway.log"
+    async with asyncio.timeout(30):
+        while True:
+            if log.read_text(errors="replace").count('"reload.done"') >= times:
+                return
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["missing", "not a key", "a directory"])
+async def test_run_with_one_issuers_key_broken_lets_the_other_organisations_in(
+    tmp_path: Path, broker: MosquittoBroker, how: str
+) -> None:
+    """Oost's public key file is broken (missing, not a key, a directory). ``check-config``
+    names it; ``lockgw run`` does not refuse to start — that locked out every carer —
+    but runs without Oost's key: West's carer opens, Oost's carer hears
+    ``issuer_unavailable`` (journaled, published), health names Oost's key file. Once the
+    file is fixed, a reload (SIGHUP) lets Oost's carer in."""
+    org = west()
+    oost = Org("org-oost", "Thuiszorg Oost", roles=("verzorgende",), purposes=("planned",))
+    async with home(tmp_path, broker, [org, oost]) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        olga = Carer("Olga", "olga", oost, "verzorgende")
+        sim.issue(anna)
+        sim.issue(olga)
+        await stop_gateway(sim)
+        pub = sim.dir / "keys" / f"{oost.id}.pub"
+        good = pub.read_bytes()
+        break_key(pub, how)
+        code, out = await sim.cli("check-config", "--config", str(sim.config))
+        assert code == 1 and f"issuer '{oost.id}'" in out and "Traceback" not in out, out
+        await sim.start_gateway()
+        refused = await expect(sim, platform, olga, "issuer_unavailable", verified=False)
+        assert refused["type"] == "access.denied" and refused["iss"] is None, refused  # unverified
+        assert await lock_state(sim) == "locked"
+        await expect(sim, platform, anna, "ok")
+        assert await lock_state(sim) == "unlocked"
+        await relock(sim, platform)
+        code, out = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
+        assert code == 1 and f"issuer {oost.id}'s key file cannot be used" in out, out
+        assert org.id not in out, out
+        if pub.is_dir():
+            pub.rmdir()
+        pub.write_bytes(good)
+        sim.procs["gateway"].send_signal(signal.SIGHUP)
+        await reloaded(sim, 1)
+        await expect(sim, platform, olga, "ok")
+        code, out = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
+        assert "key file cannot be used" not in out, out
+
+
+@pytest.mark.slow
+async def test_run_with_no_usable_key_at_all_exits_78_in_one_line(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """Every issuer's and the command signer's key file broken: nobody could be let in,
+    so ``lockgw run`` refuses the config (EX_CONFIG, 78, one line per problem), as before."""
+    org = west()
+    async with home(tmp_path, broker, [org]) as (sim, _platform):
+        await stop_gateway(sim)
+        for pub in (sim.dir / "keys").glob("*.pub"):
+            pub.write_text("garbage")
+        proc = await asyncio.create_subprocess_exec(
+            LOCKGW, "run", "--config", str(sim.config),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=sim.dir,
+        )  # fmt: skip
+        async with asyncio.timeout(60):
+            _out, err = await proc.communicate()
+        assert proc.returncode == 78, err
+        text = err.decode()
+        assert "no other issuer's or signer's key can be used" in text and "Traceback" not in text

@@ -57,6 +57,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.access.clock import ClockStatus, TimeFloor
 from gateway.access.models import (
@@ -79,11 +80,17 @@ from gateway.access.rosters import (
     people_of,
 )
 from gateway.access.state import StateDir, StateFallback, StateHistory
-from gateway.config import AccessConfig, Config, IssuerConfig
+from gateway.config import AccessConfig, CommandSignerConfig, Config, IssuerConfig
 from gateway.keys import load_public_key
 from protocols.control import MAX_AHEAD, Command, RevocationList, Roster
 from protocols.cose import KeyRing
-from protocols.errors import ControlMessageError, ProtocolError, Reason, TokenError
+from protocols.errors import (
+    ControlMessageError,
+    KeyFileError,
+    ProtocolError,
+    Reason,
+    TokenError,
+)
 from protocols.token import (
     MAX_TOKEN,
     ProofError,
@@ -349,9 +356,13 @@ class AccessController:
         self._untrusted_allows = acc.untrusted_clock_allows
         self._emergency_anytime = config.site.emergency_outside_window_without_alarm
         self._issuers = {i.id: _Issuer(i) for i in config.issuers}
-        self._issuer_ring = KeyRing({i.id: load_public_key(i.public_key) for i in config.issuers})
+        #: issuer / command signer id → why its key file cannot be used; it is left out
+        #: of the key ring, and what it signed is refused with ``issuer_unavailable``
+        self.unavailable: dict[str, str] = {}
+        self.unavailable_signers: dict[str, str] = {}
+        self._issuer_ring = KeyRing(self._keys(config.issuers, self.unavailable, "issuer"))
         self._signer_ring = KeyRing(
-            {s.id: load_public_key(s.public_key) for s in config.command_signers}
+            self._keys(config.command_signers, self.unavailable_signers, "command_signer")
         )
         self._signer_commands = {s.id: s.commands for s in config.command_signers}
         self._roster_refuses = acc.roster_check == "refuse"
@@ -363,10 +374,25 @@ class AccessController:
             monotonic=self._monotonic,
         )
 
+    @staticmethod
+    def _keys(
+        entries: list[IssuerConfig] | list[CommandSignerConfig], unusable: dict[str, str], what: str
+    ) -> dict[str, Ed25519PublicKey]:
+        """The public keys that load; the others go to ``unusable`` with the reason (one
+        broken key file must not lock out every other organisation's carers)."""
+        keys: dict[str, Ed25519PublicKey] = {}
+        for e in entries:
+            try:
+                keys[e.id] = load_public_key(e.public_key)
+            except KeyFileError as exc:
+                unusable[e.id] = str(exc)
+                log.error(f"access.{what}_unavailable", id=e.id, problem=str(exc))
+        return keys
+
     def reload(self, config: Config) -> None:
         """New config (SIGHUP); revocations, floor, alarm, held tokens and nonces stay.
-        Raises KeyFileError when a key named in ``config`` cannot be loaded (the old
-        config then stays in force)."""
+        A key file that cannot be loaded leaves its issuer (signer) unavailable, as at
+        start; one fixed since is taken up."""
         old_limiter, old_access = self._limiter, self.config.access
         self._apply_config(config)
         if _limits(old_access) == _limits(config.access):
@@ -471,7 +497,23 @@ class AccessController:
             claims, reason, detail = exc.claims, exc.reason, exc.detail
         except ProtocolError as exc:  # malformed, unknown_issuer, bad_signature
             reason, detail = exc.reason, exc.detail
+            if reason is Reason.UNKNOWN_ISSUER and self.unavailable:
+                reason, detail = self._unavailable(req, reason, detail)
         return self._denied(req, claims, reason, detail)
+
+    def _unavailable(self, req: AccessRequest, reason: Reason, detail: str) -> tuple[Reason, str]:
+        """An unknown issuer that is configured but whose key file cannot be used:
+        ``issuer_unavailable``, saying why (the token is not verified, so it is not
+        attributed)."""
+        try:
+            raw = req.token if req.token is not None else self._held_for(req)
+            iss = decode_token(raw).iss
+        except (_Deny, TokenError):
+            return reason, detail
+        problem = self.unavailable.get(iss)
+        if problem is None:
+            return reason, detail
+        return Reason.ISSUER_UNAVAILABLE, f"issuer {iss}'s key cannot be used: {problem}"
 
     def record_malformed(self, peer: str, door: str) -> tuple[int, bool]:
         """A phone exchange refused before any decision (a frame that does not parse):
@@ -805,7 +847,19 @@ class AccessController:
         ``expired``, ``role_not_permitted`` (the signer may not give that command),
         ``nonce_reused`` (the request id was seen before)."""
         _, t = self._now()
-        cmd = Command.verify(raw, self._signer_ring, site=self.site, now=t, skew=self._skew)
+        try:
+            cmd = Command.verify(raw, self._signer_ring, site=self.site, now=t, skew=self._skew)
+        except ControlMessageError as exc:
+            # a command names its signer only by its key's kid: with a signer's key file
+            # unusable, an unknown kid may be that signer's — the answer says so
+            if exc.reason is Reason.UNKNOWN_ISSUER and self.unavailable_signers:
+                names = ", ".join(sorted(self.unavailable_signers))
+                raise ControlMessageError(
+                    Reason.ISSUER_UNAVAILABLE,
+                    f"{exc.detail}; the key of command signer(s) {names} cannot be used "
+                    "(lockgw check-config)",
+                ) from None
+            raise
         allowed = self._signer_commands.get(cmd.signer or "")
         if allowed is not None and cmd.cmd not in allowed:
             raise ControlMessageError(

@@ -169,6 +169,24 @@ def _state_line(n: StateNotice, _: Callable[[str], str]) -> str:
     return line.format(file=f, when=when, kept=kept, what=what)
 
 
+def _keys(s: Snapshot, k: Look) -> Reasons:
+    """An issuer's or command signer's key file that cannot be used: that one's carers
+    (commands) are refused, everyone else's get in — planned care refused for a reason
+    the site can fix: degraded."""
+    _ = k._
+    for iss, why in sorted(s.issuers_unavailable.items()):
+        yield _r("key.issuer_unavailable", "degraded", _(
+            "keys: issuer {id}'s key file cannot be used ({why}); its carers are refused "
+            "(issuer_unavailable) until it is fixed and lockgw is reloaded; other "
+            "organisations' carers get in"
+        ).format(id=iss, why=why), iss)  # fmt: skip
+    for signer, why in sorted(s.signers_unavailable.items()):
+        yield _r("key.signer_unavailable", "degraded", _(
+            "keys: command signer {id}'s key file cannot be used ({why}); its remote "
+            "commands are refused until it is fixed and lockgw is reloaded"
+        ).format(id=signer, why=why), signer)  # fmt: skip
+
+
 def _state(s: Snapshot, k: Look) -> Reasons:
     _ = k._
     for n in s.state:
@@ -295,7 +313,7 @@ def _held(s: Snapshot, k: Look) -> Reasons:
 
 #: every check, in the order its reasons are listed
 CHECKS: tuple[Callable[[Snapshot, Look], Reasons], ...] = (
-    _clock, _broker, _journal, _state, _issuers, _held, _devices,
+    _clock, _broker, _journal, _keys, _state, _issuers, _held, _devices,
 )  # fmt: skip
 
 

@@ -132,6 +132,10 @@ class Snapshot(BaseModel):
     warn_days: int = 14
     #: snapshot writes that failed since start (a full disk: ask the daemon instead)
     write_failures: int = 0
+    #: issuer id → why its key file cannot be used (its carers hear issuer_unavailable)
+    issuers_unavailable: dict[str, str] = {}
+    #: the same for command signers (their commands are refused)
+    signers_unavailable: dict[str, str] = {}
 
 
 def read_snapshot(data_dir: Path) -> Snapshot | None:
