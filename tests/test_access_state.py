@@ -305,3 +305,25 @@ def test_a_damaged_roster_file_is_reported(site: Site) -> None:
     [fb] = ctl.fallbacks
     assert fb.file == "rosters.json" and fb.problem == "damaged" and "roster" in fb.fallback
     assert (state_dir(site) / "rosters.json.corrupt").exists()
+
+
+# -- key files ------------------------------------------------------------------------------------
+def test_a_broken_issuer_or_signer_key_makes_only_that_one_unavailable(site: Site) -> None:
+    """The resident's issuer key is not a key and the command signer's is gone: the
+    config loads (the problems kept for check-config and health), the resident's tokens
+    are refused with issuer_unavailable, the organisation's carers get in, and a command
+    is refused with issuer_unavailable, naming the signer."""
+    (site.root / "keys" / f"{RESIDENT}.pub").write_text("not a key")
+    (site.root / "keys" / f"{SIGNER}.pub").unlink()
+    cfg = site.config
+    assert len(cfg.key_problems) == 2 and RESIDENT in cfg.key_problems[0], cfg.key_problems
+    ctl = controller(site, StateHistory())
+    assert set(ctl.unavailable) == {RESIDENT} and set(ctl.unavailable_signers) == {SIGNER}
+    daughter = site.token(iss=RESIDENT, sub="daughter", role="mantelzorger")
+    d = attempt(ctl, daughter, phone(site))
+    assert (d.granted, d.reason) == (False, Reason.ISSUER_UNAVAILABLE), d
+    assert RESIDENT in d.detail and d.iss is None, d  # not verified: not attributed
+    assert attempt(ctl, site.token(), phone(site)).granted
+    with pytest.raises(ControlMessageError) as exc:
+        ctl.verify_command(command(site))
+    assert exc.value.reason is Reason.ISSUER_UNAVAILABLE and SIGNER in exc.value.detail
