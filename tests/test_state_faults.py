@@ -62,8 +62,8 @@ def damage(path: Path, how: str) -> None:
 
 async def stop_gateway(sim: SimSite) -> None:
     """SIGTERM the gateway and wait for it to end. Its exit status is not this file's
-    concern (an orderly stop is pinned by test_door_process / test_systemd_unit; on a
-    loaded machine its MQTT goodbye can outlast the 10 s bound, main included)."""
+    concern: an orderly stop within its one deadline is pinned by test_door_process
+    (test_gateway_stopped_mid_unlock_finishes_it, test_stop_with_broker_frozen_...)."""
     assert await sim.stop("gateway") is not None
 
 
