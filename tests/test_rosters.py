@@ -242,6 +242,23 @@ def test_a_lost_roster_refuses_planned_care_until_it_is_back(site: Site, how: st
     assert not AccessController(site.config, history=history, clock=site.clock.time).state_notices()
 
 
+def test_a_roster_file_deleted_while_running_is_not_written_over_by_a_reload(
+    site: Site,
+) -> None:
+    """rosters.json deleted while the gateway runs, then SIGHUP: the reload does not
+    write an empty file in its place, so the next start still finds the loss."""
+    site.write_config(extra_access='roster_check = "refuse"')
+    ctl = site.controller()
+    ctl.apply_roster(signed(site, 2, entry()))
+    path = site.root / "data" / "access" / "rosters.json"
+    path.unlink()
+    ctl.reload(site.config)
+    assert not path.exists()
+    history = StateHistory(has_events=True, roster_seqs={ORG: 2})
+    again = AccessController(site.config, history=history, clock=site.clock.time)
+    assert attempt(again, site.token(), site.keys["phone"]).reason is Reason.NOT_ON_ROSTER
+
+
 def test_a_missing_roster_file_where_none_was_ever_sent_is_no_loss(site: Site) -> None:
     """An older version wrote rosters.json only with the first roster: a hub upgraded
     without ever receiving one starts without it — nothing lost, nothing reported."""

@@ -219,7 +219,7 @@ class AccessController:
                     detail=loaded.detail,
                 )
             )
-        self._rosters = self._roster_store(history)
+        self._rosters = self._roster_store(history, at_start=True)
         if self._rosters.fallback is not None:
             self.fallbacks.append(self._rosters.fallback)
         self._load_commands(history, t)
@@ -741,7 +741,9 @@ class AccessController:
                 return h.seq, h.raw
         return None
 
-    def _roster_store(self, history: StateHistory | None = None) -> RosterStore:
+    def _roster_store(
+        self, history: StateHistory | None = None, *, at_start: bool = False
+    ) -> RosterStore:
         return RosterStore(
             self._state,
             self.site,
@@ -749,6 +751,7 @@ class AccessController:
             forget_after=self.config.journal.retention_days * 86400.0,
             history=history,
             now=self._clock(),
+            at_start=at_start,
         )
 
     def _roster_lost_detail(self, iss: str) -> str:

@@ -155,9 +155,11 @@ class RosterStore:
         forget_after: float = 365 * 86400,
         history: StateHistory | None = None,
         now: float = 0.0,
+        at_start: bool = True,
     ) -> None:
-        """``history``: what the journal says, at start (None on a reload: the file then
-        exists, written at start)."""
+        """``history``: what the journal says, at start. ``at_start`` False (a reload):
+        the file is only read — one gone since the start is not written over, so the
+        next start still finds it lost."""
         self._state = state
         self._site = site
         self._forget_after = forget_after
@@ -196,8 +198,8 @@ class RosterStore:
                     detail=loaded.detail,
                     issuers=sorted(affected),
                 )
-        if loaded.problem is not None:  # first start or a loss: the file exists from now
-            self._save()  # on, and the wait survives a restart
+        if loaded.problem is not None and at_start:  # first start or a loss: the file
+            self._save()  # exists from now on, and the wait survives a restart
 
     def _load(self, raw: dict[str, Any], issuers: KeyRing) -> None:
         state = self._state
