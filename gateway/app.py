@@ -4,7 +4,7 @@ Start order (each an async context manager; a partial start rolls back):
 journal → access → devices → door service + visits → MQTT → phone link → health.
 READY is sent to systemd only when all are up. SIGTERM: ``gateway.stopping`` is
 journaled, open visits are ended honestly, parts close in reverse order — all within
-one deadline, ``STOP_TIMEOUT`` after the signal, that every stage shares (see
+one deadline, :func:`stop_budget` after the signal, that every stage shares (see
 :meth:`Gateway.stop_left`): an unlock under way first (lock, journal, answer), then the
 visits and ``gateway.stopping``, then the MQTT drain, with the journal's close last.
 SIGHUP: config and revocations are re-read without dropping device
