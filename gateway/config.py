@@ -6,7 +6,7 @@ Unknown keys are an error. Relative paths are relative to the config file.
 technician understands; an unknown key or a bad value does not hide the problems
 after it (the offending keys are set aside and the rest checked again).
 
-Problems come in three kinds (``docs/install.md``):
+Problems come in four kinds (``docs/install.md``):
 
 - **core** (site, access, issuers, devices, ports and addresses): :func:`load_config`
   raises; ``lockgw run`` exits with EX_CONFIG (78) and systemd does not restart it
