@@ -2,19 +2,47 @@
 
 dbus-fast reads D-Bus signatures from the annotations ("ay", "a{sv}"), so this module
 does not use ``from __future__ import annotations`` and mypy skips it (pyproject).
-Only :mod:`gateway.phone_ble` imports it, and only when an adapter exists.
+Only :mod:`gateway.phone_ble` imports it, and only when ``[phone_link] ble = true``.
+The logic the objects call is :class:`gateway.phone_ble.BleSessions`, checked as usual.
+
+* service ``PHONE_SERVICE_UUID`` (primary, advertised)
+* ``RX`` (write, write-without-response): ``WriteValue`` → ``BleSessions.on_write`` with
+  the ``device`` and ``mtu`` options BlueZ passes
+* ``TX`` (read): ``ReadValue`` → ``BleSessions.on_read`` for the ``device`` that reads
 """
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dbus_fast import PropertyAccess, Variant
+from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_property, method
 
-from gateway.phone_ble import PHONE_SERVICE_UUID, RX_CHAR_UUID, TX_CHAR_UUID, BleSessions
+from gateway.phone_ble import BleSessions, PhoneBleBusy
+from protocols.phone import PHONE_SERVICE_UUID, RX_CHAR_UUID, TX_CHAR_UUID
 
-__all__ = ["register_phone_app"]
+__all__ = ["ADVERTISED_NAME", "PhoneApp"]
+
+#: the advertisement's local name
+ADVERTISED_NAME = "lockgw"
+
+
+def _option(options: dict, name: str) -> Any:
+    value = options.get(name)
+    return value.value if isinstance(value, Variant) else None
+
+
+def _central(options: dict) -> str:
+    device = _option(options, "device")
+    if not isinstance(device, str) or not device:
+        # BlueZ names the central in every call it passes (5.4x and later); without it
+        # one phone's chunks could not be told from another's
+        raise DBusError("org.bluez.Error.NotSupported", "no device option: BlueZ too old")
+    return device
+
+
+def _mtu(options: dict) -> "int | None":
+    mtu = _option(options, "mtu")
+    return int(mtu) if isinstance(mtu, int) and mtu >= 23 else None
 
 
 class _Service(ServiceInterface):
@@ -30,7 +58,10 @@ class _Service(ServiceInterface):
         return True
 
 
-class _Rx(ServiceInterface):
+class _Characteristic(ServiceInterface):
+    UUID_VALUE = ""
+    FLAGS: "tuple[str, ...]" = ()
+
     def __init__(self, service_path: str, sessions: BleSessions) -> None:
         super().__init__("org.bluez.GattCharacteristic1")
         self._service = service_path
@@ -38,7 +69,7 @@ class _Rx(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def UUID(self) -> "s":
-        return RX_CHAR_UUID
+        return self.UUID_VALUE
 
     @dbus_property(access=PropertyAccess.READ)
     def Service(self) -> "o":
@@ -46,54 +77,31 @@ class _Rx(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def Flags(self) -> "as":
-        return ["write", "write-without-response"]
+        return list(self.FLAGS)
+
+
+class _Rx(_Characteristic):
+    UUID_VALUE = RX_CHAR_UUID
+    FLAGS = ("write", "write-without-response")
 
     @method()
-    async def WriteValue(self, value: "ay", options: "a{sv}"):
-        device = options.get("device")
-        peer = str(device.value) if isinstance(device, Variant) else "unknown"
-        await self._sessions.on_write(peer, bytes(value))
+    def WriteValue(self, value: "ay", options: "a{sv}"):
+        try:
+            self._sessions.on_write(_central(options), bytes(value), _mtu(options))
+        except PhoneBleBusy as exc:
+            raise DBusError("org.bluez.Error.Failed", str(exc)) from exc
 
 
-class _Tx(ServiceInterface):
-    def __init__(self, service_path: str) -> None:
-        super().__init__("org.bluez.GattCharacteristic1")
-        self._service = service_path
-        self._value = b""
-        self._notifying = False
-
-    @dbus_property(access=PropertyAccess.READ)
-    def UUID(self) -> "s":
-        return TX_CHAR_UUID
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Service(self) -> "o":
-        return self._service
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Flags(self) -> "as":
-        return ["notify"]
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Value(self) -> "ay":
-        return self._value
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Notifying(self) -> "b":
-        return self._notifying
+class _Tx(_Characteristic):
+    UUID_VALUE = TX_CHAR_UUID
+    FLAGS = ("read",)
 
     @method()
-    def StartNotify(self):
-        self._notifying = True
-
-    @method()
-    def StopNotify(self):
-        self._notifying = False
-
-    async def notify(self, data: bytes) -> None:
-        self._value = data
-        self.emit_properties_changed({"Value": data})
-        await asyncio.sleep(0)
+    async def ReadValue(self, options: "a{sv}") -> "ay":
+        offset = _option(options, "offset")
+        return await self._sessions.on_read(
+            _central(options), _mtu(options), int(offset) if isinstance(offset, int) else 0
+        )
 
 
 class _Advertisement(ServiceInterface):
@@ -110,25 +118,33 @@ class _Advertisement(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def LocalName(self) -> "s":
-        return "lockgw"
+        return ADVERTISED_NAME
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Discoverable(self) -> "b":
+        # general discoverable: phones find the hub whether or not the adapter itself
+        # is discoverable (BlueZ ≥ 5.50 honours this property)
+        return True
 
     @method()
     def Release(self):
         pass
 
 
-async def register_phone_app(
-    bus: Any, adapter_path: str, intro: Any, app_path: str, sessions: BleSessions
-) -> Callable[[bytes], Awaitable[None]]:
-    service_path = f"{app_path}/service0"
-    tx = _Tx(service_path)
-    bus.export(service_path, _Service())
-    bus.export(f"{service_path}/char0", _Rx(service_path, sessions))
-    bus.export(f"{service_path}/char1", tx)
-    bus.export(f"{app_path}/adv0", _Advertisement())
-    adapter = bus.get_proxy_object("org.bluez", adapter_path, intro)
-    await adapter.get_interface("org.bluez.GattManager1").call_register_application(app_path, {})
-    await adapter.get_interface("org.bluez.LEAdvertisingManager1").call_register_advertisement(
-        f"{app_path}/adv0", {}
-    )
-    return tx.notify
+class PhoneApp:
+    """The objects of the phone peripheral under ``app_path``."""
+
+    def __init__(self, app_path: str, sessions: BleSessions) -> None:
+        self.app_path = app_path
+        self.service_path = f"{app_path}/service0"
+        self.adv_path = f"{app_path}/adv0"
+        self._objects = {
+            self.service_path: _Service(),
+            f"{self.service_path}/char0": _Rx(self.service_path, sessions),
+            f"{self.service_path}/char1": _Tx(self.service_path, sessions),
+            self.adv_path: _Advertisement(),
+        }
+
+    def export(self, bus: Any) -> None:
+        for path, obj in self._objects.items():
+            bus.export(path, obj)

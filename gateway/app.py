@@ -1,7 +1,10 @@
 """The gateway's lifecycle: one ``AsyncExitStack`` of parts, one ``TaskGroup`` of loops.
 
 Start order (each an async context manager; a partial start rolls back):
-journal → access → devices → door service + visits → MQTT → phone link → health.
+journal → access → devices → door service + visits → MQTT → phone links (loopback TCP,
+and the BLE GATT peripheral through BlueZ when ``[phone_link] ble``) → health. A BLE
+phone link that cannot start (no BlueZ, no adapter) stops the start with one line and
+exit status 69 (``gateway.phone_ble``): it is never silently left off.
 READY is sent to systemd only when all are up. SIGTERM: ``gateway.stopping`` is
 journaled, open visits are ended honestly, parts close in reverse order — all within
 one deadline, :func:`stop_budget` after the signal, that every stage shares (see
@@ -38,6 +41,7 @@ from gateway.health import (
     HealthServer,
     HeldExpiry,
     IssuerHealth,
+    PhoneBleHealth,
     Snapshot,
     StateNotice,
 )
@@ -45,6 +49,7 @@ from gateway.journal import Journal, journal_path
 from gateway.mqtt import MqttLink
 from gateway.mqtt.healing import Kind, RetainedHealer
 from gateway.mqtt.homeassistant import HaDevice, discovery_messages, node_id
+from gateway.phone_ble import EX_UNAVAILABLE, BluezPhonePeripheral, PhoneBleUnavailable
 from gateway.phone_link import PhoneLink
 from gateway.site_keys import SiteKeys, b64url, inventory_entry, load_or_create
 from gateway.systemd import SdNotifier
@@ -179,6 +184,7 @@ class Gateway:
         self.stop_by: float | None = None
         self.ready = asyncio.Event()
         self.phone_address: str | None = None
+        self.phone_ble: BluezPhonePeripheral | None = None
         self.web_address: str | None = None
         self.web: Any = None  # gateway.web.WebServer while the page is on
         #: health reasons seen at the last look, and those told as health.warning
@@ -266,6 +272,15 @@ class Gateway:
             warn_days=cfg.health.warn_days,
             issuers_unavailable=dict(self.access.unavailable),
             signers_unavailable=dict(self.access.unavailable_signers),
+            phone_ble=self._phone_ble_health(),
+        )
+
+    def _phone_ble_health(self) -> PhoneBleHealth | None:
+        if self.phone_ble is None:
+            return None
+        st = self.phone_ble.status()
+        return PhoneBleHealth(
+            adapter=st.adapter, up=st.up, problem=st.problem, sessions=st.sessions, served=st.served
         )
 
     async def _on_health(self, snap: Snapshot, reasons: list[HealthReason]) -> None:
@@ -503,6 +518,14 @@ class Gateway:
                     PhoneLink(self.door, cfg.phone_link.loopback, step_timeout=cfg.phone_link.step_timeout)
                 )
                 self.phone_address = link.address
+            if cfg.phone_link.ble:
+                self.phone_ble = await stack.enter_async_context(
+                    BluezPhonePeripheral(
+                        self.door,
+                        adapter=cfg.bluetooth.adapter,
+                        step_timeout=cfg.phone_link.step_timeout,
+                    )
+                )
             if cfg.web.enabled:
                 await self._start_web(stack)
             await self.journal.emit(GatewayEvent(type="gateway.started", version=self.version))
@@ -528,15 +551,22 @@ class Gateway:
                     tg.create_task(self.notifier.watchdog_loop()),
                 ]
                 _freeze_startup_objects()
+                ble = f", BLE on {cfg.bluetooth.adapter}" if self.phone_ble is not None else ""
                 self.notifier.ready(
-                    f"ready: {len(cfg.devices)} device(s), phone link {self.phone_address or 'off'}"
+                    f"ready: {len(cfg.devices)} device(s), phone link "
+                    f"{self.phone_address or 'off'}{ble}"
                 )
                 self.ready.set()
                 try:  # "starting" no more
                     self.health.write_now()
                 except OSError as exc:
                     log.error("health.write_failed", error=str(exc))
-                log.info("gateway.ready", site=cfg.site.id, phone_link=self.phone_address)
+                log.info(
+                    "gateway.ready",
+                    site=cfg.site.id,
+                    phone_link=self.phone_address,
+                    phone_ble=cfg.bluetooth.adapter if self.phone_ble is not None else None,
+                )
                 await self.stop_event.wait()
                 self.request_stop()  # the deadline, when the event was set directly
                 assert self.stop_by is not None
@@ -594,7 +624,9 @@ async def serve(config: Config | str | Path) -> int:
         log.error("gateway.failed", error=what, ready=gw.ready.is_set())
         log.debug("gateway.failed_trace", exc_info=exc)
         print(f"lockgw run: stopped: {what}", file=sys.stderr)
-        return 1
+        # the BlueZ it was told to use is missing: systemd may retry (a dongle plugged
+        # in late, bluetoothd started after lockgw)
+        return EX_UNAVAILABLE if isinstance(exc, PhoneBleUnavailable) else 1
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

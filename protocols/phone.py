@@ -33,7 +33,11 @@ from protocols.errors import FrameError
 
 __all__ = [
     "ACTIONS",
+    "ATT_MIN_MTU",
     "MAX_FRAME",
+    "PHONE_SERVICE_UUID",
+    "RX_CHAR_UUID",
+    "TX_CHAR_UUID",
     "Challenge",
     "FrameBuffer",
     "Hello",
@@ -281,15 +285,24 @@ class FrameBuffer:
 
 
 # -- BLE chunks ---------------------------------------------------------------------------
+#: the BLE GATT transport (``protocols/README.md``): the phone writes chunks to RX and
+#: reads the gateway's chunks from TX; both are answered per central
+PHONE_SERVICE_UUID: Final = "8e5c0001-6c6f-636b-6777-000000000001"
+RX_CHAR_UUID: Final = "8e5c0002-6c6f-636b-6777-000000000001"
+TX_CHAR_UUID: Final = "8e5c0003-6c6f-636b-6777-000000000001"
+#: the ATT MTU every BLE link has before an exchange raises it (Core spec, Vol 3 Part F 3.2.8)
+ATT_MIN_MTU: Final = 23
 #: chunk header byte: bit 7 = first chunk of a frame, bit 6 = last chunk, bits 0-5 = a
 #: sequence counter modulo 64 so a lost or repeated chunk is detected.
+_MAX_ATTRIBUTE: Final = 512
 _FIRST: Final = 0x80
 _LAST: Final = 0x40
 
 
 def chunk(frame: bytes, mtu: int) -> list[bytes]:
-    """Cut one CBOR frame into GATT writes/notifications of at most ``mtu - 3`` bytes."""
-    size = mtu - 3 - 1  # ATT header, then our 1-byte chunk header
+    """Cut one CBOR frame into GATT writes / read answers of at most ``mtu - 3`` bytes
+    (and never over 512, the largest attribute value ATT allows)."""
+    size = min(mtu - 3, _MAX_ATTRIBUTE) - 1  # ATT header, then our 1-byte chunk header
     if size < 1:
         raise FrameError(f"MTU {mtu} too small")
     if len(frame) > MAX_FRAME:

@@ -21,7 +21,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -44,9 +44,11 @@ from protocols.phone import (
 from protocols.proof import proof_message
 
 __all__ = [
+    "FrameChannel",
     "ImpostorDetected",
     "PhoneError",
     "UnlockAttempt",
+    "exchange",
     "load_phone_key",
     "load_site_keys",
     "register",
@@ -182,6 +184,71 @@ async def unlock(
         raise ImpostorDetected(f"gateway {gateway}: {exc.detail}") from None
 
 
+class FrameChannel(Protocol):
+    """A transport that moves whole frames (BLE GATT: :mod:`simulators.phone_ble`)."""
+
+    async def send(self, frame: PhoneFrame) -> None: ...
+
+    async def recv(self) -> PhoneFrame: ...
+
+
+async def exchange(
+    channel: FrameChannel,
+    attempt: UnlockAttempt,
+    *,
+    nonce_out: list[bytes] | None = None,
+    vanish_after: str | None = None,
+) -> Result | None:
+    """The phone's side of the exchange over a frame channel (v2 with ``attempt.site``,
+    else v1), as :func:`unlock` speaks it over TCP. ``vanish_after`` (``"challenge"`` or
+    ``"proof"``, a simulated fault) returns None instead of going on: after the challenge
+    arrived, or after the proof went out."""
+    hello = Hello(
+        door=attempt.door, action=attempt.action, token=attempt.token, token_ref=attempt.token_ref
+    )
+    site = attempt.site
+    if site is not None:
+        sealed, h = site.seal(hello)
+        await channel.send(sealed)
+    else:
+        await channel.send(hello)
+    frame = await channel.recv()
+    if site is not None:
+        if isinstance(frame, SignedResult):  # refused before a challenge
+            return site.check_result(frame, h)
+        if not isinstance(frame, SignedChallenge):
+            raise ImpostorDetected(
+                f"expected a signed challenge, got {type(frame).__name__}: not a "
+                "lockgw-unlock-v2 gateway of this site; nothing was signed"
+            )
+        site.check_challenge(frame, h)  # ImpostorError before the phone signs anything
+        nonce = frame.nonce
+        proof: PhoneFrame = site.proof(attempt.key, hello, frame.nonce, h)
+    else:
+        if isinstance(frame, Result):  # refused before a challenge (malformed hello)
+            return frame
+        if not isinstance(frame, Challenge):
+            raise PhoneError(f"expected a challenge, got {type(frame).__name__}")
+        nonce = frame.nonce
+        msg = proof_message(frame.nonce, frame.site, attempt.door, attempt.action)
+        proof = Proof(sig=attempt.key.sign(msg))
+    if nonce_out is not None:
+        nonce_out.append(nonce)
+    if vanish_after == "challenge":
+        return None
+    await channel.send(proof)
+    if vanish_after == "proof":
+        return None
+    result = await channel.recv()
+    if site is not None:
+        if not isinstance(result, SignedResult):
+            raise ImpostorDetected(f"expected a signed result, got {type(result).__name__}")
+        return site.check_result(result, h)
+    if not isinstance(result, Result):
+        raise PhoneError(f"expected a result, got {type(result).__name__}")
+    return result
+
+
 async def _v2(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -266,7 +333,29 @@ async def _cmd_unlock(args: argparse.Namespace) -> int:
         site=site,
     )
     try:
-        result = await unlock(args.gateway, attempt, timeout=args.timeout)
+        if args.bluez:
+            from simulators.phone_ble import unlock_ble
+
+            found = await unlock_ble(
+                attempt,
+                adapter=args.adapter,
+                gateway=args.gateway,
+                timeout=args.timeout,
+                vanish_after=args.vanish_after,
+            )
+            if found is None:
+                print(json.dumps({"vanished_after": args.vanish_after}))
+                return 2
+            result = found
+        elif args.gateway is None or args.vanish_after:
+            print(
+                "lockgw-sim phone: --gateway host:port is needed (or --bluez); "
+                "--vanish-after only with --bluez",
+                file=sys.stderr,
+            )
+            return 2
+        else:
+            result = await unlock(args.gateway, attempt, timeout=args.timeout)
     except PhoneError as exc:
         print(f"lockgw-sim phone: {exc}", file=sys.stderr)
         return 2
@@ -279,7 +368,21 @@ def register(subs: Any) -> None:
     p = subs.add_parser("phone", help="a simulated carer's phone")
     sub = p.add_subparsers(dest="phone_cmd", required=True, metavar="ACTION")
     u = sub.add_parser("unlock", help="one unlock attempt; exit 0 granted, 1 denied, 2 error")
-    u.add_argument("--gateway", required=True, help="host:port of the gateway's phone link")
+    u.add_argument(
+        "--gateway",
+        help="host:port of the gateway's loopback phone link; with --bluez, the gateway's "
+        "BLE address (default: the first gateway advertising the lockgw service)",
+    )
+    u.add_argument(
+        "--bluez", action="store_true", help="over BLE GATT through BlueZ, as a real phone"
+    )
+    u.add_argument("--adapter", default=None, help="with --bluez: the phone's adapter (hci1, ...)")
+    u.add_argument(
+        "--vanish-after",
+        choices=["challenge", "proof"],
+        help="with --bluez: disconnect after the challenge arrived or the proof went out "
+        "(a phone that walks away); exit 2",
+    )
     src = u.add_mutually_exclusive_group()
     src.add_argument("--token", type=_b64, help="the token, base64url")
     src.add_argument("--token-ref", help="cti (hex) of a token the gateway holds")

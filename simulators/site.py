@@ -14,6 +14,7 @@ simulators) only; the gateway is driven through its command line and the network
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -516,6 +517,49 @@ class SimSite:
             self.site_keys_json = {"site": self.site, **raw}
             self._site_keys = site_keys_from(self.site_keys_json)
         return self._site_keys
+
+    async def attempt_ble(
+        self,
+        carer: Carer,
+        adapter: str,
+        action: str = "unlock",
+        *,
+        door: str = "front",
+        vanish_after: str | None = None,
+        timeout: float = 60.0,
+    ) -> Result | None:
+        """``lockgw-sim phone unlock --bluez --adapter ADAPTER`` as its own process: the
+        carer's phone over BLE GATT through BlueZ. None: it vanished as told."""
+        self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = self.keys / f"phone-{carer.sub}.key"
+        if not key.exists():
+            write_key(key, carer.phone)
+        token = base64.urlsafe_b64encode(carer.token).rstrip(b"=").decode()
+        await self.site_keys()  # lockgw-unlock-v2, with the site keys a phone is given
+        site_file = self.keys / "site-keys.json"
+        site_file.write_text(json.dumps(self.site_keys_json))
+        argv = [
+            "-m", "simulators.cli", "phone", "unlock", "--bluez", "--adapter", adapter,
+            "--site-keys", str(site_file),
+            "--token", token, "--key", str(key), "--door", door, "--action", action,
+            "--timeout", str(timeout),
+            *(["--vanish-after", vanish_after] if vanish_after else []),
+        ]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, *argv, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=self.dir, env={**os.environ, **self.env},
+        )  # fmt: skip
+        async with asyncio.timeout(timeout + 30):
+            out, err = await proc.communicate()
+        lines = out.decode().strip().splitlines()
+        if vanish_after and proc.returncode == 2 and lines and "vanished_after" in lines[-1]:
+            return None
+        if proc.returncode not in (0, 1) or not lines:
+            raise RuntimeError(
+                f"phone on {adapter} failed ({proc.returncode}): {err.decode(errors='replace')}"
+            )
+        m = json.loads(lines[-1])
+        return Result(granted=m["granted"], reason=m["reason"], event=m["event"])
 
     async def close(self) -> None:
         if "gateway" in self.procs:

@@ -90,11 +90,14 @@ def _find_tool(name: str) -> str | None:
 class BluezEnv:
     """A private system bus with BlueZoo and ``adapters`` virtual adapters."""
 
-    def __init__(self, adapters: int = 4, *, scan_interval: int = 1) -> None:
+    def __init__(self, adapters: int = 4, *, scan_interval: int = 1, shared: bool = False) -> None:
+        """``shared``: other users of this machine may use the bus too (a service user
+        such as ``lockgw`` in the package test); otherwise only this user can reach it."""
         if not 1 <= adapters <= 16:
             raise ValueError("between 1 and 16 adapters")
         self.adapters = [Adapter(i, f"02:00:00:00:00:{i:02X}") for i in range(adapters)]
         self.scan_interval = scan_interval
+        self.shared = shared
         self.bus_address = ""
         self._dir: Path | None = None
         self._dbus: subprocess.Popen[bytes] | None = None
@@ -144,7 +147,7 @@ class BluezEnv:
         """BlueZoo's log so far (for failure messages)."""
         if self._dir is None or not (self._dir / "bluezoo.log").exists():
             return ""
-        return (self._dir / "bluezoo.log").read_text(errors="replace")[-6000:]
+        return (self._dir / "bluezoo.log").read_text(errors="replace")[-60000:]
 
     # -- D-Bus plumbing ---------------------------------------------------------------------
     async def _bus(self) -> MessageBus:
@@ -192,6 +195,8 @@ class BluezEnv:
             raise BluezEnvError("bluezoo is not installed: pip install -e '.[test]'")
         bluezoo = str(Path(__file__).with_name("bluezoo_launcher.py"))
         self._dir = Path(tempfile.mkdtemp(prefix="lockgw-bluez-"))
+        if self.shared:
+            self._dir.chmod(0o755)
         try:
             self._start(dbus_daemon, bluezoo)
         except BaseException:

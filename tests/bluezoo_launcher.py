@@ -2,7 +2,7 @@
 # This one test tool runs inside BlueZoo's process and changes its behaviour, so it is
 # licensed like BlueZoo (GPL-2.0-only), unlike the rest of lockgw (Apache-2.0). It is a
 # separate program: lockgw's tests speak to it over D-Bus only, and it is never packaged.
-"""Run BlueZoo 1.0.2 (the tests' BlueZ mock) with three corrections towards BlueZ.
+"""Run BlueZoo 1.0.2 (the tests' BlueZ mock) with four corrections towards BlueZ.
 
 ``python tests/bluezoo_launcher.py ARGS`` is ``bluezoo ARGS`` with these behaviours of
 BlueZoo 1.0.2 brought in line with bluetoothd, so that a central can connect to the same
@@ -25,6 +25,12 @@ reconnection test need:
 3. **Notifications stop with the link.** bluetoothd calls ``StopNotify`` on the GATT
    application when the last subscribed central disconnects; BlueZoo kept forwarding
    values to the old connection and told the next one the characteristic was notifying.
+4. **A peripheral whose adapter was replaced is reached on the adapter there now.** A
+   central that saw a peripheral before the peripheral's adapter was taken away and given
+   back (``RemoveAdapter`` / ``AddAdapter``) kept connecting to the removed adapter
+   object (its GATT applications gone, its twin of the central no longer exportable:
+   "Object already exported"). Here the connection goes to the current adapter with the
+   same index, with a fresh twin, as bluetoothd simply connects to the address.
 
 This file is the only one in lockgw that imports BlueZoo (GPL-2.0-only). It is a test
 tool, run as a process of its own by ``tests/bluez_env.py``, never packaged or imported
@@ -61,6 +67,10 @@ def _twin_path(device: Any) -> str:
 
 
 async def _connect_fixed(self: Any, uuid: str | None = None) -> None:
+    current = self.adapter.mock.adapters.get(self.peer_adapter.id) if self.adapter else None
+    if current is not None and current is not self.peer_adapter:  # 4: replaced adapter
+        self.peer_adapter = current
+        self.peer = Device(self.adapter, is_le=self.is_le)
     twin = self.peer_adapter.devices.get(_twin_path(self))
     if twin is not None:
         self.peer = twin  # 2: the exported object, so the peripheral hears this connection

@@ -19,6 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from bluez_env import BluezEnv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,8 +71,10 @@ def _broker_tls_files(keys: Path) -> list[Path]:
     return files
 
 
-def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=600)
+def _run(
+    *argv: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=600, env=env)
 
 
 def _exists(kind: str, name: str) -> bool:
@@ -80,6 +83,38 @@ def _exists(kind: str, name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def _check_the_example(tmp_path: Path, env: dict[str, str]) -> None:
+    """The example config: valid but for the keys the installer copies in; with them, valid
+    (for root and for the service user)."""
+    example = "/etc/lockgw/lockgw.toml.example"
+    out = _run("/usr/bin/lockgw", "check-config", "--config", example, check=False, env=env)
+    assert out.returncode != 0
+    problems = [ln for ln in out.stderr.splitlines() if ln.strip().startswith("- ")]
+    assert problems and all("/etc/lockgw/keys/" in p and "not found" in p for p in problems), (
+        out.stderr
+    )
+    names = ("thuiszorg-west", "resident", "alarmcentrale")
+    for name in names:
+        _run("/usr/bin/lockgw", "keys", "new", "--out", str(tmp_path / "k"), "--name", name)
+        pub = Path(f"/etc/lockgw/keys/{name}.pub")
+        shutil.copy(tmp_path / "k" / f"{name}.pub", pub)
+        os.chown(pub, 0, grp.getgrnam("lockgw").gr_gid)  # as docs/install.md §4 says
+        pub.chmod(0o640)
+    tls = _broker_tls_files(Path("/etc/lockgw/keys"))  # check-config loads them as TLS will
+    try:
+        out = _run("/usr/bin/lockgw", "check-config", "--config", example, check=False, env=env)
+        assert out.returncode == 0, out.stderr
+        # and so can the service's user
+        out = _run("runuser", "-u", "lockgw", "--", "/usr/bin/lockgw", "check-config",
+                   "--config", example, check=False, env=env)
+        assert out.returncode == 0, out.stderr
+    finally:
+        for name in names:
+            Path(f"/etc/lockgw/keys/{name}.pub").unlink(missing_ok=True)
+        for path in tls:
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -157,34 +192,11 @@ def _install_run_purge(deb: Path, tmp_path: Path) -> None:
         assert Path("/usr/share/doc/lockgw/asyncapi.json").exists()
         assert Path("/usr/share/doc/lockgw/copyright").exists()
 
-        # the example: valid but for the keys the installer copies in; with them, valid
-        example = "/etc/lockgw/lockgw.toml.example"
-        out = _run("/usr/bin/lockgw", "check-config", "--config", example, check=False)
-        assert out.returncode != 0
-        problems = [ln for ln in out.stderr.splitlines() if ln.strip().startswith("- ")]
-        assert problems and all("/etc/lockgw/keys/" in p and "not found" in p for p in problems), (
-            out.stderr
-        )
-        names = ("thuiszorg-west", "resident", "alarmcentrale")
-        for name in names:
-            _run("/usr/bin/lockgw", "keys", "new", "--out", str(tmp_path / "k"), "--name", name)
-            pub = Path(f"/etc/lockgw/keys/{name}.pub")
-            shutil.copy(tmp_path / "k" / f"{name}.pub", pub)
-            os.chown(pub, 0, grp.getgrnam("lockgw").gr_gid)  # as docs/install.md §4 says
-            pub.chmod(0o640)
-        tls = _broker_tls_files(Path("/etc/lockgw/keys"))  # check-config loads them as TLS will
-        try:
-            out = _run("/usr/bin/lockgw", "check-config", "--config", example, check=False)
-            assert out.returncode == 0, out.stderr
-            # and so can the service's user
-            out = _run("runuser", "-u", "lockgw", "--", "/usr/bin/lockgw", "check-config",
-                       "--config", example, check=False)
-            assert out.returncode == 0, out.stderr
-        finally:
-            for name in names:
-                Path(f"/etc/lockgw/keys/{name}.pub").unlink(missing_ok=True)
-            for path in tls:
-                path.unlink(missing_ok=True)
+        # the example: valid but for the keys the installer copies in; with them, valid.
+        # It serves phones over Bluetooth ([phone_link] ble = true on hci0): check-config
+        # asks BlueZ, here BlueZoo on a private bus the service user may use too
+        with BluezEnv(adapters=1, shared=True) as bluez:
+            _check_the_example(tmp_path, bluez.env())
 
         # the unit, as systemd reads it
         if shutil.which("systemd-analyze"):

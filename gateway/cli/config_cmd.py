@@ -6,6 +6,10 @@ the files it names (issuer and command-signer keys; the broker's CA, certificate
 password file — secrets must not be readable by group or others; special files such as
 ``/dev/zero`` are refused without being read), ports and addresses, and that the data
 directory is a directory this user can write (or can become one: systemd makes it).
+When the config uses Bluetooth (``[phone_link] ble = true``, or a device with a BLE
+address): that BlueZ answers on the system D-Bus, that this user may use it (the
+``bluetooth`` group), that ``[bluetooth] adapter`` exists and — for the phone link — that
+it can advertise and serve GATT (BlueZ 5.50 or later, an LE adapter).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import argparse
 import sys
 
 from gateway.cli._conventions import add_config_option
-from gateway.config import check_config
+from gateway.config import Config, check_config
 from protocols.errors import ConfigError
 
 
@@ -39,6 +43,8 @@ async def _check(args: argparse.Namespace) -> int:
             load_secrets(cfg.mqtt)
         except ValueError as exc:
             problems.append(f"mqtt: {exc}")
+    if cfg is not None:
+        problems += await _bluetooth_problems(cfg)
     if problems or cfg is None:
         print(f"{args.config}: {len(problems)} problem(s):", file=sys.stderr)
         for p in problems:
@@ -47,5 +53,20 @@ async def _check(args: argparse.Namespace) -> int:
     print(
         f"{cfg.source}: OK — site {cfg.site.id}, {len(cfg.issuers)} issuer(s), "
         f"{len(cfg.command_signers)} command signer(s), {len(cfg.devices)} device(s)"
+        + (f", BLE phone link on {cfg.bluetooth.adapter}" if cfg.phone_link.ble else "")
     )
     return 0
+
+
+async def _bluetooth_problems(cfg: Config) -> list[str]:
+    from protocols.gattlink import SCHEME
+
+    ble_devices = [d.id for d in cfg.devices if not d.address.startswith(SCHEME)]
+    if not cfg.phone_link.ble and not ble_devices:
+        return []
+    from gateway.phone_ble import bluez_problems
+
+    found = await bluez_problems(cfg.bluetooth.adapter, peripheral=cfg.phone_link.ble)
+    if found and not cfg.phone_link.ble:  # say who needs it
+        found = [f"{p} (needed by {', '.join(ble_devices)})" for p in found]
+    return found

@@ -3,7 +3,9 @@
 A config with problems (core, or an unusable data directory) is refused before anything
 starts: the problems go to stderr, one per line, and the exit status is EX_CONFIG (78),
 which the unit's ``RestartPreventExitStatus=78`` keeps systemd from restarting into.
-Problems only in the ``[mqtt]`` section do not stop it: the gateway runs without the
+With ``[phone_link] ble = true``, BlueZ and ``[bluetooth] adapter`` are checked first:
+without them ``run`` stops with one line and exit status 69 (EX_UNAVAILABLE; systemd
+retries, so an adapter plugged in late heals). Problems only in the ``[mqtt]`` section do not stop it: the gateway runs without the
 broker (doors work offline, events are kept) and says why in the log and in health.
 """
 
@@ -47,6 +49,12 @@ async def _run(args: argparse.Namespace) -> int:
         return _refuse(exc.path, exc.problems)
     if problems := start_problems(cfg):
         return _refuse(args.config, problems)
+    if cfg.phone_link.ble:
+        from gateway.phone_ble import EX_UNAVAILABLE, bluez_problems
+
+        if ble := await bluez_problems(cfg.bluetooth.adapter):
+            print(f"lockgw run: not started: {ble[0]}", file=sys.stderr)
+            return EX_UNAVAILABLE
     if cfg.broker_problems:
         structlog.get_logger("lockgw.app").error(
             "mqtt.config_problems",

@@ -241,6 +241,16 @@ def _devices(s: Snapshot, k: Look) -> Reasons:
             ).format(**ids), d.id)  # fmt: skip
 
 
+def _phone_ble(s: Snapshot, k: Look) -> Reasons:
+    _ = k._
+    ble = s.phone_ble
+    if ble is not None and not ble.up:
+        yield _r("phone_ble.down", "unhealthy", _(
+            "phone link: BLE on {adapter} is down ({why}); phones cannot open by Bluetooth"
+        ).format(adapter=ble.adapter, why=ble.problem or _("not advertising")),
+            ble.adapter)  # fmt: skip
+
+
 def _zone(s: Snapshot) -> ZoneInfo:
     try:
         return ZoneInfo(s.timezone)
@@ -313,7 +323,7 @@ def _held(s: Snapshot, k: Look) -> Reasons:
 
 #: every check, in the order its reasons are listed
 CHECKS: tuple[Callable[[Snapshot, Look], Reasons], ...] = (
-    _clock, _broker, _journal, _keys, _state, _issuers, _held, _devices,
+    _clock, _broker, _journal, _keys, _state, _issuers, _held, _phone_ble, _devices,
 )  # fmt: skip
 
 

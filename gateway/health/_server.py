@@ -48,6 +48,15 @@ def _metrics(snap: Snapshot, reasons: list[HealthReason]) -> str:
         f"lockgw_journal_held {snap.journal_held}",
         f"lockgw_journal_not_durable {snap.journal_not_durable}",
         f"lockgw_phones_served_total {snap.phones_served}",
+        *(
+            [
+                f"lockgw_phone_ble_up {int(snap.phone_ble.up)}",
+                f"lockgw_phone_ble_sessions {snap.phone_ble.sessions}",
+                f"lockgw_phone_ble_served_total {snap.phone_ble.served}",
+            ]
+            if snap.phone_ble is not None
+            else []
+        ),
         f"lockgw_broker_config_ok {int(snap.broker_problem is None)}",
         f"lockgw_state_fallbacks {len(snap.state)}",
         f"lockgw_state_restrictions_in_force {sum(n.in_force for n in snap.state)}",
@@ -276,6 +285,16 @@ def summary(reasons: list[HealthReason], snap: Snapshot | None, lang: Lang | Non
                 total=len(snap.devices),
             )
         )
+        if snap.phone_ble is not None:
+            ble = snap.phone_ble
+            text = (
+                _("BLE phone link: up on {adapter}; {sessions} phone(s) in an exchange, {served} served")
+                if ble.up
+                else _("BLE phone link: DOWN on {adapter}")
+            )
+            lines.append(
+                "  " + text.format(adapter=ble.adapter, sessions=ble.sessions, served=ble.served)
+            )
     level = {"warning": _("warning"), "degraded": _("degraded"), "unhealthy": _("unhealthy")}
     lines += [f"  - [{level[r.level]}] {r.text}" for r in reasons]
     return "\n".join(lines)

@@ -16,6 +16,7 @@ __all__ = [
     "DeviceHealth",
     "HeldExpiry",
     "IssuerHealth",
+    "PhoneBleHealth",
     "Snapshot",
     "StateNotice",
     "pid_alive",
@@ -25,6 +26,20 @@ __all__ = [
 
 SNAPSHOT_NAME = "health.json"
 SOCKET_NAME = "health.sock"
+
+
+class PhoneBleHealth(BaseModel):
+    """The BLE phone link (``[phone_link] ble``): advertising on its adapter or not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    adapter: str
+    up: bool
+    #: why it is down, in words
+    problem: str | None = None
+    #: centrals in an exchange now; exchanges completed since start
+    sessions: int = 0
+    served: int = 0
 
 
 class DeviceHealth(BaseModel):
@@ -136,6 +151,8 @@ class Snapshot(BaseModel):
     issuers_unavailable: dict[str, str] = {}
     #: the same for command signers (their commands are refused)
     signers_unavailable: dict[str, str] = {}
+    #: None: the BLE phone link is off (``[phone_link] ble = false``)
+    phone_ble: PhoneBleHealth | None = None
 
 
 def read_snapshot(data_dir: Path) -> Snapshot | None:
