@@ -95,7 +95,7 @@ def carer(sim: SimSite, org: Org, sub: str) -> Carer:
 
 async def health(sim: SimSite) -> tuple[int, dict[str, Any], str]:
     code, out = await sim.cli("health", "--config", str(sim.config), "--json")
-    _, text = await sim.cli("health", "--config", str(sim.config))
+    _, text = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
     return code, json.loads(out.strip().splitlines()[-1]), text
 
 
