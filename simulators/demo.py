@@ -9,6 +9,13 @@ speaking the unlock exchange. The demo only conducts: it issues keys and tokens 
 way a care organisation would, presses buttons on the simulators the way a carer's
 hands would, and tells what the platform receives.
 
+``--bluez`` tells the same day over BlueZ's D-Bus API instead of the loopback transports:
+a private system bus with BlueZoo's virtual adapters (the tests' bed, ``tests/bluez_env.py``,
+so it runs from a source checkout set up by ``scripts/bootstrap.sh``); the gateway serves
+phones as a BLE GATT peripheral on hci0 (``[phone_link] ble = true``), the lock and the
+key safe are BlueZ peripherals on hci1 and hci2, and every phone is ``lockgw-sim phone
+unlock --bluez`` on hci3 (bleak's BlueZ backend).
+
 Like every simulator this imports ``protocols/`` only; it drives the gateway through
 its command line and the network, as any other party would.
 """
@@ -19,6 +26,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import json
 import shutil
 import signal
@@ -33,6 +41,7 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.i18n import LANGUAGES, N_, Lang, language
+from protocols.phone import Result
 from simulators.broker import MosquittoBroker, free_port
 from simulators.control import ControlError
 from simulators.phone import PhoneError
@@ -227,8 +236,11 @@ class Demo:
         out: TextIO = sys.stdout,
         lang: str | None = None,
         keep: bool = False,
+        bluez: Any = None,
     ) -> None:
+        """``bluez``: a started ``BluezEnv`` (``tests/bluez_env.py``) to tell the day over."""
         self.fast = fast
+        self.bluez = bluez
         self.out = out
         self.lang = language(lang)
         #: keep the gateway and its page running after the day, until interrupted
@@ -243,6 +255,7 @@ class Demo:
                     "lock",
                     "carelock-lock",
                     "door_left_open_after = 30\nhealth_interval = 5",
+                    adapter="hci1" if bluez else None,
                 ),
                 DeviceSpec(
                     "front-keysafe",
@@ -250,8 +263,11 @@ class Demo:
                     "keysafe",
                     "carelock-keysafe",
                     "key_not_returned_after = 10\nhealth_interval = 5",
+                    adapter="hci2" if bluez else None,
                 ),
             ],
+            bluetooth="hci0" if bluez else None,
+            env={"DBUS_SYSTEM_BUS_ADDRESS": bluez.bus_address} if bluez else None,
         )
         west = self.sim.add_org(
             Org(
@@ -333,10 +349,7 @@ class Demo:
     ) -> dict[str, Any]:
         """One attempt; returns the access event the platform received for it."""
         assert self.platform is not None
-        try:
-            result = await self.sim.attempt(carer, action, phone=phone)
-        except PhoneError as exc:
-            raise DemoError(f"{carer.name}'s phone: {exc}") from None
+        result = await self.phone(carer, action, phone=phone)
         _ = self.lang.gettext
         verdict = _("GRANTED") if result.granted else _("DENIED")
         self.say(
@@ -351,6 +364,20 @@ class Demo:
                 f"expected {expect} for {carer.name}, the gateway answered {result.reason}"
             )
         return await self.wait_event(lambda e: e.get("id") == result.event, "the access event", 60)
+
+    async def phone(
+        self, carer: Carer, action: str = "unlock", *, phone: Ed25519PrivateKey | None = None
+    ) -> Result:
+        """The carer's phone at the door: over the loopback phone link, or with ``--bluez``
+        a phone process over BLE GATT through BlueZ (on hci3)."""
+        try:
+            if self.bluez is None:
+                return await self.sim.attempt(carer, action, phone=phone)
+            result = await self.sim.attempt_ble(carer, PHONE_ADAPTER, action, phone=phone)
+        except (PhoneError, RuntimeError) as exc:
+            raise DemoError(f"{carer.name}'s phone: {exc}") from None
+        assert result is not None
+        return result
 
     async def wait_event(
         self, pred: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30
@@ -383,6 +410,8 @@ class Demo:
         inside, outside, out_text = self.windows_now()
         self.say(_("lockgw demo — a day at the front door of one home, as the care platform sees it"))
         self.say(_("(everything runs on this machine; files in {dir})").format(dir=self.sim.dir))
+        if self.bluez is not None:
+            self.say(_("(over BlueZ's D-Bus API: gateway on hci0, lock hci1, key safe hci2, phones hci3)"))
         self.say(_("(the story's times of day are told; the gateway decides on the real clock,"))
         self.say(_(" so the schedules below are set around the time you run this)"))
         async with self.sim, MosquittoBroker(workdir=self.sim.dir / "broker") as broker:
@@ -390,14 +419,15 @@ class Demo:
                 self.sim.issue(carer, windows=inside)
             self.sim.issue(self.dirk, windows=outside)
             self.sim.issue(self.sanne, windows=outside)
+            self.scene("06:45", _("the technician installs and pairs the lock and the key safe"))
+            # over BlueZ a device's address is its adapter's: known once it is running
+            await self.sim.start_devices()
             self.sim.write_config(
                 broker.url,
                 extra=DEMO_CONFIG.format(port=self.web_port),
                 site_extra=f'language = "{self.lang.code}"\nmax_people = 5',
+                phone_link="ble = true" if self.bluez is not None else "",
             )
-
-            self.scene("06:45", _("the technician installs and pairs the lock and the key safe"))
-            await self.sim.start_devices()
             await self.sim.pair_all()
             await self.lock_door("auto-relock", "3")
             self.say("   " + _("paired both; the lock relocks itself 3 s after the door closes"))
@@ -566,10 +596,7 @@ class Demo:
         await broker.stop()
         before = self.platform.checker.last_seq
         self.say("   " + _("Bram comes for the evening round; the door does not need the internet:"))
-        try:
-            result = await self.sim.attempt(self.bram)
-        except PhoneError as exc:
-            raise DemoError(f"Bram's phone: {exc}") from None
+        result = await self.phone(self.bram)
         self.say(
             "   "
             + _("{name}'s phone ← {verdict} ({reason})").format(
@@ -637,6 +664,9 @@ class Demo:
         )
 
 
+#: the adapter every phone of the ``--bluez`` day uses, one after another
+PHONE_ADAPTER = "hci3"
+
 DEMO_CONFIG = """
 [visits]
 no_entry_after = 20
@@ -682,9 +712,34 @@ async def _demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def _bluez_env() -> Any:
+    """The tests' BlueZ bed (``tests/bluez_env.py``: a private system bus and BlueZoo, a
+    GPL test tool run as its own process), from this source checkout."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "bluez_env.py"
+    spec = importlib.util.spec_from_file_location("lockgw_bluez_env", path)
+    if not path.exists() or spec is None or spec.loader is None:
+        raise DemoError(
+            "--bluez runs from a source checkout (BlueZoo and its launcher are test tools, "
+            "not packaged): git clone the repository and run scripts/demo --bluez"
+        )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module.BluezEnv(adapters=4)
+
+
 async def _run_demo(workdir: Path, args: argparse.Namespace) -> int:
-    if True:
-        demo = Demo(workdir, fast=args.fast, lang=args.lang, keep=bool(args.keep))
+    with contextlib.ExitStack() as stack:
+        bluez = None
+        if args.bluez:
+            env = _bluez_env()
+            try:
+                await asyncio.to_thread(env.start)
+            except RuntimeError as exc:  # BluezEnvError: what is missing, in words
+                raise DemoError(f"--bluez: {exc}") from None
+            stack.callback(env.stop)
+            bluez = env
+        demo = Demo(workdir, fast=args.fast, lang=args.lang, keep=bool(args.keep), bluez=bluez)
         try:
             return await demo.run()
         except (DemoError, RuntimeError, ControlError) as exc:
@@ -709,5 +764,10 @@ def register(subs: Any) -> None:
     p.add_argument(
         "--lang", choices=LANGUAGES, default=None, help="nl (default) or en: the narration, "
         "the page and audit show"
+    )
+    p.add_argument(
+        "--bluez", action="store_true",
+        help="over BlueZ's D-Bus API (BlueZoo's virtual adapters; from a source checkout): "
+        "phones, gateway, lock and key safe talk Bluetooth through BlueZ",
     )
     p.set_defaults(handler=_demo)

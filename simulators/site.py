@@ -525,15 +525,20 @@ class SimSite:
         action: str = "unlock",
         *,
         door: str = "front",
+        phone: Ed25519PrivateKey | None = None,
         vanish_after: str | None = None,
         timeout: float = 60.0,
     ) -> Result | None:
         """``lockgw-sim phone unlock --bluez --adapter ADAPTER`` as its own process: the
         carer's phone over BLE GATT through BlueZ. None: it vanished as told."""
         self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = self.keys / f"phone-{carer.sub}.key"
+        holder = phone or carer.phone
+        raw = holder.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        key = self.keys / f"phone-{raw[:6].hex()}.key"
         if not key.exists():
-            write_key(key, carer.phone)
+            write_key(key, holder)
         token = base64.urlsafe_b64encode(carer.token).rstrip(b"=").decode()
         await self.site_keys()  # lockgw-unlock-v2, with the site keys a phone is given
         site_file = self.keys / "site-keys.json"

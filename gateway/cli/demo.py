@@ -24,6 +24,8 @@ async def _demo(args: argparse.Namespace) -> int:
         argv += ["--keep", args.keep]
     if args.lang:
         argv += ["--lang", args.lang]
+    if args.bluez:
+        argv.append("--bluez")
     sys.stdout.flush()
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover - execv does not return
@@ -40,4 +42,10 @@ def register(subs: Any) -> None:
     )
     p.add_argument("--lang", choices=("nl", "en"), default=None,
                    help="nl (default) or en: the narration, the page and audit show")
+    p.add_argument(
+        "--bluez", action="store_true",
+        help="tell the same day over BlueZ's D-Bus API (BlueZoo's virtual adapters; from a "
+        "source checkout after scripts/bootstrap.sh): phones, gateway, lock and key safe "
+        "over Bluetooth as on a hub",
+    )
     p.set_defaults(handler=_demo)
