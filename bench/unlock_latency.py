@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -171,9 +172,11 @@ async def run_bluez(n: int) -> list[dict[str, float | int | str]]:
     from tests.bluez_env import BluezEnv
 
     rows: list[dict[str, float | int | str]] = []
-    with tempfile.TemporaryDirectory(prefix="lockgw-bench-") as tmp, BluezEnv(
-        adapters=2 + BLUEZ_PHONES
-    ) as bz:
+    bz = BluezEnv(adapters=2 + BLUEZ_PHONES)
+    await asyncio.to_thread(bz.start)  # it waits for BlueZoo with a loop of its own
+    stack = contextlib.ExitStack()
+    stack.callback(bz.stop)
+    with stack, tempfile.TemporaryDirectory(prefix="lockgw-bench-") as tmp:
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = bz.bus_address
         work = Path(tmp)
         lock = DeviceSpec("front-lock", "front", "lock", "carelock-lock", adapter="hci1")
