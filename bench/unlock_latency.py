@@ -196,8 +196,12 @@ async def run_bluez(n: int) -> list[dict[str, float | int | str]]:
             log = work / "gateway.log"
             adapters = [f"hci{2 + i}" for i in range(BLUEZ_PHONES)]
 
+            keys = await site.site_keys()  # lockgw-unlock-v2, as a phone is given them
+
             def attempt(c: Carer) -> UnlockAttempt:
-                return UnlockAttempt(door="front", action="unlock", key=c.phone, token=c.token)
+                return UnlockAttempt(
+                    door="front", action="unlock", key=c.phone, token=c.token, site=keys
+                )
 
             async def over_link(c: Carer, adapter: str, count: int, times: list[float]) -> int:
                 """``count`` exchanges over one open connection; the denied count."""
