@@ -41,6 +41,7 @@ from gateway.health import (
     HealthServer,
     HeldExpiry,
     IssuerHealth,
+    JournalRestartNotice,
     PhoneBleHealth,
     Snapshot,
     StateNotice,
@@ -237,6 +238,16 @@ class Gateway:
             journal_held=self.journal.held,
             journal_not_durable=self.journal.not_durable,
             journal_problem=self.journal.fallback_problem or self.journal.error,
+            journal_restarts=[
+                JournalRestartNotice(
+                    kind=r["type"],
+                    problem=r["problem"],
+                    seq=r["seq"],
+                    link_seq=r["link_seq"],
+                    kept_as=r["kept_as"],
+                )
+                for r in self.journal.restarts
+            ],
             state=[
                 StateNotice(
                     file=n.file,

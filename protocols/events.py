@@ -32,6 +32,7 @@ __all__ = [
     "GatewayEvent",
     "HealthEvent",
     "JournalRecoveredEvent",
+    "JournalRestartEvent",
     "KeyNotReturnedEvent",
     "KeysafeStateEvent",
     "LockState",
@@ -77,6 +78,8 @@ class EventType(StrEnum):
     SITE_KEY_CREATED = "site.key_created"
     HEALTH_WARNING = "health.warning"
     HEALTH_CLEARED = "health.cleared"
+    JOURNAL_DAMAGED = "journal.damaged"
+    JOURNAL_LOST = "journal.lost"
 
 
 class LockState(StrEnum):
@@ -367,6 +370,26 @@ class SiteKeyCreatedEvent(_Body):
     algorithm: str = Field(description="Ed25519")
     kid: str = Field(description="first 8 bytes of SHA-256 of the raw public key, hex")
     public: str = Field(description="the raw public key, unpadded base64url")
+class JournalRestartEvent(_Body):
+    """``journal.damaged``: at start-up the journal file was damaged (SQLite could not
+    read it, or its hash chain did not verify); it was moved aside (``kept_as``) and a
+    new journal started. ``journal.lost``: the journal was missing, empty, or ended
+    before the seq its head file says was committed. Either way this event is the
+    first row after the restart: its ``seq`` is ``last_seq`` + 1 (no seq is used
+    twice) and its hash-chain link goes on from ``link_hash``, the link of row
+    ``link_seq`` — the last row that verified (``link_from`` ``journal``), the head
+    file's record (``head_file``) or none (``genesis``). Rows ``link_seq`` + 1 ..
+    ``last_seq`` are not in the journal (they may be in the kept file)."""
+
+    type: Literal["journal.damaged", "journal.lost"]
+    problem: str = Field(description="what was found, in words")
+    kept_as: str | None = Field(
+        default=None, description="where the damaged (or emptied) file was moved, for forensics"
+    )
+    last_seq: int = Field(description="the highest seq known before the restart")
+    link_seq: int = Field(description="the row the chain goes on from")
+    link_hash: str = Field(description="that row's link (hex SHA-256)")
+    link_from: Literal["journal", "head_file", "genesis"]
 
 
 class HealthEvent(_Body):
@@ -410,7 +433,8 @@ EventBody = Annotated[
     | GatewayEvent
     | JournalRecoveredEvent
     | SiteKeyCreatedEvent
-    | HealthEvent,
+    | HealthEvent
+    | JournalRestartEvent,
     Field(discriminator="type"),
 ]
 
@@ -436,6 +460,7 @@ EVENT_MODELS: tuple[type[_Body], ...] = (
     JournalRecoveredEvent,
     SiteKeyCreatedEvent,
     HealthEvent,
+    JournalRestartEvent,
 )
 
 

@@ -31,6 +31,7 @@ from protocols.events import (
     GatewayEvent,
     HealthEvent,
     JournalRecoveredEvent,
+    JournalRestartEvent,
     KeyNotReturnedEvent,
     KeysafeStateEvent,
     LockState,
@@ -93,6 +94,9 @@ BODIES: list[EventBody] = [
                 subject="org-west"),
     HealthEvent(type="health.cleared", code="device.offline", level="unhealthy",
                 text="device front-lock (front): offline", subject="front-lock"),
+    JournalRestartEvent(type="journal.damaged", problem="its hash chain is broken at seq 101",
+                        kept_as="/var/lib/lockgw/journal.sqlite3.damaged-20260101T000000Z",
+                        last_seq=300, link_seq=100, link_hash="00" * 32, link_from="journal"),
 ]
 
 

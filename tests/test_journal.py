@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -352,19 +353,24 @@ async def test_when_the_fallback_cannot_be_written_either_events_wait_in_memory(
         assert rec["type"] == "journal.recovered" and rec["not_durable"] == 1
 
 
-async def test_a_corrupt_file_is_reported_and_events_wait_in_the_fallback(
+async def test_a_file_that_is_no_database_is_kept_aside_and_a_new_journal_says_so(
     tmp_path: Path,
 ) -> None:
+    """(The cases of a journal with rows are in tests/test_journal_restart.py.)"""
     path = jpath(tmp_path)
     path.write_bytes(b"this is not a database" * 100)
     async with Journal(path, SITE, retention_days=30) as j:
-        assert j.error is not None and "damaged" in j.error
+        assert j.error is None and j.recording == "ok"
         env = await j.emit(battery())
-        assert env.seq == 0 and j.recording == "fallback"
-        assert j.failures == 1
+        assert env.seq == 2
+        first = (await j.read())[0]
+        assert first.type == "journal.damaged" and first.seq == 1
+        assert [r["type"] for r in j.restarts] == ["journal.damaged"]
+    kept = [tmp_path / n for n in os.listdir(tmp_path) if ".damaged-" in n]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"this is not a database" * 100
     with pytest.raises(JournalCorrupt):
-        async with Journal(path, SITE, retention_days=30, read_only=True):
-            pass
+        async with Journal(kept[0], SITE, retention_days=30, read_only=True) as old:
+            await old.read()
 
 
 async def test_another_sites_journal_is_refused(tmp_path: Path) -> None:

@@ -6,6 +6,9 @@
   only what a resident asks about (entries, refusals, visits, alarms, roster changes);
   ``--all`` shows every event.
 - ``verify``: walks the hash chain; exit 0 intact, 1 broken (naming the first broken link).
+  A restart after a damaged or lost journal (``journal.damaged`` / ``journal.lost``) is
+  followed — the new rows link to the last row that verified — and named, with the seqs
+  that are not in this journal.
 - ``export --format csv|json``: every event matching the filters, for an auditor.
 
 Each takes ``--config F`` (the journal in the config's ``data_dir``, times in the site's
@@ -145,6 +148,7 @@ async def _verify(args: argparse.Namespace) -> int:
         broken = await j.verify()
         head = await j.head()
         cp = await j.checkpoint()
+        restarts = await j.restarts_recorded()
     if broken is not None:
         print(
             f"audit chain BROKEN at seq {broken.seq}: {broken.problem}. "
@@ -157,6 +161,9 @@ async def _verify(args: argparse.Namespace) -> int:
     else:
         since = f" (older events removed by retention up to seq {cp.seq})" if cp else ""
         print(f"audit chain intact: seq {start}..{head[0]}{since}; head {head[1]}")
+    for r in restarts:
+        # not a silent break: the journal was started again and says so in its chain
+        print(f"  documented restart: {r.describe()}")
     return 0
 
 

@@ -113,6 +113,20 @@ def _journal(s: Snapshot, k: Look) -> Reasons:
         yield _r("journal.failing", "warning", _(
             "journal: cannot write; events go to its fallback file; doors still open"
         ))  # fmt: skip
+    for n in s.journal_restarts:
+        kept = _(" (kept as {path})").format(path=n.kept_as) if n.kept_as else ""
+        if n.kind == "journal.damaged":
+            text = _(
+                "journal: damaged at start{kept}: {problem}; a new journal goes on at seq "
+                "{seq}, linked to seq {link}; doors keep working. Keep the old file for the audit"
+            )
+        else:
+            text = _(
+                "journal: events lost at start{kept}: {problem}; the journal goes on at seq "
+                "{seq}, linked to seq {link}; doors keep working. Find out who or what removed it"
+            )
+        yield _r(n.kind, "warning",
+                 text.format(kept=kept, problem=n.problem, seq=n.seq, link=n.link_seq))  # fmt: skip
     if s.backlog > MAX_BACKLOG:
         yield _r("journal.backlog", "warning", _(
             "journal: {n} events not yet published"

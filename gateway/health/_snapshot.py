@@ -107,6 +107,19 @@ class HeldExpiry(BaseModel):
     exp: float
 
 
+class JournalRestartNotice(BaseModel):
+    """The journal was found damaged or lost when the gateway started, and a new one
+    continues the chain (``gateway.journal._recover``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    problem: str
+    seq: int
+    link_seq: int
+    kept_as: str | None = None
+
+
 class Snapshot(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -137,6 +150,9 @@ class Snapshot(BaseModel):
     journal_not_durable: int = 0
     #: why the journal cannot write, in words (None when it can)
     journal_problem: str | None = None
+    #: the journal was found damaged or lost at this start and started again
+    #: (``journal.damaged`` / ``journal.lost``)
+    journal_restarts: list[JournalRestartNotice] = []
     state: list[StateNotice] = []
     state_write_failures: int = 0
     #: the site's IANA time zone (consent days are the site's days)

@@ -20,7 +20,8 @@ thread goes back to the priority the process started with.
 
 Frames both ways: a 4-byte big-endian length, then a pickle (both ends are this
 package, over a private socketpair). The first frame from here is ``("ready", seq,
-backlog, nice, refused)`` (``refused``: why the priority could not be raised, or None)
+backlog, nice, refused, restart)`` (``refused``: why the priority could not be raised, or
+None; ``restart``: the ``journal.damaged`` / ``journal.lost`` restart made at open, or None)
 or ``("failed", error class name, message)``; then one :class:`._store.Round` per round.
 """
 
@@ -94,8 +95,11 @@ def serve(
                 sock.sendall(frame(result))
             except OSError:  # the gateway is gone; what was committed stays committed
                 return
-            if checkpointer is not None and result.error is None:
-                checkpointer.kick()
+            if result.error is None:
+                # the phone has its answer: now where the chain stands, for the next start
+                store.write_head()
+                if checkpointer is not None:
+                    checkpointer.kick()
             continue
         if eof:
             return
@@ -149,7 +153,7 @@ def main(argv: list[str]) -> int:
         return 1
     checkpointer = Checkpointer(path, nice=base)
     try:
-        sock.sendall(frame(("ready", store.seq, store.backlog, nice, refused)))
+        sock.sendall(frame(("ready", store.seq, store.backlog, nice, refused, store.restart)))
         checkpointer.start()
         serve(sock, store, checkpointer)
     finally:

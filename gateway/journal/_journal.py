@@ -48,11 +48,13 @@ from ._store import (
     ERRORS,
     BrokenLink,
     Checkpoint,
+    Restart,
     Round,
     blob,
     connect,
     latest_checkpoint,
     map_error,
+    restarts,
     verify_chain,
 )
 from ._writer import Pending, SyscallRefused, WriterProcess
@@ -134,6 +136,8 @@ class Journal:
         self._retention_task: asyncio.Task[None] | None = None
         self._open = False
         self._fallback: Fallback | None = None
+        self._restarts: list[dict[str, Any]] = []
+        self._closing_writer: asyncio.Task[None] | None = None
         self._recording_listeners: list[Callable[[], None]] = []
         #: the newest committed, not yet published events (seq, wire JSON), contiguous:
         #: the publisher reads them from here instead of reading back what was just
@@ -170,6 +174,7 @@ class Journal:
                 else:
                     self._writer = writer
                     self._last_seq, self._backlog = seq, backlog
+                    self._restarted(writer)
                 self._retention_task = asyncio.create_task(self._retention_loop())
         except BaseException:
             await self._close_reader()
@@ -201,6 +206,8 @@ class Journal:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        if self._closing_writer is not None:
+            await self._closing_writer
         if self._fallback is not None:  # what went there while closing is written now
             await self._fallback.close()
         await self._close_reader()
@@ -338,12 +345,44 @@ class Journal:
             self._writer = writer
             self._error = None
             self._last_seq, self._backlog = seq, backlog
+            self._restarted(writer)
             self._tail.clear()  # what the old writer last committed may not have reached us
             log.info("journal.writer_restarted", last_seq=seq, backlog=backlog)
             self._announce()
             if self._fallback is not None:
                 self._fallback.kick()
             return
+
+    def _restarted(self, writer: WriterProcess) -> None:
+        """The writer found the journal damaged or lost and started it again (``_recover``)."""
+        r = writer.restart
+        if r is None:
+            return
+        self._restarts.append(r)
+        if self._reader is not None:  # reads go to the new file from now on
+            self._reader.submit(self._drop_reader_conns)
+        log.error(
+            r["type"],
+            problem=r["problem"],
+            kept_as=r["kept_as"],
+            seq=r["seq"],
+            link_seq=r["link_seq"],
+        )
+        for fn in list(self._recording_listeners):
+            fn()
+
+    def _drop_reader_conns(self) -> None:
+        """On the reader thread: close its connection (it may hold the moved-aside file)."""
+        for conn in self._conns:
+            conn.close()
+        self._conns.clear()
+        self._local.conn = None
+
+    @property
+    def restarts(self) -> list[dict[str, Any]]:
+        """The journal's restarts since it was opened (``journal.damaged`` /
+        ``journal.lost``: the event's body and seq), for health."""
+        return list(self._restarts)
 
     # -- writing -----------------------------------------------------------------------
     def _require_writer(self) -> WriterProcess:
@@ -469,6 +508,17 @@ class Journal:
             if c.error != self._error:
                 log.error("journal.cannot_write", error=c.error)
             self._error = c.error
+            writer = self._writer
+            if (
+                writer is not None
+                and writer.alive
+                and any(not ok and v[0] == "JournalCorrupt" for ok, v in c.results)
+            ):
+                # the file went bad under us: a new writer process examines it at its
+                # start, moves it aside and goes on in a new journal linked to it
+                # (``_recover``); meanwhile events wait in the fallback
+                log.error("journal.damaged_while_running", error=c.error)
+                self._closing_writer = asyncio.create_task(writer.close())
         elif c.appended:
             if self._error is not None:
                 log.info("journal.writable")
@@ -611,6 +661,10 @@ class Journal:
     async def verify(self) -> BrokenLink | None:
         """Check the hash chain; the first broken link, or None when intact."""
         return await self._read(verify_chain)
+
+    async def restarts_recorded(self) -> list[Restart]:
+        """Every documented restart of this journal (``journal.damaged`` / ``journal.lost``)."""
+        return await self._read(restarts)
 
     async def checkpoint(self) -> Checkpoint | None:
         """The latest retention checkpoint (where the verified chain starts)."""

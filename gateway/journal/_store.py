@@ -13,14 +13,19 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from protocols.errors import JournalCorrupt, JournalError, JournalForeign, JournalFull
 
 from ._chain import GENESIS, link, utc_ms, uuid7, wire_payload
+from ._head import Head, HeadFile, head_path
+
+if TYPE_CHECKING:
+    from ._recover import Plan
 
 __all__ = [
     "ERRORS",
@@ -29,11 +34,15 @@ __all__ = [
     "Checkpointer",
     "Job",
     "Outcome",
+    "Restart",
     "Round",
     "Store",
+    "Walk",
     "blob",
     "connect",
     "map_error",
+    "restarts",
+    "walk_chain",
 ]
 
 SCHEMA_VERSION = "1"
@@ -95,8 +104,9 @@ def map_error(exc: sqlite3.Error, path: Path, max_bytes: int | None) -> JournalE
         )
     if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
         return JournalCorrupt(
-            f"journal {path} is damaged ({text}); new events are not recorded but doors "
-            "still open; stop lockgw, move the file aside (keep it for the audit) and restart"
+            f"journal {path} is damaged ({text}); new events wait in its fallback file and "
+            "doors still open; restart lockgw: it moves the file aside (kept for the audit) "
+            "and starts a new journal linked to its last verifiable row"
         )
     return JournalError(f"journal {path}: {text}")
 
@@ -182,6 +192,9 @@ class Store:
         self.seq = 0
         self.head = GENESIS
         self.backlog = 0
+        self._head_file = HeadFile(head_path(path))
+        #: the restart made at open (``_recover``): the event's body and seq, or None
+        self.restart: dict[str, Any] | None = None
 
     def open(self) -> None:
         """Open (creating when new) and read where the chain stands. Raises JournalError."""
@@ -195,6 +208,9 @@ class Store:
             raise JournalError(f"journal {self.path}: {exc}") from exc
 
     def _open(self) -> None:
+        from ._recover import examine  # it walks the chain with the read side below
+
+        plan = examine(self.path, self.site, head_path(self.path))
         conn = connect(self.path, read_only=False, max_bytes=self._max_bytes)
         self._conn = conn
         # the WAL is copied back into the database by a Checkpointer between rounds,
@@ -222,8 +238,43 @@ class Store:
             last = cp if cp is not None else (0, GENESIS)
         self.seq, self.head = int(last[0]), bytes(last[1])
         self.backlog = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        if plan is not None:
+            self._restart(conn, plan)
+        self.write_head()
+
+    def _restart(self, conn: sqlite3.Connection, plan: Plan) -> None:
+        """Record a restart (``_recover``): in one transaction, the ``restarts`` meta and
+        the ``journal.damaged`` / ``journal.lost`` row at ``plan.seq + 1``, linked to
+        ``plan.link_hash``."""
+        from ._recover import restart_meta
+
+        seq0, head0 = self.seq, self.head
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'restarts'").fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('restarts', ?)",
+                (restart_meta(row[0] if row else None, plan),),
+            )
+            self.seq, self.head = plan.seq, plan.link_hash
+            rows: list[tuple[int, str, str, str, str | None, bytes, bytes]] = []
+            body = json.dumps(plan.body(), separators=(",", ":"))
+            self._append((plan.kind, None, body, time.time_ns()), rows, [])
+            self._flush(conn, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            with _suppress_sqlite():
+                conn.execute("ROLLBACK")
+            self.seq, self.head = seq0, head0
+            raise
+        self.restart = {**plan.body(), "seq": self.seq}
+
+    def write_head(self) -> None:
+        """Where the chain stands, to the head file (``_head``); after each round."""
+        self._head_file.write(Head(self.site, self.seq, self.head.hex()))
 
     def close(self) -> None:
+        self._head_file.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -456,39 +507,124 @@ def latest_checkpoint(conn: sqlite3.Connection) -> Checkpoint | None:
     return None if row is None else Checkpoint(int(row[0]), bytes(row[1]), str(row[2]))
 
 
+class Restart(NamedTuple):
+    """Where the journal was started again after damage or loss (``_recover``): the row
+    at ``seq`` (a ``journal.damaged`` / ``journal.lost`` event) links to ``link_hash``,
+    the link of ``link_seq`` — the last row that verified in the journal before it (or
+    what the head file said, ``link_from``), not to the row before it in this file."""
+
+    seq: int
+    link_seq: int
+    link_hash: str
+    kind: str
+    link_from: str
+    kept_as: str | None
+
+    def describe(self) -> str:
+        kept = f" (the old file is kept as {self.kept_as})" if self.kept_as else ""
+        lost = (
+            f"; seq {self.link_seq + 1}..{self.seq - 1} are not in this journal"
+            if self.seq - 1 > self.link_seq
+            else ""
+        )
+        return (
+            f"restarted at seq {self.seq} ({self.kind}){kept}: it links to seq "
+            f"{self.link_seq} (hash {self.link_hash[:16]}..., from the {self.link_from}){lost}"
+        )
+
+
+def restarts(conn: sqlite3.Connection) -> list[Restart]:
+    """The journal's documented restarts, oldest first."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'restarts'").fetchone()
+    except sqlite3.OperationalError:
+        return []
+    if row is None:
+        return []
+    try:
+        return [
+            Restart(
+                int(r["seq"]),
+                int(r["link_seq"]),
+                str(r["link_hash"]),
+                str(r["kind"]),
+                str(r.get("link_from", "journal")),
+                r.get("kept_as"),
+            )
+            for r in json.loads(row[0])
+        ]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+class Walk(NamedTuple):
+    """What walking the chain found: the first broken link (None: intact), the last row
+    that verified (``seq``, link) — the checkpoint's or the genesis when none did —, and
+    the highest seq seen."""
+
+    broken: BrokenLink | None
+    last_seq: int
+    last_hash: bytes
+    max_seq: int
+
+
 def verify_chain(conn: sqlite3.Connection) -> BrokenLink | None:
     """Walk the chain from the genesis or the latest checkpoint; the first broken link."""
+    return walk_chain(conn).broken
+
+
+def walk_chain(conn: sqlite3.Connection) -> Walk:
+    """Walk the chain from the genesis or the latest checkpoint, across documented
+    restarts (:class:`Restart`). A read error of SQLite (a damaged page) ends the walk
+    as a broken link."""
     cp = latest_checkpoint(conn)
     expected, prev = (cp.seq + 1, cp.hash) if cp is not None else (1, GENESIS)
+    last_seq, seen = expected - 1, cp is not None
+    at = {r.seq: r for r in restarts(conn)}
+
+    def broken(seq: int, problem: str) -> Walk:
+        return Walk(BrokenLink(seq, problem), last_seq, prev, max(seq, last_seq))
+
     below = conn.execute("SELECT min(seq) FROM events WHERE seq < ?", (expected,)).fetchone()[0]
     if below is not None:
-        return BrokenLink(int(below), f"row below the retention checkpoint at seq {expected - 1}")
+        return broken(int(below), f"row below the retention checkpoint at seq {expected - 1}")
     cur = conn.execute("SELECT seq, id, ts, type, door, payload, hash FROM events ORDER BY seq")
-    for seq, eid, ts, typ, door, raw, h in _rows(cur):
-        if seq != expected:
-            gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
-            return BrokenLink(expected, f"missing row(s) {gap} (deleted?)")
-        payload = blob(raw)
-        if not isinstance(h, bytes) or link(prev, payload) != h:
-            return BrokenLink(
-                seq, "its hash does not match its content and the previous link (altered)"
-            )
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return BrokenLink(seq, "its payload is not JSON (altered)")
-        # every column a reader filters on (audit show --since/--door, the resident's
-        # page, retention) is a copy of a field of the chained payload: one that differs
-        # was edited, and a filter on it would show or hide the wrong rows
-        columns = {"seq": seq, "id": eid, "ts": ts, "type": typ, "door": door}
-        altered = [name for name, value in columns.items() if obj.get(name) != value]
-        if altered:
-            return BrokenLink(
-                seq, f"its {', '.join(altered)} column differs from its chained payload (altered)"
-            )
-        prev = h
-        expected += 1
-    return None
+    try:
+        for seq, eid, ts, typ, door, raw, h in _rows(cur):
+            r = at.get(seq)
+            if r is not None and seq >= expected:
+                if seen and (r.link_seq != expected - 1 or r.link_hash != prev.hex()):
+                    return broken(seq, "a restart that does not link to the row before it")
+                prev, expected = bytes.fromhex(r.link_hash), seq
+            if seq != expected:
+                gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
+                return broken(expected, f"missing row(s) {gap} (deleted?)")
+            payload = blob(raw)
+            if not isinstance(h, bytes) or link(prev, payload) != h:
+                return broken(
+                    seq, "its hash does not match its content and the previous link (altered)"
+                )
+            try:
+                obj = json.loads(payload)
+            except ValueError:
+                return broken(seq, "its payload is not JSON (altered)")
+            # every column a reader filters on (audit show --since/--door, the resident's
+            # page, retention) is a copy of a field of the chained payload: one that differs
+            # was edited, and a filter on it would show or hide the wrong rows
+            columns = {"seq": seq, "id": eid, "ts": ts, "type": typ, "door": door}
+            altered = [name for name, value in columns.items() if obj.get(name) != value]
+            if altered:
+                return broken(
+                    seq,
+                    f"its {', '.join(altered)} column differs from its chained payload (altered)",
+                )
+            prev, last_seq, seen = h, seq, True
+            expected += 1
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+            raise
+        return broken(expected, f"cannot be read ({exc})")
+    return Walk(None, last_seq, prev, last_seq)
 
 
 def _rows(cur: sqlite3.Cursor) -> Iterator[tuple[int, str, str, str, str | None, bytes, bytes]]:

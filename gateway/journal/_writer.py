@@ -71,6 +71,8 @@ class WriterProcess(asyncio.Protocol):
         #: the child's nice value, and why it could not have the one asked for (or None)
         self.nice = 0
         self.nice_refused: str | None = None
+        #: the restart the child made at open (``_recover``): event body and seq, or None
+        self.restart: dict[str, Any] | None = None
         self.gone: asyncio.Future[None] = loop.create_future()
 
     @classmethod
@@ -148,6 +150,7 @@ class WriterProcess(asyncio.Protocol):
     def _hello(self, msg: tuple[Any, ...]) -> None:
         if msg[0] == "ready":
             self.nice, self.nice_refused = int(msg[3]), msg[4]
+            self.restart = msg[5] if len(msg) > 5 else None
             self.ready.set_result((int(msg[1]), int(msg[2])))
         else:
             self.ready.set_exception(ERRORS.get(msg[1], JournalError)(msg[2]))
