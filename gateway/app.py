@@ -322,6 +322,7 @@ class Gateway:
 
     async def _device_events(self) -> None:
         async for device_id, state in self.devices.changes():
+            await self.door.relocker.on_state(device_id, state)
             await self.visits.on_state(device_id, state)
 
     def _visit_ended(self, device_id: str, problems: list[str]) -> None:

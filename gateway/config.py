@@ -227,6 +227,9 @@ class AccessConfig(_Section):
     #: ``not_on_roster``) or "refuse" (planned care refused with ``not_on_roster``;
     #: emergency entries are granted and flagged). No roster from the issuer: no check.
     roster_check: Literal["flag", "refuse"] = "flag"
+    #: seconds after a granted unlock (a phone or a remote opening) after which the lock is
+    #: locked again when nobody opened the door (the lock reports its door closed); 0 = never
+    relock_unused_after: int = Field(default=30, ge=0, le=3600)
 
 
 class IssuerConfig(_Section):

@@ -18,6 +18,11 @@ journaled if the gateway runs until the journal recovers, and lost if it stops f
 
 Once the proof is in, an attempt (and a signed remote opening) runs to its end even if
 the phone goes away or SIGTERM arrives: the daemon waits for it (:meth:`DoorService.close`).
+A lock that acts after the door gave up on it (the phone heard ``device_unavailable``)
+is journaled as ``device.late_answer`` of that attempt and locked again; a granted
+unlock nobody used (no door opened within ``[access] relock_unused_after``) is locked
+again too; when that fails, ``door.left_unlocked`` (``gateway.relock``).
+
 A crash between the device moving and the journal commit leaves no ``access.granted``
 row; the phone never heard ``granted`` either (no phantom grant), and the device's
 state change is journaled after the restart by state reconciliation (``lock.state``).
@@ -36,6 +41,7 @@ import structlog
 
 from gateway.access import AccessController, AccessRequest, Decision
 from gateway.logs import redact
+from gateway.relock import Opening, Relocker
 from gateway.visits import VisitTracker
 from protocols.control import Command, RosterEntry
 from protocols.device import Action, DeviceKind, DeviceState
@@ -105,6 +111,13 @@ class DoorService:
         #: puts an issuer's newest list back on the broker when its retained copy is
         #: replaced by an older or unusable one (set by the app once the link exists)
         self.healer: RetainedHealer | None = None
+        #: locks again what a late device answer or an unused opening left unlocked
+        self.relocker = Relocker(
+            devices,
+            self._emit,
+            self._spawn,
+            unused_after=lambda: float(self.config.access.relock_unused_after),
+        )
 
     # -- journal ---------------------------------------------------------------------------
     async def _emit(self, body: EventBody) -> str:
@@ -179,6 +192,12 @@ class DoorService:
         task.add_done_callback(self._work_done)
         return await asyncio.shield(task)
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as door work nobody waits for (a relock), counted for :meth:`close`."""
+        task = asyncio.create_task(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._work_done)
+
     def _work_done(self, task: asyncio.Task[Any]) -> None:
         self._in_flight.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
@@ -188,6 +207,7 @@ class DoorService:
         """Stopping: refuse new attempts (``device_unavailable``) and wait up to ``timeout``
         seconds for those in flight to finish. Returns how many did not finish in time."""
         self._closing = True
+        self.relocker.close()
         pending = set(self._in_flight)
         if not pending:
             return 0
@@ -265,6 +285,7 @@ class DoorService:
                 log.warning("door.device_error", device=device_id, error=str(exc))
             except TimeoutError:
                 reason = Reason.DEVICE_UNAVAILABLE
+                log.warning("door.device_timeout", device=device_id, action=action.value)
             timing.device = time.perf_counter() - t_dev
         granted = reason is Reason.OK
         t_journal = time.perf_counter()
@@ -288,6 +309,23 @@ class DoorService:
             )
         )
         timing.journal = time.perf_counter() - t_journal
+        if device_id is not None and action in (Action.UNLOCK, Action.UNLATCH):
+            opening = Opening(
+                attempt=event,
+                door=door,
+                device=device_id,
+                action=action.value,
+                at=time.monotonic(),
+                iss=decision.iss,
+                sub=decision.sub,
+                actor=actor,
+                request_id=request_id,
+            )
+            if granted:  # locked again if nobody opens the door
+                self.relocker.granted(opening)
+            elif decision.granted and reason is Reason.DEVICE_UNAVAILABLE:
+                # the phone heard "no": should the lock still act, it is locked again
+                self.relocker.gave_up(opening)
         if granted and device_id is not None:
             kind = DeviceKind.KEYSAFE if action is Action.OPEN else DeviceKind.LOCK
             await self.visits.start(

@@ -35,8 +35,10 @@ __all__ = [
     "JournalRestartEvent",
     "KeyNotReturnedEvent",
     "KeysafeStateEvent",
+    "LateAnswerEvent",
     "LockState",
     "LockStateEvent",
+    "RelockEvent",
     "RepublishedEvent",
     "RevocationAppliedEvent",
     "RosterAppliedEvent",
@@ -80,6 +82,9 @@ class EventType(StrEnum):
     HEALTH_CLEARED = "health.cleared"
     JOURNAL_DAMAGED = "journal.damaged"
     JOURNAL_LOST = "journal.lost"
+    DEVICE_LATE_ANSWER = "device.late_answer"
+    DOOR_RELOCKED = "door.relocked"
+    DOOR_LEFT_UNLOCKED = "door.left_unlocked"
 
 
 class LockState(StrEnum):
@@ -412,6 +417,44 @@ class HealthEvent(_Body):
     )
 
 
+class LateAnswerEvent(_Body):
+    """``device.late_answer``: a device carried out an action after the door had given
+    up on it (``phone_link.device_timeout``): the phone (or the command's sender) was
+    told ``device_unavailable`` and the audit says so (``attempt``), but the bolt moved.
+    Attributed to that attempt; the gateway then locks the door again (``door.relocked``
+    or ``door.left_unlocked``)."""
+
+    type: Literal["device.late_answer"] = "device.late_answer"
+    door: str
+    device: str
+    action: str
+    attempt: str = Field(description="id of the attempt's access.denied event")
+    lock: str | None = Field(default=None, description="the lock's state the late answer reported")
+    iss: str | None = None
+    sub: str | None = None
+    actor: str | None = None
+    request_id: str | None = None
+
+
+class RelockEvent(_Body):
+    """``door.relocked``: the gateway locked a door it had unlocked that nobody used (no
+    door-opened event within ``[access] relock_unused_after``: a remote opening nobody
+    came for, a carer who turned back) or that a late device answer unlocked.
+    ``door.left_unlocked``: locking it failed; the door stays a health problem until the
+    lock reports locked again."""
+
+    type: Literal["door.relocked", "door.left_unlocked"]
+    door: str
+    device: str
+    why: Literal["late_answer", "not_opened"]
+    attempt: str = Field(description="id of the event of the opening it undoes")
+    detail: str | None = Field(default=None, description="door.left_unlocked: why locking failed")
+    iss: str | None = None
+    sub: str | None = None
+    actor: str | None = None
+    request_id: str | None = None
+
+
 EventBody = Annotated[
     AccessDecisionEvent
     | SuspiciousEvent
@@ -434,7 +477,9 @@ EventBody = Annotated[
     | JournalRecoveredEvent
     | SiteKeyCreatedEvent
     | HealthEvent
-    | JournalRestartEvent,
+    | JournalRestartEvent
+    | LateAnswerEvent
+    | RelockEvent,
     Field(discriminator="type"),
 ]
 
@@ -461,6 +506,8 @@ EVENT_MODELS: tuple[type[_Body], ...] = (
     SiteKeyCreatedEvent,
     HealthEvent,
     JournalRestartEvent,
+    LateAnswerEvent,
+    RelockEvent,
 )
 
 

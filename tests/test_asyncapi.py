@@ -34,8 +34,10 @@ from protocols.events import (
     JournalRestartEvent,
     KeyNotReturnedEvent,
     KeysafeStateEvent,
+    LateAnswerEvent,
     LockState,
     LockStateEvent,
+    RelockEvent,
     RepublishedEvent,
     RevocationAppliedEvent,
     RosterAppliedEvent,
@@ -97,6 +99,10 @@ BODIES: list[EventBody] = [
     JournalRestartEvent(type="journal.damaged", problem="its hash chain is broken at seq 101",
                         kept_as="/var/lib/lockgw/journal.sqlite3.damaged-20260101T000000Z",
                         last_seq=300, link_seq=100, link_hash="00" * 32, link_from="journal"),
+    LateAnswerEvent(door="front", device="front-lock", action="unlock", attempt="0190",
+                    lock="unlocked", iss="org", sub="c-1"),
+    RelockEvent(type="door.left_unlocked", door="front", device="front-lock", why="not_opened",
+                attempt="0191", detail="the lock did not answer", actor="alarm", request_id="r-3"),
 ]
 
 

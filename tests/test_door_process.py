@@ -333,7 +333,8 @@ async def test_lock_answering_after_the_deadline_is_reconciled(
     """The lock acts only after the door's deadline (``slow`` 2.5 s, device_timeout 2 s):
     the phone rightly hears ``device_unavailable`` — but the bolt did move, and the stream
     must say so soon (``lock.state`` unlocked), not at the next health poll a minute later.
-    (It did not, before the supervisor looked at a device whose command was abandoned.)"""
+    (It did not, before the supervisor looked at a device whose command was abandoned.)
+    Then the gateway locks it again (tests/test_door_relock.py has the whole story)."""
     inside, _ = windows_now()
     org = west()
     async with home(tmp_path, broker, [org]) as (sim, platform):
@@ -347,7 +348,12 @@ async def test_lock_answering_after_the_deadline_is_reconciled(
             timeout=15,
         )
         assert state["device"] == "front-lock"
-        assert await lock_state(sim) == "unlocked"
+        await platform.wait_for(
+            lambda e: e["type"] == "door.relocked" and e["attempt"] == ev["id"],
+            after_seq=ev["seq"],
+            timeout=15,
+        )
+        assert await lock_state(sim) == "locked"
 
 
 # -- 2. a replayed proof ------------------------------------------------------------------------
