@@ -32,8 +32,9 @@ __all__ = ["Pending", "SyscallRefused", "WriterProcess"]
 
 log = structlog.get_logger("lockgw.journal")
 
-#: how long the child may take to open the database and say so, seconds
-START_TIMEOUT = 30.0
+#: how long the child may take to open the database and say so, seconds: it first checks
+#: the whole journal (``_recover``; ~2 s per 50,000 events on the bench VM, a Pi is slower)
+START_TIMEOUT = 120.0
 #: how long closing waits for the child to finish what it was given, seconds
 STOP_TIMEOUT = 30.0
 
