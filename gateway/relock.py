@@ -87,6 +87,8 @@ class Relocker:
         #: per lock: the granted opening not used yet, and its timer
         self._unused: dict[str, tuple[Opening, asyncio.TimerHandle]] = {}
         self._last_lock: dict[str, LockState | None] = {}
+        #: per lock: the task asking it for its state while a late answer may come
+        self._looks: dict[str, asyncio.Task[None]] = {}
 
     # -- told by the door service ------------------------------------------------------------
     def gave_up(self, opening: Opening) -> None:
@@ -98,7 +100,10 @@ class Relocker:
             return  # already open: a late answer would change nothing to see
         if opening.device not in self._late:  # the first command sent acts first
             self._late[opening.device] = opening
-            self._spawn(self._look_late(opening))
+            old = self._looks.pop(opening.device, None)
+            if old is not None:
+                old.cancel()
+            self._looks[opening.device] = asyncio.create_task(self._look_late(opening))
 
     async def _look_late(self, opening: Opening) -> None:
         """Ask the lock for its state now and then while a late answer may come: its own
@@ -146,9 +151,13 @@ class Relocker:
             self._spawn(self._late_answer(late, state))
 
     def close(self) -> None:
+        """Stopping: no more relocks are started (one under way is door work and finishes)."""
         for device in list(self._unused):
             self._cancel_unused(device)
         self._late.clear()
+        for task in self._looks.values():
+            task.cancel()
+        self._looks.clear()
 
     # -- the work --------------------------------------------------------------------------
     def _is_lock(self, device: str) -> bool:
