@@ -18,7 +18,8 @@ Two cases, both for locks (a key safe's compartment cannot be closed from afar):
   relocked this way — nobody can tell whether someone stands in the doorway — and
   this is logged (``door.relock_skipped``).
 
-When locking again fails (no answer, jammed), ``door.left_unlocked`` is journaled and
+When locking again fails (no answer, jammed; three tries, :data:`RELOCK_RETRY`
+apart), ``door.left_unlocked`` is journaled and
 published, and the lock carries the ``left_unlocked`` problem (health, the retained
 device state) until it reports ``locked`` again.
 """
@@ -47,6 +48,8 @@ log = structlog.get_logger("lockgw.door")
 #: how long after a ``device_unavailable`` an unlock still counts as its late answer, s
 LATE_WINDOW = 60.0
 _OPEN = (LockState.UNLOCKED, LockState.UNLATCHED)
+#: pauses before the second and third try to lock again (a slow lock, a link being rebuilt)
+RELOCK_RETRY = (1.0, 3.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,14 +211,18 @@ class Relocker:
 
     async def _relock(self, opening: Opening, why: str) -> None:
         detail: str | None = None
-        try:
-            if self.devices.device_for(opening.door, Action.LOCK) != opening.device:
-                raise DeviceError(opening.device, "another device locks this door")
-            state = await self.devices.execute(opening.door, Action.LOCK)
-            if state.lock is not LockState.LOCKED:
-                detail = f"the lock answered {state.lock.value if state.lock else 'unknown'}"
-        except DeviceError as exc:
-            detail = exc.detail or str(exc)
+        for attempt, pause in enumerate((0.0, *RELOCK_RETRY)):
+            if pause:
+                await asyncio.sleep(pause)
+                state = self.devices.states().get(opening.device)
+                if state is not None and state.lock is LockState.LOCKED:
+                    detail = None  # the last try was answered late, or someone locked it
+                    break
+            detail = await self._lock_once(opening)
+            if detail is None:
+                break
+            log.warning("door.relock_failed", door=opening.door, device=opening.device,
+                        attempt=attempt + 1, detail=detail)  # fmt: skip
         kind = "door.relocked" if detail is None else "door.left_unlocked"
         (log.info if detail is None else log.error)(
             kind, door=opening.door, device=opening.device, why=why, detail=detail
@@ -236,3 +243,15 @@ class Relocker:
         )
         if detail is not None:
             self.devices.mark_left_unlocked(opening.device)
+
+    async def _lock_once(self, opening: Opening) -> str | None:
+        """Lock ``opening``'s lock; None when it reports locked, else why not."""
+        try:
+            if self.devices.device_for(opening.door, Action.LOCK) != opening.device:
+                raise DeviceError(opening.device, "another device locks this door")
+            state = await self.devices.execute(opening.door, Action.LOCK)
+        except DeviceError as exc:
+            return exc.detail or str(exc)
+        if state.lock is not LockState.LOCKED:
+            return f"the lock answered {state.lock.value if state.lock else 'unknown'}"
+        return None

@@ -342,6 +342,7 @@ async def test_lock_answering_after_the_deadline_is_reconciled(
         sim.issue(anna, windows=inside)
         await sim.switch("front-lock", "slow", "2500")
         ev = await expect(sim, platform, anna, "device_unavailable", timeout=DEVICE_TIMEOUT + 3)
+        await sim.switch("front-lock", "slow", "0")  # the command already sent stays slow
         state = await platform.wait_for(
             lambda e: e["type"] == "lock.state" and e["lock"] == "unlocked",
             after_seq=ev["seq"],
