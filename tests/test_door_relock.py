@@ -149,7 +149,7 @@ async def test_when_locking_again_fails_the_door_is_left_unlocked_until_it_locks
         left = await platform.wait_for(lambda e: e["type"] == "door.left_unlocked", timeout=30)
         assert left["why"] == "not_opened" and left["request_id"] == rid, left
         assert left["detail"], left
-        await until(lambda: health_says(sim, "the door is left unlocked"))
+        await until(lambda: health_says(sim, "left unlocked"))
         await until(lambda: _retained_problem(platform, "left_unlocked"))
 
         await sim.switch("front-lock", "jam", "off")
@@ -159,7 +159,7 @@ async def test_when_locking_again_fails_the_door_is_left_unlocked_until_it_locks
             timeout=15,
         )
         assert await lock_state(sim) == "locked"
-        await until(lambda: _not(health_says(sim, "the door is left unlocked")))
+        await until(lambda: _not(health_says(sim, "left unlocked")))
 
 
 async def _lock_is(sim: SimSite, state: str) -> bool:
