@@ -153,6 +153,29 @@ def _fallback_event(fb: StateFallback) -> StateFallbackEvent:
     )
 
 
+def _site_key_fallbacks(keys: SiteKeys) -> list[StateFallback]:
+    """A damaged site key moved aside and made anew, or one made 0600 again, as the state
+    fallbacks health shows and the journal records (``gateway.site_keys``)."""
+    out = []
+    for r in keys.replaced:
+        log.error("site.key_replaced", key=r.name, kept_as=str(r.kept_as), problem=r.problem)
+        out.append(
+            StateFallback(
+                file=f"site/{r.name}.key",
+                problem="damaged",
+                fallback="a new site key was made: the platform must pin its public key "
+                "again and carers' phones need new bundles (lockgw site-key show --phone); "
+                "until then lockgw-unlock-v2 phones are refused, alarm-centre commands work",
+                at=time.time(),
+                kept_as=str(r.kept_as),
+                detail=r.problem,
+            )
+        )
+    for path in keys.mode_fixed:  # usable: a warning in the log, not a fallback
+        log.warning("site.key_mode_fixed", file=str(path), detail="was readable by others")
+    return out
+
+
 def _health_event(kind: Literal["health.warning", "health.cleared"], r: HealthReason) -> HealthEvent:
     return HealthEvent(type=kind, code=r.code, level=r.level, text=r.text, subject=r.subject)
 
@@ -478,9 +501,11 @@ class Gateway:
                     writer_nice=cfg.journal.writer_nice,
                 )
             )
-            # the site's own keys: made on the first start, a damaged one stops the start
+            # the site's own keys: made on the first start; a damaged one is moved aside and
+            # made anew (never a reason to stop: the alarm centre's commands need no key)
             self.site_keys: SiteKeys = await asyncio.to_thread(load_or_create, data_dir)
             self.access = AccessController(cfg, history=await state_history(self.journal))
+            self.access.fallbacks += _site_key_fallbacks(self.site_keys)
             self.visits = VisitTracker(
                 self.journal, limits=self._limits, on_ended=self._visit_ended
             )

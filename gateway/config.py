@@ -674,9 +674,6 @@ def start_problems(cfg: Config) -> list[str]:
             return [f"site.data_dir: {data_dir} exists and is not a directory"]
         if not os.access(data_dir, os.W_OK | os.X_OK):
             return [f"site.data_dir: {data_dir} is not writable by this user"]
-        from gateway.site_keys import problems
-
-        return problems(data_dir)
     parent = data_dir.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -770,4 +767,10 @@ def check_config(path: str | Path) -> tuple[Config | None, list[str]]:
     problems = core + broker
     if cfg is not None:
         problems += cfg.key_problems + start_problems(cfg) + _web_file_problems(cfg)
+        if cfg.site.data_dir.is_dir():
+            # not a reason for run to stop (it moves a damaged key aside), but the
+            # installer should know before the platform hears that the key changed
+            from gateway.site_keys import problems as site_key_problems
+
+            problems += site_key_problems(cfg.site.data_dir)
     return (cfg if not core else None), problems

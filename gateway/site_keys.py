@@ -12,8 +12,15 @@ never replaced behind anyone's back.
 
 Each key is created 0600 when absent (:func:`load_or_create`; ``lockgw run`` journals
 ``site.key_created`` for it) and loaded as it is otherwise. A key file that is there but
-cannot be used (damaged, another algorithm, readable by others) is a clear error that
-stops the start: making a new key silently would orphan every head the platform holds.
+cannot be used (damaged, another algorithm, not a regular file) does **not** stop the
+gateway — a hub that will not start opens no door, not even for the alarm centre's signed
+command. :func:`load_or_create` moves it aside (``<name>.key.damaged-<UTC time>``, kept for
+forensics), makes a new key and says so (:attr:`SiteKeys.replaced`): ``lockgw run`` journals
+``state.fallback`` and ``site.key_created`` and shows it in health until the next restart,
+so the platform hears that the key changed and must be pinned again, and carers' phones
+need new bundles (``lockgw site-key show --phone``). A key readable by others is set back
+to 0600 and used (:attr:`SiteKeys.mode_fixed`, a warning): it may have been read, so the
+docs advise replacing it.
 The public halves go out in the retained inventory (an entry of ``kind: "site"``,
 :func:`inventory_entry`) and ``lockgw site-key show`` prints them for issuers and the
 platform to pin.
@@ -27,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +55,7 @@ from protocols.errors import KeyFileError
 
 __all__ = [
     "INVENTORY_ID",
+    "Replaced",
     "SiteKey",
     "SiteKeys",
     "b64url",
@@ -133,11 +142,24 @@ class SiteKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Replaced:
+    """A key file that could not be used, moved aside and replaced by a new key."""
+
+    name: str
+    kept_as: Path
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
 class SiteKeys:
-    """The site's keys; ``created``: those made just now (to journal ``site.key_created``)."""
+    """The site's keys; ``created``: those made just now (to journal ``site.key_created``);
+    ``replaced``: damaged files moved aside for them; ``mode_fixed``: key files that were
+    readable by others and are 0600 again."""
 
     keys: dict[str, SiteKey]
     created: list[SiteKey] = field(default_factory=list)
+    replaced: list[Replaced] = field(default_factory=list)
+    mode_fixed: list[Path] = field(default_factory=list)
 
     @property
     def sign(self) -> SiteKey:
@@ -148,21 +170,32 @@ class SiteKeys:
         return self.keys["exchange"]
 
 
-def _load_one(spec: _Spec, path: Path) -> SiteKey:
+def _load_one(
+    spec: _Spec, path: Path, *, fix_mode: bool = False, fixed: list[Path] | None = None
+) -> SiteKey:
     data, mode = read_small_file(path)
     if mode & 0o077:
-        raise KeyFileError(
-            str(path), f"is readable by others (mode {mode:04o}); run chmod 600 {path}"
-        )
+        if not fix_mode:
+            raise KeyFileError(
+                str(path), f"is readable by others (mode {mode:04o}); run chmod 600 {path}"
+            )
+        try:
+            os.chmod(path, 0o600, follow_symlinks=False)
+        except OSError as exc:
+            raise KeyFileError(
+                str(path), f"is readable by others and cannot be made 0600 ({exc.strerror})"
+            ) from None
+        if fixed is not None:
+            fixed.append(path)
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
         raise KeyFileError(
             str(path),
-            "is damaged: not an unencrypted PKCS#8 PEM private key. The site's key is never "
-            "replaced silently (the platform holds heads signed with it): restore it from a "
-            "backup, or move it aside and restart to make a new one, and give the platform "
-            "the new public key (lockgw site-key show)",
+            "is damaged: not an unencrypted PKCS#8 PEM private key. lockgw run moves it "
+            "aside and makes a new one, journaled (the platform must pin the new public key, "
+            "phones need new bundles: lockgw site-key show); or restore it from a backup "
+            "before the next start",
         ) from None
     if not spec.accept(key):
         raise KeyFileError(str(path), f"is not an {spec.algorithm} key ({spec.purpose})")
@@ -196,9 +229,25 @@ def _create_one(spec: _Spec, path: Path) -> SiteKey:
     return SiteKey(spec.name, spec.algorithm, spec.purpose, path, key, spec.public_raw(key))
 
 
+def _move_aside(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while dest.exists() or dest.is_symlink():
+        n += 1
+        dest = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    try:
+        os.rename(path, dest)
+    except OSError as exc:
+        raise KeyFileError(str(path), f"is damaged and cannot be moved aside ({exc.strerror})") from None
+    return dest
+
+
 def load_or_create(data_dir: Path | str) -> SiteKeys:
-    """Every site key, each made (0600, in a 0700 directory) when absent. Raises
-    :class:`KeyFileError` for a key file that is there but cannot be used."""
+    """Every site key, each made (0600, in a 0700 directory) when absent; a damaged one
+    moved aside and made anew, one readable by others set back to 0600 (module
+    docstring). Raises :class:`KeyFileError` only when the directory or a key cannot be
+    written at all."""
     d = site_dir(data_dir)
     try:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -206,14 +255,19 @@ def load_or_create(data_dir: Path | str) -> SiteKeys:
         raise KeyFileError(str(d), f"cannot create the directory ({exc.strerror})") from None
     keys: dict[str, SiteKey] = {}
     created: list[SiteKey] = []
+    replaced: list[Replaced] = []
+    fixed: list[Path] = []
     for spec in _SPECS:
         path = d / f"{spec.name}.key"
         if path.exists() or path.is_symlink():
-            keys[spec.name] = _load_one(spec, path)
-        else:
-            keys[spec.name] = k = _create_one(spec, path)
-            created.append(k)
-    return SiteKeys(keys, created)
+            try:
+                keys[spec.name] = _load_one(spec, path, fix_mode=True, fixed=fixed)
+                continue
+            except KeyFileError as exc:
+                replaced.append(Replaced(spec.name, _move_aside(path), exc.problem))
+        keys[spec.name] = k = _create_one(spec, path)
+        created.append(k)
+    return SiteKeys(keys, created, replaced, fixed)
 
 
 def load(data_dir: Path | str) -> SiteKeys:
@@ -232,8 +286,9 @@ def load(data_dir: Path | str) -> SiteKeys:
 
 
 def problems(data_dir: Path | str) -> list[str]:
-    """Site key files that are there but cannot be used (``lockgw run`` refuses to start,
-    exit 78); absent ones are made at the start."""
+    """Site key files that are there but cannot be used as they are, for ``check-config``
+    (``lockgw run`` starts anyway: it moves a damaged key aside and makes a new one, and
+    sets one readable by others back to 0600); absent ones are made at the start."""
     out = []
     for spec in _SPECS:
         path = site_dir(data_dir) / f"{spec.name}.key"

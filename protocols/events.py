@@ -308,7 +308,9 @@ class StateFallbackEvent(_Body):
 
     type: Literal["state.fallback"] = "state.fallback"
     file: str = Field(
-        description="time_floor.json, revocations.json, commands.json, alarm.json, "
+        description="site/sign.key or site/exchange.key (under <data_dir>/: a damaged site "
+        "key moved aside and made anew), or time_floor.json, revocations.json, commands.json, "
+        "alarm.json, "
         "held/<token id>.cwt, rosters.json or names.json (under <data_dir>/access/)"
     )
     problem: Literal["missing", "damaged"] = Field(

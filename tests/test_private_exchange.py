@@ -24,7 +24,6 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from gateway.phone_link import PhoneLink
@@ -430,45 +429,99 @@ async def _run(*argv: str, cwd: Path) -> tuple[int, str]:
     return proc.returncode or 0, err.decode()
 
 
-@pytest.mark.parametrize(
-    ("content", "mode", "words"),
-    [
-        (b"-----BEGIN PRIVATE KEY-----\ngarbage\n", 0o600, "is damaged"),
-        (None, 0o644, "readable by others"),
-    ],
-)
-async def test_a_damaged_or_open_site_key_stops_the_start_and_is_not_replaced(
-    tmp_path: Path, content: bytes | None, mode: int, words: str
+async def _wait_for(pred: Callable[[], Any], what: str, tries: int = 300) -> None:
+    """Until ``pred()`` (sync or async) is true, looking every 0.2 s."""
+    for _ in range(tries):
+        got = pred()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"never: {what}")
+
+
+async def _cli_out(*argv: str, cwd: Path) -> tuple[int, str]:
+    """``lockgw ARGV --config lockgw.toml``: (exit code, stdout)."""
+    proc = await asyncio.create_subprocess_exec(
+        LOCKGW, *argv, "--config", "lockgw.toml", cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.mark.slow
+async def test_a_damaged_site_key_is_moved_aside_made_anew_and_said_never_a_stop(
+    tmp_path: Path,
 ) -> None:
-    """Phones hold the site's public keys: a damaged key is never silently replaced.
-    ``lockgw run`` refuses to start (exit 78) naming the file and what to do;
-    ``lockgw site-key show`` says the same in one line. The file is left as it was."""
+    """A hub that will not start opens no door, not even for the alarm centre: a damaged
+    site key does not stop ``lockgw run`` (it did: exit 78, and systemd left every door
+    shut). The file is moved aside for forensics, a new key is made, and it is said —
+    ``state.fallback`` and ``site.key_created`` in the journal, health unhealthy (no
+    carer's phone with the old bundle opens) until the next restart. A key readable by
+    others is set back to 0600 and kept."""
     (tmp_path / "lockgw.toml").write_text(
         '[site]\nid = "site-k"\ndata_dir = "data"\n\n[phone_link]\nloopback = ""\n'
     )
     site_dir = tmp_path / "data" / "site"
     site_dir.mkdir(parents=True, mode=0o700)
-    sign = site_dir / "sign.key"  # a good one beside it
+    sign = site_dir / "sign.key"  # good, but readable by others
     sign.write_bytes(
         Ed25519PrivateKey.generate().private_bytes(
             Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
         )
     )
-    sign.chmod(0o600)
+    sign.chmod(0o644)
+    sign_before = sign.read_bytes()
     key = site_dir / "exchange.key"
-    key.write_bytes(
-        content
-        if content is not None
-        else X25519PrivateKey.generate().private_bytes(
-            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
-        )
-    )
-    key.chmod(mode)
-    before = key.read_bytes()
-    code, err = await _run("run", "--config", "lockgw.toml", cwd=tmp_path)
-    assert code == 78, err
-    assert "exchange.key" in err and words in err, err
-    assert key.read_bytes() == before
-    code, err = await _run("site-key", "show", "--config", "lockgw.toml", cwd=tmp_path)
-    assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert "exchange.key" in err and words in err, err
+    damaged = b"-----BEGIN PRIVATE KEY-----\ngarbage\n"
+    key.write_bytes(damaged)
+    key.chmod(0o600)
+    code, err = await _run("check-config", "--config", "lockgw.toml", cwd=tmp_path)
+    assert code != 0 and "exchange.key" in err and "is damaged" in err, err
+
+    proc = await asyncio.create_subprocess_exec(
+        LOCKGW, "run", "--config", "lockgw.toml", cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        kept = lambda: list(site_dir.glob("exchange.key.damaged-*"))  # noqa: E731
+        await _wait_for(lambda: bool(kept()) and key.exists(), "the key moved aside")
+        assert kept()[0].read_bytes() == damaged  # kept for forensics, as it was
+        assert oct(key.stat().st_mode & 0o777) == "0o600"
+        assert oct(sign.stat().st_mode & 0o777) == "0o600" and sign.read_bytes() == sign_before
+
+        async def said() -> list[dict[str, Any]]:
+            code, out = await _cli_out("audit", "show", "--all", "--json", cwd=tmp_path)
+            return json.loads(out) if code == 0 and out.strip() else []
+
+        async def fell_back() -> bool:
+            return any(e["type"] == "state.fallback" for e in await said())
+
+        await _wait_for(fell_back, "state.fallback journaled")
+        events = await said()
+        fb = [e for e in events if e["type"] == "state.fallback"]
+        assert [(e["file"], e["problem"]) for e in fb] == [("site/exchange.key", "damaged")]
+        assert fb[0]["kept_as"] == str(kept()[0]), fb
+        created = [e["key"] for e in events if e["type"] == "site.key_created"]
+        assert created == ["exchange"], created  # the sign key was kept
+
+        health: list[tuple[int, str]] = []
+
+        async def unhealthy() -> bool:
+            health[:] = [await _cli_out("health", "--json", cwd=tmp_path)]
+            return "site/exchange.key" in health[0][1]
+
+        await _wait_for(unhealthy, "health names the new site key")
+        code, out = health[0]
+        assert code == 1, out
+        reasons = [r for r in json.loads(out)["reasons"] if r.get("subject") == "site/exchange.key"]
+        assert reasons and reasons[0]["level"] == "unhealthy", out
+        assert proc.returncode is None  # still running: never a stop
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            async with asyncio.timeout(60):
+                await proc.wait()

@@ -1,7 +1,7 @@
 """The site's own keys (issue 18 item 2, shared with issue 17): ``<data_dir>/site/sign.key``
 is made 0600 on the gateway's first start and journaled (``site.key_created``), its public
 half is in the retained inventory and ``lockgw site-key show`` prints it; a restart keeps
-it; a damaged one stops the start with one clear line and is left as it was."""
+it; a damaged one is moved aside and made anew (never a stop), and said."""
 
 from __future__ import annotations
 
@@ -64,14 +64,13 @@ async def test_first_start_makes_the_key_journals_it_publishes_it_and_a_restart_
         assert (created[0]["key"], created[0]["public"]) == ("sign", shown["public"])
         assert load(data).sign.kid == shown["kid"]
 
-        # damaged: the start stops (EX_CONFIG: systemd does not restart into it) with one
-        # line naming the file; nothing is replaced
+        # damaged: moved aside and made anew, journaled (test_private_exchange has the rest)
         key.write_bytes(b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
-        proc = await site.start_gateway(wait=False)
-        assert await proc.wait() == 78
-        log = (tmp_path / "gateway.log").read_text()
-        assert f"{key}: is damaged" in log and "never replaced silently" in log
-        assert key.read_bytes().count(b"garbage") == 1
+        keys = load_or_create(data)
+        assert [k.name for k in keys.created] == ["sign"]
+        assert [r.name for r in keys.replaced] == ["sign"]
+        assert keys.replaced[0].kept_as.read_bytes().count(b"garbage") == 1
+        assert keys.sign.kid != shown["kid"]
 
 
 def test_a_key_readable_by_others_or_of_another_kind_is_refused(tmp_path: Path) -> None:
@@ -82,8 +81,10 @@ def test_a_key_readable_by_others_or_of_another_kind_is_refused(tmp_path: Path) 
     path = tmp_path / "site" / "sign.key"
     path.chmod(0o644)
     with pytest.raises(KeyFileError, match="readable by others"):
-        load_or_create(tmp_path)
-    path.chmod(0o600)
+        load(tmp_path)  # what lockgw site-key show reads
+    fixed = load_or_create(tmp_path)  # what lockgw run does: 0600 again, the same key
+    assert fixed.mode_fixed == [path] and fixed.sign.public == keys.sign.public
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from cryptography.hazmat.primitives.serialization import (
         Encoding,

@@ -170,6 +170,12 @@ def _state_line(n: StateNotice, _: Callable[[str], str]) -> str:
             "tokens are not checked against a roster until each organisation's roster "
             "arrives again"
         )
+    elif f.startswith("site/"):
+        what = _(
+            "a new site key was made: the platform must pin it again and carers' phones "
+            "need new bundles (lockgw site-key show --phone); until then their phones are "
+            "refused, alarm-centre commands work"
+        )
     elif f == "names.json":
         what = _("the resident's views show pseudonyms until the rosters arrive again")
     else:
@@ -205,8 +211,11 @@ def _state(s: Snapshot, k: Look) -> Reasons:
     _ = k._
     for n in s.state:
         refuses_care = n.file in ("revocations.json", "rosters.json") and n.in_force
-        yield _r("state.fallback", "degraded" if refuses_care else "warning",
-                 _state_line(n, _), n.file)  # fmt: skip
+        # a new site key: no carer's phone opens until it has a new bundle
+        level: HealthLevel = "degraded" if refuses_care else "warning"
+        if n.file.startswith("site/"):
+            level = "unhealthy"
+        yield _r("state.fallback", level, _state_line(n, _), n.file)  # fmt: skip
     if s.state_write_failures:
         yield _r("state.write_failed", "warning", _(
             "state: {n} write(s) of the access state failed (disk full or read-only?); "
