@@ -47,6 +47,7 @@ from gateway.health import (
     StateNotice,
 )
 from gateway.journal import Journal, journal_path
+from gateway.journal.heads import HeadSigner
 from gateway.mqtt import MqttLink
 from gateway.mqtt.healing import Kind, RetainedHealer
 from gateway.mqtt.homeassistant import HaDevice, discovery_messages, node_id
@@ -68,6 +69,7 @@ from protocols.events import (
 from protocols.exchange import GatewayExchange
 from protocols.health import HealthReason, overall
 from protocols.i18n import language
+from protocols.journal_head import SignedHead
 
 __all__ = ["STOP_TIMEOUT", "Gateway", "gateway_version", "stop_budget"]
 
@@ -338,6 +340,11 @@ class Gateway:
             with contextlib.suppress(JournalError):  # said in the log; doors go on
                 await self.journal.emit(body)
 
+    def _head_signed(self, head: SignedHead) -> None:
+        mqtt: MqttLink | None = getattr(self, "mqtt", None)
+        if mqtt is not None:
+            mqtt.set_head(head)
+
     def _held_list(self, kind: Kind, iss: str) -> tuple[int, bytes] | None:
         if kind == "revocation":
             return self.access.held_revocation(iss)
@@ -504,6 +511,14 @@ class Gateway:
             # the site's own keys: made on the first start; a damaged one is moved aside and
             # made anew (never a reason to stop: the alarm centre's commands need no key)
             self.site_keys: SiteKeys = await asyncio.to_thread(load_or_create, data_dir)
+            # the journal's head, signed with the site key: beside the journal and on status
+            self.heads = HeadSigner(
+                self.journal,
+                cfg.site.id,
+                self.site_keys.sign.private,
+                interval=cfg.journal.head_interval,
+                on_signed=self._head_signed,
+            )
             self.access = AccessController(cfg, history=await state_history(self.journal))
             self.access.fallbacks += _site_key_fallbacks(self.site_keys)
             self.visits = VisitTracker(
@@ -578,8 +593,10 @@ class Gateway:
                             public=b64url(key.public),
                         )
                     )
+            await self.heads.start()  # a first head right away (the previous run's too)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
+                    tg.create_task(self.heads.run()),
                     tg.create_task(self.visits.run()),
                     tg.create_task(self._device_events()),
                     tg.create_task(self._device_topics()),
@@ -628,6 +645,8 @@ class Gateway:
             async with asyncio.timeout(self.stop_left(_AFTER_MQTT)):
                 await self.visits.close()
                 await self.journal.emit(GatewayEvent(type="gateway.stopping", version=self.version))
+                # the last head covers gateway.stopping; status carries it out before offline
+                await self.heads.sign_now()
         except (TimeoutError, JournalError) as exc:
             log.error("gateway.stop_incomplete", error=type(exc).__name__)
 

@@ -318,6 +318,9 @@ class JournalConfig(_Section):
     #: scheduling priority (nice value) of the journal's writer process, where allowed
     #: (root, or the systemd unit's LimitNICE=); every unlock waits for its commit
     writer_nice: int = Field(default=-10, ge=-20, le=0)
+    #: how often the journal's head is signed with the site key while events are added,
+    #: seconds (also at start and at stop; docs/audit.md "A tail that cannot be cut")
+    head_interval: float = Field(default=60.0, ge=1.0, le=3600.0)
 
 
 class VisitsConfig(_Section):

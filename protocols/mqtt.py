@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocols.device import DeviceState
 from protocols.health import HealthReason, Overall
+from protocols.journal_head import SignedHead
 
 __all__ = ["PROBLEMS", "DeviceAvailability", "DeviceStatePayload", "GatewayStatus", "InventoryItem"]
 
@@ -45,6 +46,15 @@ class GatewayStatus(BaseModel):
         description="online only: everything wrong right now, as lockgw health says it "
         "(code for machines, text in the site's language). Re-sent when one appears, "
         "clears, or its level or words change.",
+    )
+    head: SignedHead | None = Field(
+        default=None,
+        description="the newest journal head the gateway signed with the site key: the "
+        "journal holds seq 1..head.seq and row head.seq's link is head.hash. Re-sent each "
+        "time a new head is signed (every journal.head_interval while events are added, "
+        "and at stop); keep the newest (highest seq) you receive and give it to lockgw "
+        "audit verify --head to prove the hub's journal was not cut short (docs/audit.md). "
+        "Absent from the Last Will (fixed at connect time).",
     )
 
 

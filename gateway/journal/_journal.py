@@ -41,7 +41,7 @@ from pydantic import TypeAdapter
 from protocols.errors import JournalError, JournalForeign
 from protocols.events import Envelope, EventBody, JournalRecoveredEvent
 
-from ._chain import utc_ms, uuid7
+from ._chain import GENESIS, utc_ms, uuid7
 from ._fallback import Fallback, Recording
 from ._spill import Held, spill_path
 from ._store import (
@@ -676,6 +676,28 @@ class Journal:
         def q(conn: sqlite3.Connection) -> tuple[int, str] | None:
             row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
             return None if row is None else (int(row[0]), bytes(row[1]).hex())
+
+        return await self._read(q)
+
+    async def head_link(self) -> tuple[int, str]:
+        """The newest committed ``(seq, chain link hex)``: the newest row, else the
+        retention checkpoint, else ``(0, genesis)`` (what a signed head signs)."""
+
+        def q(conn: sqlite3.Connection) -> tuple[int, str]:
+            row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            if row is None:
+                cp = latest_checkpoint(conn)
+                return (cp.seq, cp.hash.hex()) if cp is not None else (0, GENESIS.hex())
+            return int(row[0]), blob(row[1]).hex()
+
+        return await self._read(q)
+
+    async def link_at(self, seq: int) -> bytes | None:
+        """Row ``seq``'s chain link, None when no such row is kept."""
+
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+            return None if row is None else blob(row[0])
 
         return await self._read(q)
 

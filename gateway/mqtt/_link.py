@@ -49,6 +49,7 @@ from gateway.journal import Journal
 from gateway.mqtt._paho import MqttLinkError, PahoSession
 from protocols.errors import JournalError
 from protocols.health import HealthReason, Overall
+from protocols.journal_head import SignedHead
 from protocols.mqtt import GatewayStatus
 
 __all__ = ["MqttLink", "Topics"]
@@ -202,6 +203,8 @@ class MqttLink:
         self._status_changed = asyncio.Event()
         #: the health the retained status carries (``set_health``)
         self._health: tuple[Overall | None, tuple[HealthReason, ...]] = (None, ())
+        #: the newest signed journal head, for ``status`` (set_head)
+        self.head: SignedHead | None = None
         journal.on_recording_change(self._journal_changed)
         self._task: asyncio.Task[None] | None = None
         self._tls: ssl.SSLContext | None = None
@@ -255,7 +258,7 @@ class MqttLink:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
 
-    def _status(self, state: Literal["online", "offline"]) -> bytes:
+    def _status(self, state: Literal["online", "offline"], *, will: bool = False) -> bytes:
         online = state == "online"
         return (
             GatewayStatus(
@@ -265,6 +268,8 @@ class MqttLink:
                 journal=self.journal.recording if online else "ok",
                 health=self._health[0] if online else None,
                 reasons=list(self._health[1]) if online else [],
+                # not in the Last Will: fixed at connect, it would carry an old head
+                head=None if will else self.head,
             )
             .model_dump_json(exclude_none=True)
             .encode()
@@ -277,6 +282,11 @@ class MqttLink:
         if new != self._health:
             self._health = new
             self._status_changed.set()
+
+    def set_head(self, head: SignedHead) -> None:
+        """A new signed journal head: on ``status`` now (and with every later status)."""
+        self.head = head
+        self._status_changed.set()
 
     def _journal_changed(self) -> None:
         """The journal started or stopped recording normally: the platform hears it on
@@ -373,7 +383,7 @@ class MqttLink:
             protocol=self._protocol,
             username=self.config.username,
             password=self._password,
-            will=(Topics.status(self.site), self._status("offline")),
+            will=(Topics.status(self.site), self._status("offline", will=True)),
             keepalive=self.config.keepalive,
             connect_timeout=10,  # a TLS refusal shows only as a missing CONNACK
             tls=self._tls,
