@@ -5,7 +5,9 @@
   named as their organisation's roster names them (:mod:`gateway.words`); by default
   only what a resident asks about (entries, refusals, visits, alarms, roster changes);
   ``--all`` shows every event.
-- ``verify``: walks the hash chain; exit 0 intact, 1 broken (naming the first broken link).
+- ``verify``: walks the hash chain, and checks the journal against every signed head it
+  finds (beside the journal, and ``--head`` from the platform's copy): a journal cut
+  short or rewritten after a head was signed is reported; exit 0 intact, 1 not.
   A restart after a damaged or lost journal (``journal.damaged`` / ``journal.lost``) is
   followed — the new rows link to the last row that verified — and named, with the seqs
   that are not in this journal.
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import csv
 import io
 import json
@@ -29,13 +33,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from gateway import site_keys
 from gateway.cli._conventions import add_config_option, default_config
 from gateway.config import Config, load_config
 from gateway.journal import Journal, journal_path
+from gateway.journal.heads import check_head, heads_path, read_heads
 from gateway.words import People, describe
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, KeyFileError
 from protocols.events import Envelope
 from protocols.i18n import LANGUAGES, Lang, first_upper, language
+from protocols.journal_head import HeadError, SignedHead, parse_head
 
 __all__ = ["register"]
 
@@ -143,12 +152,37 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _verify(args: argparse.Namespace) -> int:
-    path, site, _ = _where(args)
+    cfg = _config(args)
+    path, site, _ = _where(args, cfg)
+    data_dir = cfg.site.data_dir if cfg is not None and not args.journal else path.parent
+    key, key_problem = _site_public_key(args, data_dir)
+    given = [_read_given_head(text) for text in args.head or ()]
+    local: list[tuple[str, SignedHead]] = []
+    warnings: list[str] = []
+    local_file = heads_path(path)
+    try:
+        local = [(f"{local_file}", h) for h in read_heads(local_file)]
+    except HeadError as exc:
+        warnings.append(f"the signed heads beside the journal ({local_file}) {exc}; not used")
     async with Journal(path, site, retention_days=1, read_only=True) as j:
         broken = await j.verify()
         head = await j.head()
         cp = await j.checkpoint()
         restarts = await j.restarts_recorded()
+        last_seq = j.last_seq
+        heads: list[tuple[str, SignedHead]] = []
+        if key is None and local:
+            warnings.append(f"the signed heads beside the journal were not checked: {key_problem}")
+            local = []
+        for source, h in [*given, *local]:
+            problem = _head_problem(h, site, key, key_problem)
+            if problem is not None:
+                print(f"audit chain NOT PROVEN: the signed head from {source} {problem}")
+                return 1
+            heads.append((source, h))
+        links = {h.seq: await j.link_at(h.seq) for _, h in heads}
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     if broken is not None:
         print(
             f"audit chain BROKEN at seq {broken.seq}: {broken.problem}. "
@@ -164,7 +198,92 @@ async def _verify(args: argparse.Namespace) -> int:
     for r in restarts:
         # not a silent break: the journal was started again and says so in its chain
         print(f"  documented restart: {r.describe()}")
+    checkpoint = (cp.seq, cp.hash) if cp is not None else None
+    checks = [
+        (source, h, check_head(h, last_seq=last_seq, link=links[h.seq], checkpoint=checkpoint))
+        for source, h in heads
+    ]
+    failed = [(source, c) for source, _, c in checks if not c.ok]
+    if failed:
+        for source, c in failed:
+            print(f"audit chain NOT WHOLE: {c.text} (signed head from {source})")
+        print("Keep this file and the platform's copy of the events, and report it.")
+        return 1
+    if not checks:
+        where = "none beside the journal" + (f"; {key_problem}" if key_problem else "")
+        print(
+            f"tail not proven: no signed head ({where}); give the platform's copy of the "
+            "newest head with --head FILE to prove no event was cut from the end"
+        )
+        return 0
+    source, newest, c = max(checks, key=lambda x: (x[1].seq, x[1].ts))
+    after = last_seq - newest.seq
+    tail = f"; {after} newer event(s) not yet covered by a signed head" if after > 0 else ""
+    print(f"tail proven: {c.text}, signed by site key {newest.kid} (from {source}){tail}")
     return 0
+
+
+def _site_public_key(args: argparse.Namespace, data_dir: Path) -> tuple[bytes | None, str | None]:
+    """The raw public key heads are checked with: ``--key``, else the site's own."""
+    if args.key:
+        return _parse_key(args.key), None
+    try:
+        return site_keys.load(data_dir).sign.public, None
+    except KeyFileError as exc:
+        return None, f"no site key to check signatures with ({exc}); give --key"
+
+
+def _parse_key(text: str) -> bytes:
+    """``--key``: the public key as ``lockgw site-key show`` prints it, or a PEM file."""
+    p = Path(text)
+    if p.is_file():
+        from gateway.keys import load_public_key
+
+        raw: bytes = load_public_key(p).public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return raw
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError("audit", [f"--key {text!r}: not a file, nor a 32-byte base64url key"])
+    return raw
+
+
+def _read_given_head(text: str) -> tuple[str, SignedHead]:
+    """``--head``: a head (JSON or a file holding it), the retained status holding one,
+    or a heads file (its newest)."""
+    source = "--head (JSON)"
+    raw = text
+    if not text.lstrip().startswith("{"):
+        source = f"--head {text}"
+        try:
+            raw = Path(text).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("audit", [f"{source}: cannot be read ({exc})"]) from None
+    try:
+        obj = json.loads(raw)
+        if isinstance(obj, dict) and isinstance(obj.get("heads"), list) and obj["heads"]:
+            obj = obj["heads"][-1]
+        elif isinstance(obj, dict) and isinstance(obj.get("head"), dict):
+            obj = obj["head"]  # the retained status as the platform kept it
+        return source, parse_head(obj)
+    except (ValueError, HeadError) as exc:
+        raise ConfigError("audit", [f"{source}: not a signed journal head ({exc})"]) from None
+
+
+def _head_problem(
+    h: SignedHead, site: str, key: bytes | None, key_problem: str | None
+) -> str | None:
+    if site and h.site != site:
+        return f"is for site {h.site!r}, not {site!r}"
+    if key is None:
+        return f"cannot be checked: {key_problem}"
+    try:
+        h.verify(key)
+    except HeadError as exc:
+        return f"is not valid: {exc}"
+    return None
 
 
 _CSV_COLUMNS = (
@@ -237,8 +356,24 @@ def register(subs: Any) -> None:
         "--lang", choices=LANGUAGES, default=None, help="nl or en (default: [site] language)"
     )
     show.set_defaults(handler=_show)
-    verify = sub.add_parser("verify", help="check the audit chain; exit 0 intact, 1 broken")
+    verify = sub.add_parser(
+        "verify", help="check the audit chain and its signed heads; exit 0 intact, 1 not"
+    )
     _common(verify, filters=False)
+    verify.add_argument(
+        "--head",
+        action="append",
+        metavar="FILE|JSON",
+        help="a signed journal head kept elsewhere (the platform's copy: the retained "
+        "status, its head, or a heads file); repeatable",
+    )
+    verify.add_argument(
+        "--key",
+        metavar="KEY|FILE",
+        help="the site's public signing key to check heads with, as lockgw site-key show "
+        "prints it (write --key=KEY: it may start with '-') or a PEM file (default: the "
+        "site's own, <data_dir>/site/sign.key)",
+    )
     verify.set_defaults(handler=_verify)
     export = sub.add_parser("export", help="every event as CSV or JSON")
     _common(export)
