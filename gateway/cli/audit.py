@@ -200,7 +200,8 @@ async def _verify(args: argparse.Namespace) -> int:
         print(f"  documented restart: {r.describe()}")
     checkpoint = (cp.seq, cp.hash) if cp is not None else None
     checks = [
-        (source, h, check_head(h, last_seq=last_seq, link=links[h.seq], checkpoint=checkpoint))
+        (source, h, check_head(h, last_seq=last_seq, link=links[h.seq], checkpoint=checkpoint,
+                               restarts=restarts))
         for source, h in heads
     ]
     failed = [(source, c) for source, _, c in checks if not c.ok]

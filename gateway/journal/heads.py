@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,6 +199,7 @@ def check_head(
     last_seq: int,
     link: bytes | None,
     checkpoint: tuple[int, bytes] | None,
+    restarts: Sequence[Any] = (),
 ) -> HeadCheck:
     """Does the journal (an intact chain ending at ``last_seq``; ``link``: row
     ``head.seq``'s link, None when no such row is kept; ``checkpoint``: where retention
@@ -225,6 +226,16 @@ def check_head(
             f"(from seq {checkpoint[0] + 1}): nothing to compare",
         )
     if link is None:
+        # a documented restart (journal.damaged / journal.lost, _store.Restart) after the
+        # head: its rows are in the kept file or lost, and verify names the restart
+        after = [r for r in restarts if r.seq > head.seq]
+        if after:
+            r = after[0]
+            return HeadCheck(
+                True,
+                f"row {head.seq}, which the signed head of {at} covers, is not in this "
+                f"journal: it was started again at seq {r.seq} ({r.kind}), see above",
+            )
         return HeadCheck(
             False,
             f"row {head.seq}, which the signed head of {at} covers, is not in the journal",
