@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from bleak import BleakClient
@@ -47,7 +48,7 @@ from drivers import ble
 from protocols.device import Action, Capability, DeviceInfo, DeviceKind, DeviceState
 from protocols.errors import DeviceError, DeviceFailed, DeviceUnavailable, Unreachable
 
-__all__ = ["Driver", "SecretStore", "unavailable"]
+__all__ = ["Driver", "PairingSlot", "SecretStore", "unavailable"]
 
 #: D-Bus errors of BlueZ that mean "try again": the stack is busy or aborted the attempt
 _BLUEZ_ABORTED = frozenset({
@@ -109,6 +110,14 @@ class SecretStore(Protocol):
     def load(self, device_id: str) -> dict[str, Any] | None: ...
 
     def save(self, device_id: str, secrets: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class PairingSlot:
+    """One pairing a device holds: its key id (hex), and whether it is this gateway's."""
+
+    key_id: str
+    own: bool
 
 
 class Driver(ABC):
@@ -238,6 +247,14 @@ class Driver(ABC):
         """Installer step: pair with the device and store its secrets via ``self.secrets``."""
         async with self._lock:
             await self._guard("pair", self._pair())
+
+    async def pairings(self) -> list[PairingSlot] | None:
+        """The pairings the device holds, when it can list them (None: it cannot)."""
+        return None
+
+    async def remove_pairing(self, key_id: str) -> None:
+        """Make the device forget one pairing (hex key id)."""
+        raise DeviceFailed(self.device_id, f"a {self.name} device cannot remove pairings")
 
     @property
     def is_paired(self) -> bool:

@@ -27,13 +27,14 @@ from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.exc import BleakError, BleakGATTProtocolError
 
-from drivers.base import Driver, unavailable
+from drivers.base import Driver, PairingSlot, unavailable
 from protocols.carelock import (
     CentralPairing,
     CentralSession,
     EventBody,
     Kind,
     Opcode,
+    PairingEntry,
     Refused,
     ResponseBody,
     Result,
@@ -79,7 +80,7 @@ class _CarelockDriver(Driver):
         self._client: BleakClient | None = None
         self._session: CentralSession | None = None
         self._plain: asyncio.Future[bytes] | None = None  # pair response / session accept
-        self._pending: tuple[int, asyncio.Future[ResponseBody]] | None = None
+        self._pending: tuple[int, asyncio.Future[ResponseBody | PairingEntry]] | None = None
         self._status: StatusBlock | None = None
         self._battery: int | None = None
         self._info: DeviceInfo | None = None
@@ -265,20 +266,28 @@ class _CarelockDriver(Driver):
                 self._publish(self._state())
 
     # -- commands ---------------------------------------------------------------------------
-    async def _call(self, op: Opcode, arg: int = 0) -> ResponseBody:
-        if not self.is_connected:
-            await self._connect()
-        assert self._session is not None and self._client is not None
-        counter, frame = self._session.command(op, arg)
-        fut: asyncio.Future[ResponseBody] = asyncio.get_running_loop().create_future()
+    async def _send_sealed(self, counter: int, frame: bytes) -> ResponseBody | PairingEntry:
+        """Write one sealed frame; the device's answer to it (RESPONSE, or PAIRING)."""
+        assert self._client is not None
+        fut: asyncio.Future[ResponseBody | PairingEntry] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._pending = (counter, fut)
         try:
             await self._bleak(
                 "write", self._client.write_gatt_char(gatt.CONTROL_POINT, frame, response=False)
             )
-            body = await fut
+            return await fut
         finally:
             self._pending = None
+
+    async def _call(self, op: Opcode, arg: int = 0) -> ResponseBody:
+        if not self.is_connected:
+            await self._connect()
+        assert self._session is not None and self._client is not None
+        body = await self._send_sealed(*self._session.command(op, arg))
+        if not isinstance(body, ResponseBody):
+            raise DeviceFailed(self.device_id, f"{op.name.lower()}: answered with a pairing entry")
         self._status = body.status
         if body.result is not Result.OK:
             self._publish(self._state())  # a jam is news for the supervisor, not only a failure
@@ -302,11 +311,13 @@ class _CarelockDriver(Driver):
         return self._state()
 
     async def _pair(self) -> None:
+        previous = self.secrets.load(self.device_id)
         await self._disconnect()  # a fresh link: the profile is checked before pairing
         client = await self._link(pairing=True)
         pairing = CentralPairing()
         try:
-            result = pairing.finish(await self._plain_exchange(client, pairing.request()))
+            nonce = pairing.committed(await self._plain_exchange(client, pairing.request()))
+            result = pairing.finish(await self._plain_exchange(client, nonce))
         except Refused as exc:
             words = {
                 Status.NOT_IN_PAIRING_MODE: "the device is not in pairing mode: put it in pairing mode and try again",
@@ -327,6 +338,61 @@ class _CarelockDriver(Driver):
         self.pairing_code = result.code
         self._log.info("carelock.paired", code=result.code, key_id=result.key_id.hex())
         await self._connect()
+        if previous is not None and previous.get("key_id") != result.key_id.hex():
+            # the gateway's old pairing is of no use now: it does not take a place on the
+            # device (which keeps only a few)
+            try:
+                await self._remove_pairing(bytes.fromhex(str(previous["key_id"])))
+            except (DeviceFailed, ValueError, KeyError) as exc:
+                self._log.info("carelock.old_pairing_kept", why=str(exc))
+
+    # -- the device's pairings ----------------------------------------------------------------
+    async def pairings(self) -> list[PairingSlot]:
+        """Every pairing the device holds (``own``: the one this gateway's session uses)."""
+        async with self._lock:
+            entries = await self._guard("list pairings", self._pairings())
+        return [PairingSlot(e.key_id.hex(), e.this_session) for e in entries]
+
+    async def _pairings(self) -> list[PairingEntry]:
+        out: list[PairingEntry] = []
+        index = 0
+        while True:
+            if not self.is_connected:
+                await self._connect()
+            assert self._session is not None
+            entry = await self._send_sealed(*self._session.command(Opcode.LIST_PAIRINGS, index))
+            if not isinstance(entry, PairingEntry):
+                raise DeviceFailed(self.device_id, "list pairings: answered with a response")
+            if entry.total == 0:
+                return out
+            if entry.index != index:  # the device holds fewer now than when we began
+                return out
+            out.append(entry)
+            index += 1
+            if index >= entry.total:
+                return out
+
+    async def remove_pairing(self, key_id: str) -> None:
+        """Make the device forget one pairing. DeviceFailed when it holds no such one."""
+        try:
+            raw = bytes.fromhex(key_id)
+        except ValueError:
+            raise DeviceFailed(self.device_id, f"{key_id!r} is not a key id (hex)") from None
+        async with self._lock:
+            await self._guard("remove pairing", self._remove_pairing(raw))
+
+    async def _remove_pairing(self, key_id: bytes) -> None:
+        if not self.is_connected:
+            await self._connect()
+        assert self._session is not None
+        body = await self._send_sealed(*self._session.remove_pairing(key_id))
+        if not isinstance(body, ResponseBody):
+            raise DeviceFailed(self.device_id, "remove pairing: answered with a pairing entry")
+        if body.result is not Result.OK:
+            raise DeviceFailed(
+                self.device_id, f"remove pairing: the device holds no pairing {key_id.hex()}"
+            )
+        self._log.warning("carelock.pairing_removed", key_id=key_id.hex())
 
     async def device_info(self) -> DeviceInfo:
         async with self._lock:

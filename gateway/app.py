@@ -43,6 +43,7 @@ from gateway.health import (
     IssuerHealth,
     JournalRestartNotice,
     PhoneBleHealth,
+    PhonePressure,
     Snapshot,
     StateNotice,
 )
@@ -211,6 +212,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self.phone_address: str | None = None
         self.phone_ble: BluezPhonePeripheral | None = None
+        self.phone_link: PhoneLink | None = None
         self.web_address: str | None = None
         self.web: Any = None  # gateway.web.WebServer while the page is on
         #: health reasons seen at the last look, and those told as health.warning
@@ -309,6 +311,7 @@ class Gateway:
             issuers_unavailable=dict(self.access.unavailable),
             signers_unavailable=dict(self.access.unavailable_signers),
             phone_ble=self._phone_ble_health(),
+            phone_link_pressure=self._phone_pressure(),
         )
 
     def _phone_ble_health(self) -> PhoneBleHealth | None:
@@ -344,6 +347,16 @@ class Gateway:
         mqtt: MqttLink | None = getattr(self, "mqtt", None)
         if mqtt is not None:
             mqtt.set_head(head)
+
+    def _phone_pressure(self) -> PhonePressure | None:
+        if self.phone_link is None:
+            return None
+        closed, sources = self.phone_link.pressure()
+        if not closed:
+            return None
+        return PhonePressure(
+            closed=closed, sources=sources, interval=self.phone_link.flood_interval
+        )
 
     def _held_list(self, kind: Kind, iss: str) -> tuple[int, bytes] | None:
         if kind == "revocation":
@@ -545,7 +558,9 @@ class Gateway:
                 cfg.site.id,
                 self.journal,
                 version=self.version,
-                on_command=self.door.on_command,
+                on_command=self.door.run_command,
+                screen_command=self.door.screen_command,
+                on_dropped=self.door.command_dropped,
                 on_revocation=self.door.on_revocation,
                 on_credential=self.door.on_credential,
                 on_roster=self.door.on_roster,
@@ -567,8 +582,18 @@ class Gateway:
             self.mqtt = await stack.enter_async_context(mqtt_link)
             if cfg.phone_link.loopback:
                 link = await stack.enter_async_context(
-                    PhoneLink(self.door, cfg.phone_link.loopback, step_timeout=cfg.phone_link.step_timeout)
+                    PhoneLink(
+                        self.door,
+                        cfg.phone_link.loopback,
+                        step_timeout=cfg.phone_link.step_timeout,
+                        max_pending=cfg.phone_link.max_pending,
+                        max_pending_per_source=cfg.phone_link.max_pending_per_source,
+                        max_connections=cfg.phone_link.max_connections,
+                        flood_interval=cfg.phone_link.flood_interval,
+                        on_flood=self.door.link_flood,
+                    )
                 )
+                self.phone_link = link
                 self.phone_address = link.address
             if cfg.phone_link.ble:
                 self.phone_ble = await stack.enter_async_context(
@@ -598,6 +623,8 @@ class Gateway:
                 tasks = [
                     tg.create_task(self.heads.run()),
                     tg.create_task(self.visits.run()),
+                    tg.create_task(self.door.flood_loop()),
+                    tg.create_task(self.door.refusal_loop()),
                     tg.create_task(self._device_events()),
                     tg.create_task(self._device_topics()),
                     tg.create_task(self._inventory_loop()),

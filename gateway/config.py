@@ -151,6 +151,10 @@ class MqttConfig(_Section):
     #: publish Home Assistant MQTT discovery configs: read-only entities for every device
     #: (docs/homeassistant.md)
     homeassistant: bool = False
+    #: MQTT 5 Maximum Packet Size the gateway announces on connect: the broker does not
+    #: send it anything larger (the largest thing it needs is a 256 KiB revocation list
+    #: or roster). Each message is checked against its kind's own limit again on arrival.
+    max_packet_size: int = Field(default=300_000, ge=270_000, le=268_435_455)
     #: the topic prefix Home Assistant's MQTT integration listens on for discovery
     discovery_prefix: str = Field(
         default="homeassistant", min_length=1, pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
@@ -185,6 +189,18 @@ class PhoneLinkConfig(_Section):
     #: also accept the old ``lockgw-unlock-v1`` exchange (hello in the clear, gateway not
     #: authenticated): only while a site's phones migrate to v2; see protocols/README.md
     accept_v1: bool = False
+    #: connections that have not sent their proof yet, at most; beyond it an idle or
+    #: trickling one is closed to let the newcomer in (gateway/floods.py)
+    max_pending: int = Field(default=64, ge=2, le=4096)
+    #: the same, per source address: a flood from one address cannot fill the link
+    max_pending_per_source: int = Field(default=16, ge=2, le=4096)
+    #: pending connections at most, however young; beyond it the oldest idle one is
+    #: closed at once. Each is a file descriptor: the daemon raises its soft file limit
+    #: to fit them (up to the service's hard LimitNOFILE)
+    max_connections: int = Field(default=2048, ge=2, le=16384)
+    #: seconds over which floods are counted: connections closed to make room and
+    #: malformed attempts are journaled as one row per source per interval, with a count
+    flood_interval: float = Field(default=60.0, ge=1, le=3600)
 
     _loopback = field_validator("loopback")(_host_port_or_none)
 

@@ -4,7 +4,9 @@ The phone hears ``granted`` only after the device confirmed; a device that does 
 answer within ``phone_link.device_timeout`` (default 5 s) gives ``device_unavailable``,
 one that answers "no" (jammed, refused) ``device_failed``. Every attempt — granted,
 denied, malformed, failed — is journaled (and so published) with all CONTRACT fields,
-and repeated denials at a door raise ``access.suspicious``.
+and repeated denials at a door raise ``access.suspicious``. Malformed attempts are
+aggregated so that a flood of garbage cannot fill the disk: one row per source per
+``phone_link.flood_interval`` with a ``count`` (:meth:`DoorService.malformed`).
 
 Every attempt leaves a durable record, whatever the journal does. When it cannot write
 (a full disk or ``journal.max_bytes``, a damaged file, its writer process restarting),
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from gateway.access import AccessController, AccessRequest, Decision
+from gateway.floods import OTHER, source_of
 from gateway.logs import redact
 from gateway.relock import Opening, Relocker
 from gateway.visits import VisitTracker
@@ -70,6 +74,11 @@ if TYPE_CHECKING:
 __all__ = ["DoorService"]
 
 T = TypeVar("T")
+
+#: sources whose malformed attempts are counted by name in one interval (the rest: "other")
+MAX_SOURCES = 64
+#: refused commands journaled one by one per interval; beyond, counted per reason
+REFUSALS_PER_INTERVAL = 100
 
 log = structlog.get_logger("lockgw.door")
 
@@ -108,6 +117,17 @@ class DoorService:
         #: phone's connection goes or the daemon is stopping (see :meth:`close`)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._closing = False
+        #: malformed phone attempts, per source: the row that opened the source's series,
+        #: and how many came since the last flush (and at which door: "unknown" if several)
+        self._series: dict[str, asyncio.Future[str]] = {}
+        #: command refusals and drops waiting to be journaled, refusals still journaled one
+        #: by one in this interval, and those counted beyond (per reason)
+        self._to_journal: deque[CommandResultEvent] = deque()
+        self._refusals_waiting = asyncio.Event()
+        self._refusal_budget = REFUSALS_PER_INTERVAL
+        self._refused_more: dict[str, int] = {}
+        self._more: dict[str, int] = {}
+        self._more_door: dict[str, str] = {}
         #: puts an issuer's newest list back on the broker when its retained copy is
         #: replaced by an older or unusable one (set by the app once the link exists)
         self.healer: RetainedHealer | None = None
@@ -136,23 +156,82 @@ class DoorService:
         return env.id
 
     # -- phone link ------------------------------------------------------------------------
+    async def flush_malformed(self) -> None:
+        """One row per source for the malformed attempts counted since the last flush
+        (``count`` = how many). A source with none since then ends its series: its next
+        malformed attempt opens a new one with a row at once."""
+        more, doors = self._more, self._more_door
+        self._more, self._more_door = {}, {}
+        for key in [k for k in self._series if k not in more and self._series[k].done()]:
+            del self._series[key]
+        for key, n in more.items():
+            await self._emit(
+                AccessDecisionEvent(
+                    type="access.denied",
+                    door=doors.get(key, "unknown"),
+                    action="unknown",
+                    channel=Channel.PHONE,
+                    reason=Reason.MALFORMED.value,
+                    count=n,
+                    source=key,
+                )
+            )
+        if more:
+            log.warning("door.malformed_flood", sources=len(more), attempts=sum(more.values()))
+
+    async def flood_loop(self) -> None:
+        """Flushes the malformed counts every ``phone_link.flood_interval`` seconds."""
+        while True:
+            await asyncio.sleep(self.config.phone_link.flood_interval)
+            await self.flush_malformed()
+            await self._flush_refusals()
+
+    async def link_flood(self, source: str, closed: int, interval: float) -> None:
+        """The phone link closed ``closed`` pending connections from ``source`` to make
+        room for others within ``interval`` seconds: one ``access.suspicious`` row."""
+        await self._emit(
+            SuspiciousEvent(door=None, count=closed, window=round(interval), source=source)
+        )
+
     def challenge(self) -> Challenge:
         return Challenge(nonce=self.access.new_challenge(), site=self.site)
 
     async def malformed(self, peer: str, door: str | None, detail: str) -> Result:
-        log.info("door.malformed", peer=peer, detail=detail)
+        """Answer ``malformed``; journal it aggregated (see :meth:`flush_malformed`): the
+        first from a source opens a series with a row of its own (count 1) and the result
+        names that row; later ones in the series are counted, not journaled one by one."""
         at = door or "unknown"
         # counted like any denial: garbage sent at a door is an attack on it too
         denials, suspicious = self.access.record_malformed(peer, at)
-        event = await self._emit(
-            AccessDecisionEvent(
-                type="access.denied",
-                door=at,
-                action="unknown",
-                channel=Channel.PHONE,
-                reason=Reason.MALFORMED.value,
-            )
-        )
+        source = source_of(peer)
+        key = source if source in self._series or len(self._series) < MAX_SOURCES else OTHER
+        opened = self._series.get(key)
+        if opened is None:
+            log.info("door.malformed", peer=peer, detail=detail)
+            fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._series[key] = fut
+            event = ""
+            try:
+                event = await self._emit(
+                    AccessDecisionEvent(
+                        type="access.denied",
+                        door=at,
+                        action="unknown",
+                        channel=Channel.PHONE,
+                        reason=Reason.MALFORMED.value,
+                        count=1,
+                        source=key,
+                    )
+                )
+            finally:
+                fut.set_result(event)
+        else:
+            log.debug("door.malformed", peer=peer, detail=detail)
+            self._more[key] = self._more.get(key, 0) + 1
+            seen = self._more_door.setdefault(key, at)
+            if seen != at:
+                self._more_door[key] = "unknown"
+            event = await asyncio.shield(opened)
         if suspicious:
             await self._emit(
                 SuspiciousEvent(door=at, count=denials, window=self.config.access.suspicious_window)
@@ -208,13 +287,16 @@ class DoorService:
         seconds for those in flight to finish. Returns how many did not finish in time."""
         self._closing = True
         self.relocker.close()
+        late: set[asyncio.Task[Any]] = set()
         pending = set(self._in_flight)
-        if not pending:
-            return 0
-        log.info("door.settling", attempts=len(pending))
-        _, late = await asyncio.wait(pending, timeout=timeout)
-        if late:
-            log.error("door.attempts_unfinished", attempts=len(late))
+        if pending:
+            log.info("door.settling", attempts=len(pending))
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            if late:
+                log.error("door.attempts_unfinished", attempts=len(late))
+        await self.flush_malformed()  # the malformed attempts counted so far are journaled
+        await self.journal_refusals()
+        await self._flush_refusals()
         return len(late)
 
     async def _attempt(
@@ -351,20 +433,34 @@ class DoorService:
 
     # -- MQTT inbound ----------------------------------------------------------------------
     async def on_command(self, raw: bytes) -> None:
-        """A signed command from the alarm centre or the platform (CONTRACT §5); like a
-        phone's attempt, it runs to its end once begun (see :meth:`attempt`)."""
-        await self._to_the_end(self._on_command(raw))
+        """A signed command from the alarm centre or the platform (CONTRACT §5), verified
+        and carried out; the daemon splits the two (:meth:`screen_command` on arrival,
+        :meth:`run_command` from the queue)."""
+        screened = self.screen_command(raw)
+        await self.journal_refusals()
+        if screened is not None:
+            await self.run_command(screened[0])
 
-    async def _on_command(self, raw: bytes) -> None:
+    def screen_command(self, raw: bytes) -> tuple[Command] | None:
+        """On arrival, before any queue: verify the signature, site, expiry and request id
+        (spending it). A command that passes is returned to be queued; one that does not is
+        refused: its ``command.result`` is journaled by :meth:`refusal_loop` — one row each
+        for the first ``REFUSALS_PER_INTERVAL`` in a ``phone_link.flood_interval``, then
+        one row per reason per interval with a ``count``, so garbage cannot fill the disk."""
         try:
-            cmd = self.access.verify_command(raw)
+            return (self.access.verify_command(raw),)
         except ControlMessageError as exc:
+            if self._refusal_budget <= 0:
+                reason = exc.reason.value
+                self._refused_more[reason] = self._refused_more.get(reason, 0) + 1
+                return None
+            self._refusal_budget -= 1
             log.warning("door.command_refused", reason=exc.reason.value, detail=exc.detail)
             try:  # name the request in the answer when it can be read at all
                 claimed: Command | None = Command.decode(raw)
             except ControlMessageError:
                 claimed = None
-            await self._emit(
+            self._to_journal.append(
                 CommandResultEvent(
                     request_id=claimed.request_id if claimed else None,
                     cmd=claimed.cmd if claimed else None,
@@ -374,7 +470,56 @@ class DoorService:
                     door=claimed.door if claimed else None,
                 )
             )
-            return
+            self._refusals_waiting.set()
+            return None
+
+    def command_dropped(self, kind: str, args: tuple[Any, ...]) -> None:
+        """A verified command found the inbound queue full: it is not carried out, and its
+        ``command.result`` (``rate_limited``, with its request id: send a new command)
+        is journaled, whatever the refusal budget."""
+        (cmd,) = args
+        assert isinstance(cmd, Command)
+        log.error("door.command_dropped", request_id=cmd.request_id, cmd=cmd.cmd, kind=kind)
+        self._to_journal.append(
+            CommandResultEvent(
+                request_id=cmd.request_id,
+                cmd=cmd.cmd,
+                ok=False,
+                reason=Reason.RATE_LIMITED.value,
+                actor=cmd.actor,
+                door=cmd.door,
+            )
+        )
+        self._refusals_waiting.set()
+
+    async def journal_refusals(self) -> None:
+        """Journal the command refusals and drops waiting since the last call."""
+        self._refusals_waiting.clear()
+        while self._to_journal:
+            await self._emit(self._to_journal.popleft())
+
+    async def refusal_loop(self) -> None:
+        while True:
+            await self._refusals_waiting.wait()
+            await self.journal_refusals()
+
+    async def _flush_refusals(self) -> None:
+        """The refusals counted over the budget since the last flush: a row per reason."""
+        more, self._refused_more = self._refused_more, {}
+        self._refusal_budget = REFUSALS_PER_INTERVAL
+        for reason, n in sorted(more.items()):
+            await self._emit(
+                CommandResultEvent(request_id=None, cmd=None, ok=False, reason=reason, count=n)
+            )
+        if more:
+            log.warning("door.command_flood", refused=sum(more.values()))
+
+    async def run_command(self, cmd: Command) -> None:
+        """Carry out a verified command; like a phone's attempt, it runs to its end once
+        begun (see :meth:`attempt`)."""
+        await self._to_the_end(self._run_command(cmd))
+
+    async def _run_command(self, cmd: Command) -> None:
         if cmd.cmd == "alarm":
             raised = cmd.state == "raised"
             self.access.set_alarm(raised)

@@ -285,6 +285,12 @@ def describe(lang: Lang, env: Envelope, people: People) -> str:
             thing=_thing(lang, w), who=who, reason=reason_text(lang, w.get("reason"))
         )
         return first_upper(text)
+    if t == "access.suspicious" and not w.get("door"):
+        return first_upper(
+            _("phone link: {count} connections closed within {minutes} min (a flood)").format(
+                count=w["count"], minutes=max(1, w["window"] // 60)
+            )
+        )
     if t == "access.suspicious":
         return first_upper(
             _("{door}: {count} refused attempts within {minutes} min").format(
@@ -330,6 +336,19 @@ def describe(lang: Lang, env: Envelope, people: People) -> str:
             else _("{device} cannot be reached")
         )
         return what.format(device=first_upper(people.device(lang, w.get("device"))))
+    if t == "device.paired":
+        return _("{device} was paired with this gateway").format(
+            device=first_upper(people.device(lang, w.get("device")))
+        )
+    if t == "device.pairing_unknown":
+        return _(
+            "{device} holds a pairing this gateway did not make ({key}); if nobody you know "
+            "paired it, remove it"
+        ).format(device=first_upper(people.device(lang, w.get("device"))), key=w.get("key_id"))
+    if t == "device.pairing_removed":
+        return _("A pairing of {device} was removed ({key})").format(
+            device=people.device(lang, w.get("device")), key=w.get("key_id")
+        )
     if t == "battery":
         return _("Battery of {device}: {level} %").format(
             device=people.device(lang, w.get("device")), level=w.get("level")

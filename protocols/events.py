@@ -38,6 +38,7 @@ __all__ = [
     "LateAnswerEvent",
     "LockState",
     "LockStateEvent",
+    "PairingEvent",
     "RelockEvent",
     "RepublishedEvent",
     "RevocationAppliedEvent",
@@ -62,6 +63,9 @@ class EventType(StrEnum):
     BATTERY = "battery"
     DEVICE_ONLINE = "device.online"
     DEVICE_OFFLINE = "device.offline"
+    DEVICE_PAIRED = "device.paired"
+    DEVICE_PAIRING_UNKNOWN = "device.pairing_unknown"
+    DEVICE_PAIRING_REMOVED = "device.pairing_removed"
     COMMAND_RESULT = "command.result"
     VISIT_STARTED = "visit.started"
     VISIT_ENDED = "visit.ended"
@@ -136,13 +140,33 @@ class AccessDecisionEvent(_Body):
         description="granted although the issuer's current roster does not list the token "
         "(flagged; access.roster_check = \"refuse\" refuses planned care instead)",
     )
+    count: int | None = Field(
+        default=None,
+        description="malformed phone attempts this row stands for: they are journaled as one "
+        "row per source per phone_link.flood_interval (the first at once with count 1, then one "
+        "row per interval with the count since); null on every other row",
+    )
+    source: str | None = Field(
+        default=None,
+        description="malformed rows: the phone's address without port (or ble:<address>); "
+        "\"other\" for sources beyond the 64 counted by name in one interval",
+    )
 
 
 class SuspiciousEvent(_Body):
     type: Literal["access.suspicious"] = "access.suspicious"
-    door: str
-    count: int
+    door: str | None = Field(
+        description="the door the denials were at; null for a flood on the phone link itself"
+    )
+    count: int = Field(
+        description="denials at the door; for a flood, connections the phone link closed "
+        "to make room for others"
+    )
     window: int = Field(description="seconds over which the denials were counted")
+    source: str | None = Field(
+        default=None,
+        description="a flood: the address the connections came from (without port)",
+    )
 
 
 class LockStateEvent(_Body):
@@ -194,6 +218,18 @@ class DeviceOnlineEvent(_Body):
     reason: str | None = None
 
 
+class PairingEvent(_Body):
+    """What the gateway finds among a device's pairings (carelock: at every connect and
+    health poll): its own new pairing, one it did not make (a warning: someone paired
+    during a pairing window; remove it with ``lockgw devices pairings DEVICE --remove
+    KEY_ID``), or one that is gone."""
+
+    type: Literal["device.paired", "device.pairing_unknown", "device.pairing_removed"]
+    device: str
+    door: str
+    key_id: str = Field(description="hex of the pairing's key id as the device lists it")
+
+
 class CommandResultEvent(_Body):
     type: Literal["command.result"] = "command.result"
     request_id: str | None
@@ -202,6 +238,12 @@ class CommandResultEvent(_Body):
     reason: str
     actor: str | None = None
     door: str | None = None
+    count: int | None = Field(
+        default=None,
+        description="refused commands this row stands for: beyond 100 refusals in one "
+        "interval they are journaled as one row per reason (request_id null) with a count; "
+        "null on every other row",
+    )
 
 
 class VisitEvent(_Body):
@@ -466,6 +508,7 @@ EventBody = Annotated[
     | DoorLeftOpenEvent
     | BatteryEvent
     | DeviceOnlineEvent
+    | PairingEvent
     | CommandResultEvent
     | VisitEvent
     | AlarmEvent
@@ -494,6 +537,7 @@ EVENT_MODELS: tuple[type[_Body], ...] = (
     DoorLeftOpenEvent,
     BatteryEvent,
     DeviceOnlineEvent,
+    PairingEvent,
     CommandResultEvent,
     VisitEvent,
     AlarmEvent,

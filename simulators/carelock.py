@@ -27,12 +27,18 @@ import structlog
 
 from protocols.carelock import (
     AuthenticationFailed,
+    DevicePairing,
     ErrorFrame,
     Kind,
+    Opcode,
+    PairingEntry,
+    PairNonce,
     PairRequest,
     PeripheralSession,
     Refused,
+    RemovePairingBody,
     Replayed,
+    Result,
     Sealed,
     SessionOpen,
     Status,
@@ -41,7 +47,7 @@ from protocols.carelock import (
 )
 from protocols.carelock.frames import FrameType
 from protocols.errors import FrameError
-from simulators.carelock_device import SWITCHES, CarelockDevice
+from simulators.carelock_device import MAX_PAIRINGS, SWITCHES, CarelockDevice
 from simulators.control import ControlError, ControlServer, send_control
 from simulators.gatt_server import Characteristic, Connection, GattServer
 from simulators.link_faults import LinkFaults
@@ -52,6 +58,8 @@ __all__ = ["CarelockSimulator", "register"]
 log = structlog.get_logger("lockgw.sim.carelock")
 
 _SESSION = "carelock.session"
+_PAIRING = "carelock.pairing"  # a pairing the device committed to on this link
+_KEY_ID = "carelock.key_id"  # the pairing this link's session was opened with
 
 
 class CarelockSimulator:
@@ -68,10 +76,13 @@ class CarelockSimulator:
         faults: LinkFaults | None = None,
         clock: Callable[[], float] = time.monotonic,
         bluez_adapter: str | None = None,
+        max_pairings: int = MAX_PAIRINGS,
     ) -> None:
         self.kind = kind
         self.clock = clock
-        self.device = CarelockDevice(kind, state_file=state_file, pairing=pairing, now=clock())
+        self.device = CarelockDevice(
+            kind, state_file=state_file, pairing=pairing, now=clock(), max_pairings=max_pairings
+        )
         #: called with the six-digit code after every successful pairing
         self.on_paired: Callable[[str], None] | None = None
         name = "carelock-lock" if kind is Kind.LOCK else "carelock-keysafe"
@@ -156,7 +167,16 @@ class CarelockSimulator:
             await self._send(conn, ErrorFrame(Status.MALFORMED).encode())
             return
         if isinstance(frame, PairRequest):
-            answer, pairing = self.device.pair(frame, now)
+            answer, pending = self.device.pair(frame, now)
+            conn.state[_PAIRING] = pending  # committed: waits for the central's nonce
+            await self._send(conn, answer)
+            return
+        if isinstance(frame, PairNonce):
+            pending = conn.state.pop(_PAIRING, None)
+            if not isinstance(pending, DevicePairing):
+                await self._send(conn, ErrorFrame(Status.MALFORMED).encode())
+                return
+            answer, pairing = self.device.reveal(pending, frame, now)
             await self._send(conn, answer)
             if pairing is not None:
                 log.info("carelock paired", link=conn.id, code=pairing.code)
@@ -167,9 +187,13 @@ class CarelockSimulator:
             session = PeripheralSession()
             answer = session.accept(frame, self.device.key_for(frame.key_id), self.device.status())
             conn.state[_SESSION] = session if session.is_open else None
+            conn.state[_KEY_ID] = frame.key_id
             await self._send(conn, answer)
             return
-        if not isinstance(frame, Sealed) or frame.type is not FrameType.COMMAND:
+        if not isinstance(frame, Sealed) or frame.type not in (
+            FrameType.COMMAND,
+            FrameType.REMOVE_PAIRING,
+        ):
             await self._send(conn, ErrorFrame(Status.MALFORMED).encode())
             return
         current = conn.state.get(_SESSION)
@@ -193,6 +217,18 @@ class CarelockSimulator:
             )
             await self._send(conn, ErrorFrame(status).encode())
             return
+        if isinstance(body, RemovePairingBody):
+            removed = self.device.remove_pairing(body.key_id)
+            log.info("carelock pairing removed", link=conn.id, key_id=body.key_id.hex(), ok=removed)
+            for other in self.server.connections:  # its sessions end with it
+                if other is not conn and other.state.get(_KEY_ID) == body.key_id:
+                    other.state[_SESSION] = None
+            result = Result.OK if removed else Result.BAD_ARGUMENT
+            await self._send(conn, current.response(counter, result, self.device.status()))
+            return
+        if body.op is Opcode.LIST_PAIRINGS:
+            await self._send(conn, current.pairing_entry(self._entry(conn, counter, body.arg)))
+            return
         self._commanding = conn
         try:
             result = self.device.command(body, now)
@@ -200,6 +236,15 @@ class CarelockSimulator:
             self._commanding = None
         log.debug("carelock command", link=conn.id, op=body.op.name, result=result.name)
         await self._send(conn, current.response(counter, result, self.device.status()))
+
+    def _entry(self, conn: Connection, counter: int, index: int) -> PairingEntry:
+        """Pairing ``index`` (clamped to the last one held) for LIST_PAIRINGS."""
+        ids = self.device.pairing_ids()
+        if not ids:
+            return PairingEntry(counter, 0, 0, bytes(8))
+        i = min(index, len(ids) - 1)
+        mine = conn.state.get(_KEY_ID) == ids[i]
+        return PairingEntry(counter, i, len(ids), ids[i], this_session=mine)
 
     def _on_change(self) -> None:
         """The device changed: sealed EVENTs to the other sessions, battery notifications."""
@@ -279,7 +324,11 @@ def _print(text: str) -> None:
 async def _serve(kind: Kind, args: argparse.Namespace) -> int:
     try:
         sim = CarelockSimulator(
-            kind, state_file=args.state, pairing=args.pairing, **listen_kwargs(args)
+            kind,
+            state_file=args.state,
+            pairing=args.pairing,
+            max_pairings=args.max_pairings,
+            **listen_kwargs(args),
         )
     except ValueError as exc:
         print(f"lockgw-sim {args.command}: {exc}", file=sys.stderr)
@@ -339,6 +388,13 @@ def register(subparsers: Any) -> None:
             "--delay", dest="delay_ms", type=_delay, metavar="MS", help="the same as --delay-ms"
         )
         p.add_argument("--pairing", action="store_true", help="start in pairing mode")
+        p.add_argument(
+            "--max-pairings",
+            type=int,
+            default=MAX_PAIRINGS,
+            metavar="N",
+            help=f"pairings the device keeps at most; more are refused (default {MAX_PAIRINGS})",
+        )
         p.add_argument(
             "--state", type=Path, metavar="FILE", help="persist the device's state here (mode 0600)"
         )

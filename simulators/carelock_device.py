@@ -27,14 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from protocols.carelock import CommandBody, Kind, Opcode, Result, StatusBlock, pair_device
+from protocols.carelock import CommandBody, DevicePairing, Kind, Opcode, Result, StatusBlock
 from protocols.carelock.crypto import Pairing
-from protocols.carelock.frames import PairRequest, PairResponse, Status
+from protocols.carelock.frames import PairNonce, PairRequest, PairResponse, PairReveal, Status
 from protocols.device import CompartmentState, DeviceInfo, DoorState, KeyState, LockState
 
 __all__ = [
     "ACTION_COST",
     "DRAIN_RATE",
+    "MAX_PAIRINGS",
     "PAIRING_WINDOW",
     "SWITCHES",
     "UNLATCH_HOLD",
@@ -48,7 +49,7 @@ UNLATCH_HOLD: Final = 2.0
 PAIRING_WINDOW: Final = 300.0
 CRITICAL_LEVEL: Final = 10
 MAX_AUTO_RELOCK: Final = 3600
-MAX_PAIRINGS: Final = 8
+MAX_PAIRINGS: Final = 4
 
 #: technician switches: name → what the value may be
 SWITCHES: Final = {
@@ -113,9 +114,18 @@ class CarelockDevice:
     """One simulated lock or key safe. Listeners hear every change of status or battery."""
 
     def __init__(
-        self, kind: Kind, *, state_file: Path | None = None, pairing: bool = False, now: float = 0.0
+        self,
+        kind: Kind,
+        *,
+        state_file: Path | None = None,
+        pairing: bool = False,
+        now: float = 0.0,
+        max_pairings: int = MAX_PAIRINGS,
     ) -> None:
         self.kind = kind
+        #: pairings the device keeps at most; a pairing beyond is refused (never by
+        #: forgetting an older one: a rogue pairing must not push the gateway's out)
+        self.max_pairings = max_pairings
         self.state_file = state_file
         self.faults = Faults()
         self._state: _State = (
@@ -169,21 +179,44 @@ class CarelockDevice:
         return bytes.fromhex(hexkey) if hexkey else None
 
     # -- what the central asks ------------------------------------------------------------
-    def pair(self, request: PairRequest, now: float) -> tuple[bytes, Pairing | None]:
-        """Answer a pair request; only in pairing mode and when pairing is not refused."""
+    def pair(self, request: PairRequest, now: float) -> tuple[bytes, DevicePairing | None]:
+        """Answer a pair request with a commitment; only in pairing mode and when pairing
+        is not refused. The pairing is made by :meth:`reveal`."""
         self.tick(now)
         if not self.pairing_mode:
             return PairResponse(Status.NOT_IN_PAIRING_MODE).encode(), None
-        if self.faults.refuse_pairing:
+        if self.faults.refuse_pairing or len(self._state.pairings) >= self.max_pairings:
             return PairResponse(Status.PAIRING_REFUSED).encode(), None
-        frame, pairing = pair_device(request)
+        pending = DevicePairing(request)
+        return pending.response(), pending
+
+    def reveal(
+        self, pending: DevicePairing, nonce: PairNonce, now: float
+    ) -> tuple[bytes, Pairing | None]:
+        """The central's nonce for a pairing this device committed to: reveal, and keep
+        the pairing — if pairing mode is still on."""
+        self.tick(now)
+        if not self.pairing_mode:
+            return PairReveal(Status.NOT_IN_PAIRING_MODE).encode(), None
         pairings = self._state.pairings
+        if len(pairings) >= self.max_pairings:
+            return PairReveal(Status.PAIRING_REFUSED).encode(), None
+        frame, pairing = pending.reveal(nonce)
         pairings[pairing.key_id.hex()] = pairing.pair_key.hex()
-        while len(pairings) > MAX_PAIRINGS:  # the oldest pairing goes
-            del pairings[next(iter(pairings))]
         self._pairing_until = None
         self._save()
         return frame, pairing
+
+    def pairing_ids(self) -> list[bytes]:
+        """The key ids of the pairings held, oldest first."""
+        return [bytes.fromhex(k) for k in self._state.pairings]
+
+    def remove_pairing(self, key_id: bytes) -> bool:
+        """Forget one pairing (a central asked over its session); False if unknown."""
+        if self._state.pairings.pop(key_id.hex(), None) is None:
+            return False
+        self._save()
+        return True
 
     def command(self, body: CommandBody, now: float) -> Result:
         self.tick(now)

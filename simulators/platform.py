@@ -309,6 +309,9 @@ def _session_props() -> Any:
 
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 3600
+    # like the gateway, a platform takes nothing the broker may carry (256 MB): what a
+    # site sends it is far below 1 MiB, and a stray giant on the site's topics is not read
+    props.MaximumPacketSize = 1024 * 1024
     return props
 
 

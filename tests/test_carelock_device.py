@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from protocols.carelock import CentralPairing, CommandBody, Kind, Opcode, Result, decode_frame
-from protocols.carelock.frames import PairRequest, Refused, Status
+from protocols.carelock import (
+    CentralPairing,
+    CommandBody,
+    Kind,
+    Opcode,
+    Pairing,
+    Result,
+    decode_frame,
+)
+from protocols.carelock.frames import PairNonce, PairRequest, Refused, Status
 from protocols.device import CompartmentState, KeyState, LockState
 from simulators.carelock_device import ACTION_COST, UNLATCH_HOLD, CarelockDevice
 
@@ -81,6 +89,21 @@ def test_key_safe_compartment_and_key() -> None:
     assert (d.status().compartment, d.status().key) == (CompartmentState.CLOSED, KeyState.PRESENT)
 
 
+def _pair(d: CarelockDevice, central: CentralPairing, now: float = 0.0) -> Pairing | None:
+    """The whole pairing with the device model: (what the device kept, or None)."""
+    req = decode_frame(central.request())
+    assert isinstance(req, PairRequest)
+    frame, pending = d.pair(req, now)
+    if pending is None:
+        central.committed(frame)  # raises Refused
+        return None
+    nonce = decode_frame(central.committed(frame))
+    assert isinstance(nonce, PairNonce)
+    reveal, pairing = d.reveal(pending, nonce, now)
+    assert pairing is not None and central.finish(reveal) == pairing
+    return pairing
+
+
 def test_pairing_only_in_pairing_mode_and_not_when_refused() -> None:
     d = CarelockDevice(Kind.LOCK)
     req = decode_frame(CentralPairing().request())
@@ -91,14 +114,23 @@ def test_pairing_only_in_pairing_mode_and_not_when_refused() -> None:
     d.switch("refuse-pairing", "on", 0)
     assert d.pair(req, 0)[1] is None
     d.switch("refuse-pairing", "off", 0)
-    central = CentralPairing()
-    req2 = decode_frame(central.request())
-    assert isinstance(req2, PairRequest)
-    frame, pairing = d.pair(req2, 0)
-    assert pairing is not None and central.finish(frame).pair_key == pairing.pair_key
+    assert _pair(d, CentralPairing()) is not None
     assert not d.pairing_mode  # one pairing per pairing mode
     with pytest.raises(Refused):
-        central.finish(d.pair(req2, 0)[0])
+        _pair(d, CentralPairing())
+
+
+def test_a_pairing_committed_to_is_not_kept_once_the_window_has_closed() -> None:
+    d = CarelockDevice(Kind.LOCK, pairing=True, now=0.0)
+    central = CentralPairing()
+    req = decode_frame(central.request())
+    assert isinstance(req, PairRequest)
+    frame, pending = d.pair(req, 10.0)
+    assert pending is not None
+    nonce = decode_frame(central.committed(frame))
+    assert isinstance(nonce, PairNonce)
+    reveal, pairing = d.reveal(pending, nonce, 400.0)
+    assert pairing is None and reveal == bytes([0x06, Status.NOT_IN_PAIRING_MODE])
 
 
 def test_pairing_mode_times_out() -> None:
@@ -112,9 +144,7 @@ def test_pairing_mode_times_out() -> None:
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     f = tmp_path / "lock.json"
     d = CarelockDevice(Kind.LOCK, state_file=f, pairing=True)
-    req = decode_frame(CentralPairing().request())
-    assert isinstance(req, PairRequest)
-    pairing = d.pair(req, 0)[1]
+    pairing = _pair(d, CentralPairing())
     assert pairing is not None
     _do(d, Opcode.UNLOCK)
     d.switch("door", "open", 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -10,12 +11,17 @@ from protocols.carelock import (
     AuthenticationFailed,
     CentralPairing,
     CentralSession,
+    DevicePairing,
     EventBody,
     Kind,
     Opcode,
+    Pairing,
+    PairingEntry,
+    PairNonce,
     PairRequest,
     PeripheralSession,
     Refused,
+    RemovePairingBody,
     Replayed,
     ResponseBody,
     Result,
@@ -24,7 +30,6 @@ from protocols.carelock import (
     Status,
     StatusBlock,
     decode_frame,
-    pair_device,
 )
 from protocols.carelock.frames import CommandBody
 from protocols.carelock.gatt import MAX_FRAME, decode_battery, decode_profile, encode_profile
@@ -35,12 +40,19 @@ LOCKED = StatusBlock(Kind.LOCK, lock=LockState.LOCKED, door=DoorState.CLOSED, au
 SAFE = StatusBlock(Kind.KEYSAFE, compartment=CompartmentState.CLOSED, key=KeyState.PRESENT)
 
 
-def _paired() -> tuple[CentralSession, PeripheralSession]:
-    central = CentralPairing()
+def pair(central: CentralPairing) -> tuple[Pairing, Pairing]:
+    """One whole pairing: (what the central made, what the device made)."""
     req = decode_frame(central.request())
     assert isinstance(req, PairRequest)
-    response, device_side = pair_device(req)
-    mine = central.finish(response)
+    device = DevicePairing(req)
+    nonce = decode_frame(central.committed(device.response()))
+    assert isinstance(nonce, PairNonce)
+    reveal, device_side = device.reveal(nonce)
+    return central.finish(reveal), device_side
+
+
+def _paired() -> tuple[CentralSession, PeripheralSession]:
+    mine, device_side = pair(CentralPairing())
     assert mine == device_side  # same key, same key id, same code for the installer
     session = CentralSession(mine.pair_key, mine.key_id)
     periph = PeripheralSession()
@@ -98,11 +110,7 @@ def test_replayed_response_is_refused_by_the_central() -> None:
 
 
 def test_command_from_an_earlier_session_does_not_verify() -> None:
-    central = CentralPairing()
-    req = decode_frame(central.request())
-    assert isinstance(req, PairRequest)
-    response, dev = pair_device(req)
-    mine = central.finish(response)
+    mine, dev = pair(CentralPairing())
     first = CentralSession(mine.pair_key, mine.key_id)
     periph = PeripheralSession()
     opened = decode_frame(first.open_frame())
@@ -164,10 +172,7 @@ def test_unknown_key_is_refused_at_session_open() -> None:
 
 
 def test_device_impersonator_without_the_key_fails_session_open() -> None:
-    central = CentralPairing()
-    req = decode_frame(central.request())
-    assert isinstance(req, PairRequest)
-    mine = central.finish(pair_device(req)[0])
+    mine, _ = pair(CentralPairing())
     session = CentralSession(mine.pair_key, mine.key_id)
     opened = decode_frame(session.open_frame())
     assert isinstance(opened, SessionOpen)
@@ -190,14 +195,88 @@ def _fake_command() -> Sealed:
 def test_pairing_refusal_and_forged_confirmation() -> None:
     central = CentralPairing()
     with pytest.raises(Refused) as err:
-        central.finish(bytes([0x02, Status.NOT_IN_PAIRING_MODE]))
+        central.committed(bytes([0x02, Status.NOT_IN_PAIRING_MODE]))
     assert err.value.status is Status.NOT_IN_PAIRING_MODE
     req = decode_frame(central.request())
     assert isinstance(req, PairRequest)
-    good = bytearray(pair_device(req)[0])
-    good[-1] ^= 1
-    with pytest.raises(AuthenticationFailed):
+    device = DevicePairing(req)
+    nonce = decode_frame(central.committed(device.response()))
+    assert isinstance(nonce, PairNonce)
+    good = bytearray(device.reveal(nonce)[0])
+    good[-1] ^= 1  # the confirm
+    with pytest.raises(AuthenticationFailed, match="confirmation"):
         central.finish(bytes(good))
+    with pytest.raises(Refused):
+        central.finish(bytes([0x06, Status.NOT_IN_PAIRING_MODE]))
+
+
+# -- a man in the middle (issue 17, item 3) ---------------------------------------------------
+
+
+class Mitm:
+    """Sits between the installer's central and the device during the pairing window:
+    plays the device towards the central and a central towards the device."""
+
+    def __init__(self) -> None:
+        self.as_central = CentralPairing()
+        self.key = X25519PrivateKey.generate()  # its device side's key
+        self.as_device: DevicePairing | None = None
+
+    def intercept_request(self, request: bytes) -> bytes:
+        """The central's request: answered by the MITM's own device side (with its own
+        key and a commitment it must make now, before it sees the central's nonce)."""
+        req = decode_frame(request)
+        assert isinstance(req, PairRequest)
+        self.as_device = DevicePairing(req, self.key)
+        return self.as_device.response()
+
+
+def test_a_man_in_the_middle_shows_different_codes() -> None:
+    """Relaying honestly, the MITM ends with two pairings whose codes differ (it had to
+    commit before seeing the other side's nonce): the installer sees the mismatch."""
+    for _ in range(20):
+        central, mitm = CentralPairing(), Mitm()
+        towards_central = mitm.intercept_request(central.request())
+        # the MITM pairs with the real device as a central
+        real_req = decode_frame(mitm.as_central.request())
+        assert isinstance(real_req, PairRequest)
+        real_device = DevicePairing(real_req)
+        nonce_for_device = decode_frame(mitm.as_central.committed(real_device.response()))
+        assert isinstance(nonce_for_device, PairNonce)
+        device_reveal, device_side = real_device.reveal(nonce_for_device)
+        with_device = mitm.as_central.finish(device_reveal)
+        # now the central: its nonce comes only after the MITM committed
+        nonce = decode_frame(central.committed(towards_central))
+        assert isinstance(nonce, PairNonce)
+        assert mitm.as_device is not None
+        reveal, _ = mitm.as_device.reveal(nonce)
+        with_central = central.finish(reveal)
+        assert with_device == device_side
+        assert with_central.code != device_side.code
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_a_man_in_the_middle_cannot_choose_its_nonce_after_seeing_both_sides(
+    chosen: bytes,
+) -> None:
+    """The search the old profile allowed: knowing the central's nonce and the device's
+    code, try nonces until the codes match. Any nonce but the one committed to before the
+    central's nonce was seen is refused by the central, whatever it makes the code."""
+    central, mitm = CentralPairing(), Mitm()
+    towards_central = mitm.intercept_request(central.request())
+    nonce = decode_frame(central.committed(towards_central))
+    assert isinstance(nonce, PairNonce)
+    assert mitm.as_device is not None
+    committed_reveal, _ = mitm.as_device.reveal(nonce)
+    honest = decode_frame(committed_reveal)
+    if chosen == honest.nonce:  # type: ignore[union-attr]
+        return
+    # a device side with the same key but a nonce chosen after the fact
+    req = PairRequest(central.central_pub)
+    forged = DevicePairing(req, mitm.key, nonce=chosen)
+    reveal, _ = forged.reveal(nonce)
+    with pytest.raises(AuthenticationFailed, match="commitment"):
+        central.finish(reveal)
 
 
 def test_profile_and_battery_codecs() -> None:
@@ -244,3 +323,21 @@ def test_device_refuses_garbage_commands(data: bytes) -> None:
         if not isinstance(frame, Sealed):
             raise FrameError("not a command")
         periph.open_command(frame)
+
+
+def test_pairings_are_listed_and_removed_over_a_sealed_session() -> None:
+    session, periph = _paired()
+    counter, frame = session.command(Opcode.LIST_PAIRINGS, 1)
+    got, body = _command(periph, frame)
+    assert got == counter and body == CommandBody(Opcode.LIST_PAIRINGS, 1)
+    entry = PairingEntry(counter, 1, 2, b"\x11" * 8, this_session=False)
+    assert session.receive(periph.pairing_entry(entry)) == entry
+    counter, frame = session.remove_pairing(b"\x22" * 8)
+    sealed = decode_frame(frame)
+    assert isinstance(sealed, Sealed)
+    assert periph.open_command(sealed) == (counter, RemovePairingBody(b"\x22" * 8))
+    # a device does not send REMOVE_PAIRING, nor a central PAIRING
+    with pytest.raises(FrameError):
+        session.receive(frame)
+    with pytest.raises(FrameError):
+        PairingEntry.decode(b"\x00\x00\x00\x01\x02\x02" + b"\x00" * 9)  # index 2 of 2

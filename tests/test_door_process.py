@@ -79,6 +79,7 @@ async def home(
     extra: str = "",
     device_timeout: float = DEVICE_TIMEOUT,
     before_start: Callable[[SimSite], None] | None = None,
+    phone_link: str = "",
 ) -> AsyncIterator[tuple[SimSite, Platform]]:
     """A home with one paired lock at ``front``, the gateway running, a platform listening."""
     sim = SimSite(
@@ -88,7 +89,9 @@ async def home(
     async with sim:
         for org in orgs:
             sim.add_org(org)
-        sim.write_config(broker.url, extra=extra, phone_link=f"device_timeout = {device_timeout}")
+        sim.write_config(
+            broker.url, extra=extra, phone_link=f"device_timeout = {device_timeout}\n{phone_link}"
+        )
         await sim.start_devices()
         await sim.pair_all()
         if before_start is not None:

@@ -473,6 +473,16 @@ def register(subs: Any) -> None:
 
     d = subs.add_parser("devices", help="installed base: model, serial, state, battery")
     add_config_option(d)
+    d.add_argument(
+        "what",
+        nargs="?",
+        choices=("pairings",),
+        help="pairings DEVICE: the pairings the device holds (--remove KEY_ID removes one)",
+    )
+    d.add_argument("target", metavar="DEVICE", nargs="?", help="with pairings: the device id")
+    d.add_argument(
+        "--remove", metavar="KEY_ID", help="with pairings: make the device forget this pairing"
+    )
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.add_argument("--probe", action="store_true",
                    help="connect to each device instead of reading the gateway's snapshot")
@@ -487,6 +497,15 @@ def register(subs: Any) -> None:
 
 
 async def _devices_checked(args: argparse.Namespace) -> int:
+    if args.what == "pairings":
+        from gateway.cli.pairings import pairings_command
+
+        with _logs_to_stderr(logging.ERROR):
+            return await pairings_command(args, DRIVERS)
+    if args.target or args.remove:
+        print("lockgw devices: a device id and --remove go with: lockgw devices pairings DEVICE",
+              file=sys.stderr)  # fmt: skip
+        return 2
     # --watch prints every event itself: only errors from the log
     with _logs_to_stderr(logging.ERROR if args.watch else logging.WARNING):
         return await _devices(args)

@@ -236,6 +236,7 @@ class DeviceManager:
                 error=r.error,
                 reached=r.online is not None,
                 problems=self.supervisors[r.id].problems(),
+                unknown_pairings=r.unknown_pairings,
             )
             for r in self.records().values()
         ]

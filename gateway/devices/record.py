@@ -56,6 +56,11 @@ class DeviceRecord(BaseModel):
     battery_samples: list[list[float]] = Field(default_factory=list)
     #: the last problem in words (cleared when the device answers again)
     error: str | None = None
+    #: key ids of the pairings the device held when last listed (None: never listed, or
+    #: its driver cannot list them)
+    pairings: list[str] | None = None
+    #: of those, the ones this gateway did not make (a warning until removed)
+    unknown_pairings: list[str] = Field(default_factory=list)
 
     def inventory(self) -> dict[str, Any]:
         """The CONTRACT §4 inventory item, plus state, battery and last seen."""

@@ -43,6 +43,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 import structlog
 
@@ -69,6 +70,7 @@ from protocols.events import (
     KeysafeStateEvent,
     LockState,
     LockStateEvent,
+    PairingEvent,
 )
 
 __all__ = ["Supervisor", "backoff_delay"]
@@ -138,6 +140,9 @@ class Supervisor:
             else None
         )
         self.days_left: float | None = prev.days_left if prev else None
+        #: key ids the device held when last listed, and those this gateway did not make
+        self.known_pairings: list[str] | None = prev.pairings if prev else None
+        self.unknown_pairings: list[str] = list(prev.unknown_pairings) if prev else []
         # watches (a door or compartment open at the last snapshot is timed from now)
         now = clock()
         st = self.state
@@ -201,6 +206,8 @@ class Supervisor:
             battery_status=status,
             days_left=self.days_left,
             battery_samples=self.trend.to_json(),
+            pairings=self.known_pairings,
+            unknown_pairings=self.unknown_pairings,
             error=self.error
             or (
                 "the lock is jammed; check the door and the bolt"
@@ -435,6 +442,41 @@ class Supervisor:
         state = await self.driver.refresh()
         await self.apply(state)
         await self._set_online()
+        await self._check_pairings()
+
+    async def _check_pairings(self) -> None:
+        """List the device's pairings (if its driver can) and journal what changed: this
+        gateway's new pairing (``device.paired``), one it did not make
+        (``device.pairing_unknown``, a warning until removed), one gone
+        (``device.pairing_removed``). Caller holds ``_op``."""
+        async with asyncio.timeout(self.cfg.command_timeout):
+            slots = await self.driver.pairings()
+        if slots is None:
+            return
+        known = set(self.known_pairings or [])
+        now = [s.key_id for s in slots]
+        for slot in slots:
+            if slot.key_id in known:
+                continue
+            if slot.own:
+                self._log.info("device.paired", key_id=slot.key_id)
+                kind: Literal["device.paired", "device.pairing_unknown"] = "device.paired"
+            else:
+                self._log.warning("device.pairing_unknown", key_id=slot.key_id)
+                kind = "device.pairing_unknown"
+            await self._emit(
+                PairingEvent(type=kind, device=self.id, door=self.cfg.door, key_id=slot.key_id)
+            )
+        for gone in sorted(known - set(now)):
+            self._log.warning("device.pairing_removed", key_id=gone)
+            await self._emit(
+                PairingEvent(
+                    type="device.pairing_removed", device=self.id, door=self.cfg.door, key_id=gone
+                )
+            )
+        self.known_pairings = now
+        self.unknown_pairings = [s.key_id for s in slots if not s.own]
+        self._on_record()
 
     async def _drop_link(self) -> None:
         with contextlib.suppress(DeviceError, TimeoutError, OSError):
@@ -576,6 +618,9 @@ class Supervisor:
                 continue
             with contextlib.suppress(DeviceError):
                 await self.refresh()  # failures are recorded by refresh itself
+            with contextlib.suppress(DeviceError, TimeoutError):
+                async with self._op:
+                    await self._check_pairings()  # a pairing made in a window since
 
     async def _poll_on_demand(self) -> None:
         attempt = 0

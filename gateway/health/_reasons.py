@@ -250,6 +250,12 @@ def _devices(s: Snapshot, k: Look) -> Reasons:
             yield _r("device.battery_critical", "warning", _(
                 "device {id} ({door}): battery critical ({level} %)"
             ).format(**ids, level=d.battery), d.id)  # fmt: skip
+        for key in d.unknown_pairings:
+            yield _r("device.pairing_unknown", "warning", _(
+                "device {id} ({door}): holds a pairing this gateway did not make ({key}); "
+                "if nobody you know paired it, remove it: lockgw devices pairings {id} "
+                "--remove {key}"
+            ).format(**ids, key=key), d.id)  # fmt: skip
         if "left_unlocked" in d.problems:
             yield _r("door.left_unlocked", "warning", _(
                 "door {door} ({id}): left unlocked after a visit; lock it"
@@ -345,8 +351,18 @@ def _held(s: Snapshot, k: Look) -> Reasons:
 
 
 #: every check, in the order its reasons are listed
+def _phone_link(s: Snapshot, k: Look) -> Reasons:
+    p = s.phone_link_pressure
+    if p is not None:
+        yield _r("phone_link.pressure", "warning", k._(
+            "phone link: under pressure: {n} idle or slow connections from {k} address(es) "
+            "were closed to make room within {s} s; phones still get in (access.suspicious "
+            "events name the addresses)"
+        ).format(n=p.closed, k=p.sources, s=round(2 * p.interval)))  # fmt: skip
+
+
 CHECKS: tuple[Callable[[Snapshot, Look], Reasons], ...] = (
-    _clock, _broker, _journal, _keys, _state, _issuers, _held, _phone_ble, _devices,
+    _clock, _broker, _journal, _keys, _state, _issuers, _held, _phone_ble, _devices, _phone_link,
 )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "HeldExpiry",
     "IssuerHealth",
     "PhoneBleHealth",
+    "PhonePressure",
     "Snapshot",
     "StateNotice",
     "pid_alive",
@@ -57,6 +58,8 @@ class DeviceHealth(BaseModel):
     reached: bool = True
     #: what is wrong right now (lock_jammed, left_unlocked, door_left_open, key_not_returned)
     problems: list[str] = []
+    #: pairings on the device that this gateway did not make (key ids, hex)
+    unknown_pairings: list[str] = []
 
 
 class StateNotice(BaseModel):
@@ -94,6 +97,17 @@ class IssuerHealth(BaseModel):
     stale: bool = False
     consent_from: date | None = None
     consent_until: date | None = None
+
+
+class PhonePressure(BaseModel):
+    """The phone link is flooded: pending connections were closed to make room."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: connections closed over the current and the last whole interval, and their sources
+    closed: int
+    sources: int
+    interval: float
 
 
 class HeldExpiry(BaseModel):
@@ -169,6 +183,8 @@ class Snapshot(BaseModel):
     signers_unavailable: dict[str, str] = {}
     #: None: the BLE phone link is off (``[phone_link] ble = false``)
     phone_ble: PhoneBleHealth | None = None
+    #: the phone link closed pending connections to make room lately (a flood)
+    phone_link_pressure: PhonePressure | None = None
 
 
 def read_snapshot(data_dir: Path) -> Snapshot | None:

@@ -17,6 +17,14 @@ connection to the broker, reconnecting with capped, jittered backoff, and:
   callbacks (on the revocation and roster topics an empty message too: the retained
   copy was cleared, ``gateway.mqtt.healing``). A callback that raises is logged; the
   link carries on;
+- bounds what comes in (issue 17): over MQTT 5 the CONNECT carries a Maximum Packet
+  Size (``mqtt.max_packet_size``), so the broker sends nothing larger; every message is
+  checked against its kind's own limit again before anything decodes it (what a 3.1.1
+  broker still delivers is dropped there, counted in :attr:`MqttLink.oversize`). A kind
+  with a *screen* (commands: the signature is verified on arrival) queues only what the
+  screen passes, so garbage never takes a verified command's place in the queue; a
+  verified message that finds its queue full goes to ``on_dropped`` (the gateway
+  journals it);
 - with ``owned`` (a topic filter: Home Assistant discovery under this gateway's node),
   clears every retained message under it that it does not keep — what a removed device
   or an older release left behind.
@@ -38,7 +46,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlparse
 
 import structlog
@@ -47,10 +55,12 @@ from paho.mqtt.client import topic_matches_sub
 from gateway.config import MqttConfig
 from gateway.journal import Journal
 from gateway.mqtt._paho import MqttLinkError, PahoSession
+from protocols.control import MAX_COMMAND, MAX_REVOCATION_LIST, MAX_ROSTER
 from protocols.errors import JournalError
 from protocols.health import HealthReason, Overall
 from protocols.journal_head import SignedHead
 from protocols.mqtt import GatewayStatus
+from protocols.token import MAX_TOKEN
 
 __all__ = ["MqttLink", "Topics"]
 
@@ -63,6 +73,13 @@ RevocationHandler = Callable[[str, bytes], Awaitable[None]]
 _UNSUPPORTED_PROTOCOL = 132
 #: inbound messages waiting for a callback, per kind, before new ones are dropped
 _INBOUND_QUEUE = 1000
+#: the largest payload each inbound kind may have; larger ones are dropped undecoded
+INBOUND_LIMITS: Final[Mapping[str, int]] = {
+    "command": MAX_COMMAND,
+    "credential": MAX_TOKEN,
+    "revocation": MAX_REVOCATION_LIST,
+    "roster": MAX_ROSTER,
+}
 
 
 class Topics:
@@ -161,13 +178,16 @@ class MqttLink:
         journal: Journal,
         *,
         version: str,
-        on_command: CommandHandler | None = None,
+        on_command: Callable[[Any], Awaitable[None]] | None = None,
         on_revocation: RevocationHandler | None = None,
         on_credential: CommandHandler | None = None,
         on_roster: RevocationHandler | None = None,
         window: int = 100,
         owned: str | None = None,
         problems: Sequence[str] = (),
+        screen_command: Callable[[bytes], tuple[Any, ...] | None] | None = None,
+        on_dropped: Callable[[str, tuple[Any, ...]], None] | None = None,
+        inbound_queue: int = _INBOUND_QUEUE,
     ) -> None:
         #: why the link does not connect (a broken [mqtt] config), or None
         self.config_problem: str | None = "; ".join(problems) or None
@@ -190,6 +210,15 @@ class MqttLink:
             "stale": self._clear_stale if owned is not None else None,
         }
         self.owned = owned
+        #: kind -> check on arrival: the handler's arguments to queue, or None (refused;
+        #: the screen has dealt with it)
+        self._screens: dict[str, Callable[..., tuple[Any, ...] | None]] = {}
+        if screen_command is not None:
+            self._screens["command"] = screen_command
+        self.on_dropped = on_dropped
+        self.inbound_queue = inbound_queue
+        #: inbound messages dropped undecoded for their size, per kind
+        self.oversize: dict[str, int] = {}
         self._inbound: dict[str, asyncio.Queue[tuple[Any, ...]]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         #: retained topic -> payload, in the order first given; sent after every connect
@@ -233,7 +262,7 @@ class MqttLink:
             return self
         for kind, handler in self._handlers.items():
             if handler is not None:
-                q: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(_INBOUND_QUEUE)
+                q: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(self.inbound_queue)
                 self._inbound[kind] = q
                 self._workers.add(asyncio.create_task(self._worker(kind, handler, q)))
         self._task = asyncio.create_task(self._run(), name="mqtt-link")
@@ -387,6 +416,7 @@ class MqttLink:
             keepalive=self.config.keepalive,
             connect_timeout=10,  # a TLS refusal shows only as a missing CONNACK
             tls=self._tls,
+            max_packet_size=self.config.max_packet_size,
         )
 
     async def _run(self) -> None:
@@ -500,17 +530,21 @@ class MqttLink:
     def _receive(self, topic: str, payload: bytes) -> None:
         """Every inbound message (on the event loop): to the queue of its kind."""
         if topic_matches_sub(Topics.revocations(), topic):
-            self._hand("revocation", (topic.split("/")[3], payload))
+            if self._fits("revocation", payload):
+                self._hand("revocation", (topic.split("/")[3], payload))
             return
         if topic_matches_sub(Topics.rosters(self.site), topic):
-            self._hand("roster", (topic.split("/")[3], payload))
+            if self._fits("roster", payload):
+                self._hand("roster", (topic.split("/")[3], payload))
             return
         if not payload:
             return  # a cleared retained message
         if topic == Topics.commands(self.site):
-            self._hand("command", (payload,))
+            if self._fits("command", payload):
+                self._hand("command", (payload,))
         elif topic == Topics.credentials(self.site):
-            self._hand("credential", (payload,))
+            if self._fits("credential", payload):
+                self._hand("credential", (payload,))
         elif (
             self.owned is not None
             and topic_matches_sub(self.owned, topic)
@@ -523,15 +557,38 @@ class MqttLink:
             log.info("mqtt.stale_cleared", topic=topic)
             await self.publish_retained(topic, b"")
 
+    def _fits(self, kind: str, payload: bytes) -> bool:
+        """Within its kind's limit; else dropped before anything decodes it."""
+        if len(payload) <= INBOUND_LIMITS[kind]:
+            return True
+        n = self.oversize[kind] = self.oversize.get(kind, 0) + 1
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th ...: a flood does not flood the log
+            log.warning(
+                "mqtt.inbound_oversize",
+                kind=kind,
+                size=len(payload),
+                limit=INBOUND_LIMITS[kind],
+                dropped=n,
+            )
+        return False
+
     def _hand(self, kind: str, args: tuple[Any, ...]) -> None:
         q = self._inbound.get(kind)
         if q is None:
             log.info("mqtt.inbound_ignored", kind=kind, reason="no handler")
             return
+        screen = self._screens.get(kind)
+        if screen is not None:
+            passed = screen(*args)
+            if passed is None:
+                return  # refused on arrival: never queued
+            args = passed
         try:
             q.put_nowait(args)
         except asyncio.QueueFull:
             log.warning("mqtt.inbound_dropped", kind=kind, reason="queue full")
+            if screen is not None and self.on_dropped is not None:
+                self.on_dropped(kind, args)  # a verified message: the gateway journals it
 
     async def _worker(
         self, kind: str, handler: Callable[..., Awaitable[None]], q: asyncio.Queue[tuple[Any, ...]]

@@ -69,8 +69,11 @@ class PahoSession:
         keepalive: int = 30,
         connect_timeout: float = 10.0,
         tls: ssl.SSLContext | None = None,
+        max_packet_size: int | None = None,
     ) -> None:
         self.host, self.port = host, port
+        #: MQTT 5 Maximum Packet Size sent in CONNECT: the broker sends nothing larger
+        self.max_packet_size = max_packet_size
         self.v5 = protocol == "5"
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
@@ -147,6 +150,8 @@ class PahoSession:
         if self.v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.session_expiry
+            if self.max_packet_size is not None:
+                props.MaximumPacketSize = self.max_packet_size
         self.client.connect(
             self.host,
             self.port,

@@ -15,8 +15,12 @@ from .frames import (
     EventBody,
     FrameType,
     Opcode,
+    PairingEntry,
+    PairNonce,
     PairRequest,
+    PairReveal,
     Refused,
+    RemovePairingBody,
     Replayed,
     ResponseBody,
     Result,
@@ -27,22 +31,27 @@ from .frames import (
     decode_frame,
 )
 from .gatt import Kind
-from .session import CentralPairing, CentralSession, PeripheralSession, pair_device
+from .session import CentralPairing, CentralSession, DevicePairing, PeripheralSession
 
 __all__ = [
     "AuthenticationFailed",
     "CentralPairing",
     "CentralSession",
     "CommandBody",
+    "DevicePairing",
     "ErrorFrame",
     "EventBody",
     "FrameType",
     "Kind",
     "Opcode",
+    "PairNonce",
     "PairRequest",
+    "PairReveal",
     "Pairing",
+    "PairingEntry",
     "PeripheralSession",
     "Refused",
+    "RemovePairingBody",
     "Replayed",
     "ResponseBody",
     "Result",
@@ -51,6 +60,5 @@ __all__ = [
     "Status",
     "StatusBlock",
     "decode_frame",
-    "pair_device",
     "pairing_code",
 ]

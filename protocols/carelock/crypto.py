@@ -1,13 +1,27 @@
 """carelock cryptography: pairing (X25519 → HKDF), session keys, sealing. Pure.
 
-Pairing (once, at installation, device in pairing mode)::
+Pairing (once, at installation, device in pairing mode), committing before revealing
+as Bluetooth LE Secure Connections' numeric comparison does (Core spec Vol 3 Part H
+§2.3.5.6.2)::
 
-    shared    = X25519(central_priv, device_pub)
-    pair_key  = HKDF-SHA256(shared, salt = central_pub ‖ device_pub, info = "carelock-pair-v1", 32)
+    c → d   central_pub
+    d → c   device_pub, commitment = HMAC-SHA256(Nd, "carelock-commit-v2" ‖ device_pub ‖ central_pub)[:16]
+    c → d   Nc                                (only now: the device is bound to Nd)
+    d → c   Nd, confirm                       (the central checks Nd opens the commitment)
+
+    shared    = X25519(own_priv, peer_pub)
+    pair_key  = HKDF-SHA256(shared, salt = central_pub ‖ device_pub ‖ Nc ‖ Nd,
+                            info = "carelock-pair-v2", 32)
     key_id    = SHA-256(central_pub)[:8]
-    confirm   = HMAC-SHA256(pair_key, "carelock-confirm-v1" ‖ central_pub ‖ device_pub)[:16]
-    code      = 6 digits from HMAC-SHA256(pair_key, "carelock-code-v1") — shown on both sides
-                for the installer to compare (numeric comparison against a man in the middle)
+    confirm   = HMAC-SHA256(pair_key, "carelock-confirm-v2" ‖ central_pub ‖ device_pub ‖ Nc ‖ Nd)[:16]
+    code      = HMAC-SHA256(Nc, "carelock-code-v2" ‖ central_pub ‖ device_pub ‖ Nd)[:4]
+                as u32 mod 10^6 — six digits shown on both sides for the installer to compare
+
+A man in the middle runs one pairing with each side and wins only if the two codes
+match. It must commit to its nonce towards the central before it sees the central's,
+and send its nonce to the device before the device reveals its own; so it cannot pick
+a key or nonce after seeing both sides and searching for equal codes: its chance is
+one in a million per attempt.
 
 Session (on every connection)::
 
@@ -37,11 +51,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from protocols.errors import FrameError
 
-from .frames import CONFIRM_LEN, KEY_ID_LEN, KEY_LEN, NONCE_LEN, AuthenticationFailed
+from .frames import COMMIT_LEN, CONFIRM_LEN, KEY_ID_LEN, KEY_LEN, NONCE_LEN, AuthenticationFailed
 
 __all__ = [
     "MAX_COUNTER",
     "Pairing",
+    "commitment",
     "confirm_tag",
     "derive_pair_key",
     "key_id_of",
@@ -63,8 +78,19 @@ def key_id_of(central_pub: bytes) -> bytes:
     return hashlib.sha256(central_pub).digest()[:KEY_ID_LEN]
 
 
+def commitment(device_nonce: bytes, device_pub: bytes, central_pub: bytes) -> bytes:
+    mac = hmac.new(device_nonce, b"carelock-commit-v2" + device_pub + central_pub, hashlib.sha256)
+    return mac.digest()[:COMMIT_LEN]
+
+
 def derive_pair_key(
-    priv: X25519PrivateKey, peer_pub: bytes, central_pub: bytes, device_pub: bytes
+    priv: X25519PrivateKey,
+    peer_pub: bytes,
+    central_pub: bytes,
+    device_pub: bytes,
+    *,
+    central_nonce: bytes,
+    device_nonce: bytes,
 ) -> bytes:
     if len(peer_pub) != KEY_LEN:
         raise FrameError(f"an X25519 public key is {KEY_LEN} bytes")
@@ -75,18 +101,23 @@ def derive_pair_key(
     return HKDF(
         algorithm=hashes.SHA256(),
         length=KEY_LEN,
-        salt=central_pub + device_pub,
-        info=b"carelock-pair-v1",
+        salt=central_pub + device_pub + central_nonce + device_nonce,
+        info=b"carelock-pair-v2",
     ).derive(shared)
 
 
-def confirm_tag(pair_key: bytes, central_pub: bytes, device_pub: bytes) -> bytes:
-    mac = hmac.new(pair_key, b"carelock-confirm-v1" + central_pub + device_pub, hashlib.sha256)
-    return mac.digest()[:CONFIRM_LEN]
+def confirm_tag(
+    pair_key: bytes, central_pub: bytes, device_pub: bytes, central_nonce: bytes, device_nonce: bytes
+) -> bytes:
+    msg = b"carelock-confirm-v2" + central_pub + device_pub + central_nonce + device_nonce
+    return hmac.new(pair_key, msg, hashlib.sha256).digest()[:CONFIRM_LEN]
 
 
-def pairing_code(pair_key: bytes) -> str:
-    digest = hmac.new(pair_key, b"carelock-code-v1", hashlib.sha256).digest()
+def pairing_code(
+    central_pub: bytes, device_pub: bytes, central_nonce: bytes, device_nonce: bytes
+) -> str:
+    msg = b"carelock-code-v2" + central_pub + device_pub + device_nonce
+    digest = hmac.new(central_nonce, msg, hashlib.sha256).digest()
     return f"{int.from_bytes(digest[:4], 'big') % 1_000_000:06d}"
 
 

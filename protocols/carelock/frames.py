@@ -4,7 +4,10 @@ Every frame starts with a type byte and has one exact length, so a truncated or
 padded frame is refused before any cryptography runs::
 
     0x01 PAIR_REQUEST    c→d  type | central X25519 public (32)                      33
-    0x02 PAIR_RESPONSE   d→c  type | status | device X25519 public (32) | confirm (16) 50
+    0x02 PAIR_RESPONSE   d→c  type | status | device X25519 public (32) | commitment (16) 50
+                              (status ≠ ok: type | status)                             2
+    0x05 PAIR_NONCE      c→d  type | central nonce (16)                               17
+    0x06 PAIR_REVEAL     d→c  type | status | device nonce (16) | confirm (16)        34
                               (status ≠ ok: type | status)                             2
     0x03 SESSION_OPEN    c→d  type | key id (8) | central nonce (16)                  25
     0x04 SESSION_ACCEPT  d→c  type | status | device nonce (16) | sealed status (4+16) 38
@@ -12,6 +15,8 @@ padded frame is refused before any cryptography runs::
     0x10 COMMAND         c→d  type | counter (4) | sealed(op, arg u16) (3+16)         24
     0x11 RESPONSE        d→c  type | counter (4) | sealed(reply-to u32, result, status (4)) (9+16) 30
     0x12 EVENT           d→c  type | counter (4) | sealed(status (4)) (4+16)          25
+    0x13 PAIRING         d→c  type | counter (4) | sealed(reply-to u32, index, total, key id (8), flags) (15+16) 36
+    0x14 REMOVE_PAIRING  c→d  type | counter (4) | sealed(key id (8)) (8+16)             29
     0x7F ERROR           d→c  type | status                                            2
 
 Integers are big-endian. "sealed" is ChaCha20-Poly1305 (see :mod:`.crypto`): the
@@ -41,9 +46,13 @@ __all__ = [
     "EventBody",
     "FrameType",
     "Opcode",
+    "PairNonce",
     "PairRequest",
     "PairResponse",
+    "PairReveal",
+    "PairingEntry",
     "Refused",
+    "RemovePairingBody",
     "Replayed",
     "ResponseBody",
     "Result",
@@ -60,6 +69,7 @@ KEY_LEN: Final = 32
 KEY_ID_LEN: Final = 8
 NONCE_LEN: Final = 16
 CONFIRM_LEN: Final = 16
+COMMIT_LEN: Final = 16
 
 
 class AuthenticationFailed(FrameError):
@@ -82,10 +92,14 @@ class FrameType(IntEnum):
     PAIR_REQUEST = 0x01
     PAIR_RESPONSE = 0x02
     SESSION_OPEN = 0x03
+    PAIR_NONCE = 0x05
+    PAIR_REVEAL = 0x06
     SESSION_ACCEPT = 0x04
     COMMAND = 0x10
     RESPONSE = 0x11
     EVENT = 0x12
+    PAIRING = 0x13
+    REMOVE_PAIRING = 0x14
     ERROR = 0x7F
 
 
@@ -110,6 +124,8 @@ class Opcode(IntEnum):
     OPEN = 0x20
     #: argument: seconds after which an unlocked lock relocks (door closed); 0 = off
     SET_AUTO_RELOCK = 0x30
+    #: argument: index of the pairing to describe (0 …); answered with a PAIRING frame
+    LIST_PAIRINGS = 0x40
 
 
 class Result(IntEnum):
@@ -223,7 +239,7 @@ class CommandBody:
             opcode = Opcode(op)
         except ValueError:
             raise FrameError(f"unknown opcode {op:#04x}") from None
-        if opcode is not Opcode.SET_AUTO_RELOCK and arg != 0:
+        if opcode not in (Opcode.SET_AUTO_RELOCK, Opcode.LIST_PAIRINGS) and arg != 0:
             raise FrameError(f"{opcode.name} takes no argument")
         return cls(opcode, arg)
 
@@ -247,6 +263,55 @@ class ResponseBody:
         except ValueError:
             raise FrameError(f"unknown result code {result}") from None
         return cls(reply_to, res, StatusBlock.decode(data[_RESP.size :]))
+
+
+_ENTRY = struct.Struct(">IBB8sB")
+_FLAG_THIS_SESSION: Final = 0x01
+
+
+@dataclass(frozen=True, slots=True)
+class PairingEntry:
+    """One pairing the device holds, in answer to LIST_PAIRINGS (``index`` of ``total``;
+    ``total`` 0: the device holds none — then ``key_id`` is zeros)."""
+
+    reply_to: int
+    index: int
+    total: int
+    key_id: bytes
+    #: the pairing of the session that asked
+    this_session: bool = False
+
+    def encode(self) -> bytes:
+        flags = _FLAG_THIS_SESSION if self.this_session else 0
+        return _ENTRY.pack(self.reply_to, self.index, self.total, self.key_id, flags)
+
+    @classmethod
+    def decode(cls, data: bytes) -> PairingEntry:
+        if len(data) != _ENTRY.size:
+            raise FrameError(f"pairing entry is {_ENTRY.size} bytes, not {len(data)}")
+        reply_to, index, total, key_id, flags = _ENTRY.unpack(data)
+        if flags & ~_FLAG_THIS_SESSION:
+            raise FrameError(f"unknown pairing flags {flags:#04x}")
+        if total and index >= total:
+            raise FrameError(f"pairing {index} of {total}")
+        return cls(reply_to, index, total, key_id, bool(flags & _FLAG_THIS_SESSION))
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePairingBody:
+    """Forget the pairing with this key id (answered with RESPONSE: ok, or bad argument
+    when the device holds no such pairing)."""
+
+    key_id: bytes
+
+    def encode(self) -> bytes:
+        return self.key_id
+
+    @classmethod
+    def decode(cls, data: bytes) -> RemovePairingBody:
+        if len(data) != KEY_ID_LEN:
+            raise FrameError(f"a key id is {KEY_ID_LEN} bytes, not {len(data)}")
+        return cls(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,10 +339,33 @@ class PairRequest:
 class PairResponse:
     status: Status
     device_pub: bytes = b""
+    #: the device's commitment to its pairing nonce, sent before it sees the central's
+    commitment: bytes = b""
+
+    def encode(self) -> bytes:
+        return bytes((FrameType.PAIR_RESPONSE, self.status)) + self.device_pub + self.commitment
+
+
+@dataclass(frozen=True, slots=True)
+class PairNonce:
+    """The central's pairing nonce, sent after the device committed to its own."""
+
+    nonce: bytes
+
+    def encode(self) -> bytes:
+        return bytes((FrameType.PAIR_NONCE,)) + self.nonce
+
+
+@dataclass(frozen=True, slots=True)
+class PairReveal:
+    """The device's nonce (opening its commitment) and its key confirmation."""
+
+    status: Status
+    nonce: bytes = b""
     confirm: bytes = b""
 
     def encode(self) -> bytes:
-        return bytes((FrameType.PAIR_RESPONSE, self.status)) + self.device_pub + self.confirm
+        return bytes((FrameType.PAIR_REVEAL, self.status)) + self.nonce + self.confirm
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +395,7 @@ class SessionAccept:
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
-    type: FrameType  # COMMAND, RESPONSE or EVENT
+    type: FrameType  # COMMAND, RESPONSE, EVENT, PAIRING or REMOVE_PAIRING
     counter: int
     box: bytes
 
@@ -328,12 +416,17 @@ class ErrorFrame:
         return bytes((FrameType.ERROR, self.status))
 
 
-Frame = PairRequest | PairResponse | SessionOpen | SessionAccept | Sealed | ErrorFrame
+Frame = (
+    PairRequest | PairResponse | PairNonce | PairReveal | SessionOpen | SessionAccept | Sealed
+    | ErrorFrame
+)
 
 _SEALED_BODY: Final = {
     FrameType.COMMAND: _CMD.size,
     FrameType.RESPONSE: _RESP.size + 4,
     FrameType.EVENT: 4,
+    FrameType.PAIRING: _ENTRY.size,
+    FrameType.REMOVE_PAIRING: KEY_ID_LEN,
 }
 
 
@@ -368,16 +461,24 @@ def decode_frame(data: bytes) -> Frame:
         if status is Status.OK:
             raise FrameError("an error frame cannot carry status ok")
         return ErrorFrame(status)
-    if t in (FrameType.PAIR_RESPONSE, FrameType.SESSION_ACCEPT):
+    if t is FrameType.PAIR_NONCE:
+        _exact(data, 1 + NONCE_LEN, "pair nonce")
+        return PairNonce(data[1:])
+    if t in (FrameType.PAIR_RESPONSE, FrameType.PAIR_REVEAL, FrameType.SESSION_ACCEPT):
         if len(data) < 2:
             raise FrameError(f"{t.name.lower()} frame without status")
         status = _status(data[1])
         if status is not Status.OK:
             _exact(data, 2, f"refusing {t.name.lower()}")
-            return PairResponse(status) if t is FrameType.PAIR_RESPONSE else SessionAccept(status)
+            if t is FrameType.PAIR_RESPONSE:
+                return PairResponse(status)
+            return PairReveal(status) if t is FrameType.PAIR_REVEAL else SessionAccept(status)
         if t is FrameType.PAIR_RESPONSE:
-            _exact(data, 2 + KEY_LEN + CONFIRM_LEN, "pair response")
+            _exact(data, 2 + KEY_LEN + COMMIT_LEN, "pair response")
             return PairResponse(status, data[2 : 2 + KEY_LEN], data[2 + KEY_LEN :])
+        if t is FrameType.PAIR_REVEAL:
+            _exact(data, 2 + NONCE_LEN + CONFIRM_LEN, "pair reveal")
+            return PairReveal(status, data[2 : 2 + NONCE_LEN], data[2 + NONCE_LEN :])
         _exact(data, 2 + NONCE_LEN + 4 + TAG_LEN, "session accept")
         return SessionAccept(status, data[2 : 2 + NONCE_LEN], data[2 + NONCE_LEN :])
     if t is FrameType.SESSION_OPEN:

@@ -17,6 +17,7 @@ from protocols.errors import FrameError
 from .crypto import (
     MAX_COUNTER,
     Pairing,
+    commitment,
     confirm_tag,
     derive_pair_key,
     key_id_of,
@@ -34,9 +35,13 @@ from .frames import (
     EventBody,
     FrameType,
     Opcode,
+    PairingEntry,
+    PairNonce,
     PairRequest,
     PairResponse,
+    PairReveal,
     Refused,
+    RemovePairingBody,
     Replayed,
     ResponseBody,
     Result,
@@ -48,20 +53,28 @@ from .frames import (
     decode_frame,
 )
 
-__all__ = ["CentralPairing", "CentralSession", "PeripheralSession", "pair_device"]
+__all__ = ["CentralPairing", "CentralSession", "DevicePairing", "PeripheralSession"]
+
+#: sealed frames only a central sends
+_FROM_CENTRAL = (FrameType.COMMAND, FrameType.REMOVE_PAIRING)
 
 
 class CentralPairing:
-    """The installer's side of pairing: one request, one response."""
+    """The installer's side of pairing: request, then (after the device committed) the
+    central's nonce, then the device's reveal. See :mod:`.crypto`."""
 
-    def __init__(self, priv: X25519PrivateKey | None = None) -> None:
+    def __init__(self, priv: X25519PrivateKey | None = None, *, nonce: bytes | None = None) -> None:
         self._priv = priv or X25519PrivateKey.generate()
         self.central_pub = raw_x25519(self._priv)
+        self._nonce = nonce or os.urandom(NONCE_LEN)
+        self._device_pub: bytes | None = None
+        self._commitment = b""
 
     def request(self) -> bytes:
         return PairRequest(self.central_pub).encode()
 
-    def finish(self, data: bytes) -> Pairing:
+    def committed(self, data: bytes) -> bytes:
+        """The device's public key and commitment; returns the central's nonce frame."""
         frame = decode_frame(data)
         if isinstance(frame, ErrorFrame):
             raise Refused(frame.status, "pairing")
@@ -69,23 +82,73 @@ class CentralPairing:
             raise FrameError(f"expected a pair response, got {type(frame).__name__}")
         if frame.status is not Status.OK:
             raise Refused(frame.status, "pairing")
-        key = derive_pair_key(self._priv, frame.device_pub, self.central_pub, frame.device_pub)
-        if not _equal(confirm_tag(key, self.central_pub, frame.device_pub), frame.confirm):
+        self._device_pub, self._commitment = frame.device_pub, frame.commitment
+        return PairNonce(self._nonce).encode()
+
+    def finish(self, data: bytes) -> Pairing:
+        """The device's reveal: its nonce must open its commitment, its confirm verify."""
+        if self._device_pub is None:
+            raise FrameError("no pair response yet")
+        frame = decode_frame(data)
+        if isinstance(frame, ErrorFrame):
+            raise Refused(frame.status, "pairing")
+        if not isinstance(frame, PairReveal):
+            raise FrameError(f"expected a pair reveal, got {type(frame).__name__}")
+        if frame.status is not Status.OK:
+            raise Refused(frame.status, "pairing")
+        device_pub, nc, nd = self._device_pub, self._nonce, frame.nonce
+        if not _equal(commitment(nd, device_pub, self.central_pub), self._commitment):
+            raise AuthenticationFailed(
+                "the device's nonce does not open its commitment (a man in the middle?)"
+            )
+        key = derive_pair_key(
+            self._priv, device_pub, self.central_pub, device_pub, central_nonce=nc, device_nonce=nd
+        )
+        if not _equal(confirm_tag(key, self.central_pub, device_pub, nc, nd), frame.confirm):
             raise AuthenticationFailed("pairing confirmation does not verify")
-        return Pairing(key_id_of(self.central_pub), key, pairing_code(key))
+        code = pairing_code(self.central_pub, device_pub, nc, nd)
+        return Pairing(key_id_of(self.central_pub), key, code)
 
 
-def pair_device(
-    request: PairRequest, priv: X25519PrivateKey | None = None
-) -> tuple[bytes, Pairing]:
-    """The device's side: answer a pair request (the device must be in pairing mode)."""
-    priv = priv or X25519PrivateKey.generate()
-    device_pub = raw_x25519(priv)
-    key = derive_pair_key(priv, request.central_pub, request.central_pub, device_pub)
-    response = PairResponse(
-        Status.OK, device_pub, confirm_tag(key, request.central_pub, device_pub)
-    )
-    return response.encode(), Pairing(key_id_of(request.central_pub), key, pairing_code(key))
+class DevicePairing:
+    """The device's side of one pairing: commit on the request, reveal on the nonce."""
+
+    def __init__(
+        self,
+        request: PairRequest,
+        priv: X25519PrivateKey | None = None,
+        *,
+        nonce: bytes | None = None,
+    ) -> None:
+        self._priv = priv or X25519PrivateKey.generate()
+        self.central_pub = request.central_pub
+        self.device_pub = raw_x25519(self._priv)
+        self._nonce = nonce or os.urandom(NONCE_LEN)
+        if len(self.central_pub) != 32:
+            raise FrameError("an X25519 public key is 32 bytes")
+
+    def response(self) -> bytes:
+        """The device's public key and its commitment to its nonce."""
+        c = commitment(self._nonce, self.device_pub, self.central_pub)
+        return PairResponse(Status.OK, self.device_pub, c).encode()
+
+    def reveal(self, frame: PairNonce) -> tuple[bytes, Pairing]:
+        """Given the central's nonce: the reveal frame and the pairing it makes."""
+        nc, nd = frame.nonce, self._nonce
+        key = derive_pair_key(
+            self._priv,
+            self.central_pub,
+            self.central_pub,
+            self.device_pub,
+            central_nonce=nc,
+            device_nonce=nd,
+        )
+        confirm = confirm_tag(key, self.central_pub, self.device_pub, nc, nd)
+        code = pairing_code(self.central_pub, self.device_pub, nc, nd)
+        return (
+            PairReveal(Status.OK, nd, confirm).encode(),
+            Pairing(key_id_of(self.central_pub), key, code),
+        )
 
 
 def _equal(a: bytes, b: bytes) -> bool:
@@ -127,21 +190,27 @@ class CentralSession:
 
     def command(self, op: Opcode, arg: int = 0) -> tuple[int, bytes]:
         """Seal one command; returns its counter (the response names it) and the frame."""
+        return self._seal(FrameType.COMMAND, CommandBody(op, arg).encode())
+
+    def remove_pairing(self, key_id: bytes) -> tuple[int, bytes]:
+        """Seal a REMOVE_PAIRING for ``key_id``; answered like a command (RESPONSE)."""
+        return self._seal(FrameType.REMOVE_PAIRING, RemovePairingBody(key_id).encode())
+
+    def _seal(self, ftype: FrameType, body: bytes) -> tuple[int, bytes]:
         if not self.is_open:
             raise FrameError("session is not open")
         if self._sent >= MAX_COUNTER:
             raise FrameError("session counter exhausted: reconnect")
         self._sent += 1
-        header = Sealed(FrameType.COMMAND, self._sent, b"").header
-        box = seal(self._send_key, self._sent, header, CommandBody(op, arg).encode())
-        return self._sent, header + box
+        header = Sealed(ftype, self._sent, b"").header
+        return self._sent, header + seal(self._send_key, self._sent, header, body)
 
-    def receive(self, data: bytes) -> ResponseBody | EventBody:
+    def receive(self, data: bytes) -> ResponseBody | EventBody | PairingEntry:
         """Verify one frame from the device. Errors from the device raise :class:`Refused`."""
         frame = decode_frame(data)
         if isinstance(frame, ErrorFrame):
             raise Refused(frame.status, "command")
-        if not isinstance(frame, Sealed) or frame.type is FrameType.COMMAND:
+        if not isinstance(frame, Sealed) or frame.type in _FROM_CENTRAL:
             raise FrameError(f"unexpected {type(frame).__name__} from the device")
         if not self.is_open:
             raise FrameError("session is not open")
@@ -151,6 +220,8 @@ class CentralSession:
         self._received = frame.counter
         if frame.type is FrameType.RESPONSE:
             return ResponseBody.decode(body)
+        if frame.type is FrameType.PAIRING:
+            return PairingEntry.decode(body)
         return EventBody.decode(body)
 
 
@@ -185,9 +256,9 @@ class PeripheralSession:
         head = SessionAccept(Status.OK, device_nonce)
         return head.header + seal(send, 0, head.header, status.encode())
 
-    def open_command(self, frame: Sealed) -> tuple[int, CommandBody]:
+    def open_command(self, frame: Sealed) -> tuple[int, CommandBody | RemovePairingBody]:
         """Verify a command; returns its counter and body. Raises on replay or tampering."""
-        if frame.type is not FrameType.COMMAND:
+        if frame.type not in _FROM_CENTRAL:
             raise FrameError(f"a central does not send {frame.type.name}")
         if not self.is_open:
             raise Refused(Status.NO_SESSION, "command")
@@ -195,6 +266,8 @@ class PeripheralSession:
             raise Replayed(f"counter {frame.counter} is not above {self._received}")
         body = open_box(self._recv_key, frame.counter, frame.header, frame.box)
         self._received = frame.counter
+        if frame.type is FrameType.REMOVE_PAIRING:
+            return frame.counter, RemovePairingBody.decode(body)
         return frame.counter, CommandBody.decode(body)
 
     def _seal(self, ftype: FrameType, plaintext: bytes) -> bytes:
@@ -209,3 +282,6 @@ class PeripheralSession:
 
     def event(self, status: StatusBlock) -> bytes:
         return self._seal(FrameType.EVENT, EventBody(status).encode())
+
+    def pairing_entry(self, entry: PairingEntry) -> bytes:
+        return self._seal(FrameType.PAIRING, entry.encode())
