@@ -102,6 +102,40 @@ async def test_a_verified_command_that_finds_the_queue_full_is_handed_over_not_l
         await seen.until(lambda: ran == ["signed:1", "signed:2"])
 
 
+async def test_a_screen_that_fails_refuses_that_message_and_the_link_goes_on(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The screen runs inside paho's message callback: an exception there would break
+    the connection. A message whose screen raises is refused like garbage (logged), the
+    link stays connected and the next command is carried out."""
+    ran: list[str] = []
+    seen = Seen()
+
+    def screen(raw: bytes) -> tuple[Any, ...] | None:
+        seen.changed.set()
+        if raw == b"boom":
+            raise RuntimeError("a bug in the screen")
+        return (raw.decode(),)
+
+    async def run(cmd: str) -> None:
+        ran.append(cmd)
+        seen.changed.set()
+
+    async with (
+        Journal(journal_path(tmp_path), SITE, retention_days=30) as j,
+        MqttLink(
+            cfg(broker.url), SITE, j, version="t", on_command=run, screen_command=screen
+        ) as link,
+    ):
+        await link.wait_connected(10)
+        connects = link.connects
+        async with aiomqtt.Client(broker.host, broker.port) as c:
+            await c.publish(Topics.commands(SITE), b"boom", qos=1)
+            await c.publish(Topics.commands(SITE), b"signed:after", qos=1)
+        await seen.until(lambda: ran == ["signed:after"])
+        assert link.connected and link.connects == connects  # never dropped the link
+
+
 async def test_an_oversize_message_is_dropped_before_it_is_decoded(
     broker: MosquittoBroker, tmp_path: Path
 ) -> None:

@@ -579,7 +579,11 @@ class MqttLink:
             return
         screen = self._screens.get(kind)
         if screen is not None:
-            passed = screen(*args)
+            try:
+                passed = screen(*args)
+            except Exception as exc:  # runs in paho's message callback: it must not raise
+                log.error("mqtt.screen_failed", kind=kind, error=repr(exc), exc_info=True)
+                return  # not verified: refused, as garbage is
             if passed is None:
                 return  # refused on arrival: never queued
             args = passed
@@ -588,7 +592,10 @@ class MqttLink:
         except asyncio.QueueFull:
             log.warning("mqtt.inbound_dropped", kind=kind, reason="queue full")
             if screen is not None and self.on_dropped is not None:
-                self.on_dropped(kind, args)  # a verified message: the gateway journals it
+                try:
+                    self.on_dropped(kind, args)  # a verified message: the gateway journals it
+                except Exception as exc:
+                    log.error("mqtt.drop_record_failed", kind=kind, error=repr(exc), exc_info=True)
 
     async def _worker(
         self, kind: str, handler: Callable[..., Awaitable[None]], q: asyncio.Queue[tuple[Any, ...]]
