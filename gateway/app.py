@@ -300,6 +300,7 @@ class Gateway:
                     stale=r.stale,
                     consent_from=issuers[r.iss].consent_from if r.iss in issuers else None,
                     consent_until=issuers[r.iss].consent_until if r.iss in issuers else None,
+                    key_valid_until=issuers[r.iss].key_valid_until if r.iss in issuers else None,
                 )
                 for r in self.access.revocation_status()
             ],

@@ -262,6 +262,10 @@ class IssuerConfig(_Section):
     #: the resident's consent: first and last day (site's zone, inclusive); None = open
     consent_from: date | None = None
     consent_until: date | None = None
+    #: the last day (site's zone, inclusive) this organisation's key is trusted: after
+    #: it, what it signed is refused ``issuer_unavailable`` until the new key is
+    #: configured; health warns ``[health] warn_days`` ahead. None: no end set
+    key_valid_until: date | None = None
     #: the function-access matrix: role → purposes that role may use here. When set, a
     #: role missing from it is not permitted; when absent, every role in ``roles`` may
     #: use every purpose in ``purposes``.

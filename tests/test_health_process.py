@@ -2,7 +2,8 @@
 simulated lock: what ``lockgw health`` (words and ``--json``) says, what the retained
 ``status`` carries, and the ``health.warning`` / ``health.cleared`` events — for a
 resident's consent ending and ended, an issuer's revocation list ageing then stale (the
-warning before, the refusal after), a lock offline and jammed."""
+warning before, the refusal after), an issuer's key near and past its end, a lock offline
+and jammed."""
 
 from __future__ import annotations
 
@@ -107,6 +108,36 @@ async def test_consent_ending_and_ended_and_a_revocation_list_going_stale(
         kinds = [(e["type"], e["code"], e.get("subject")) for e in platform.checker.events
                  if e["type"].startswith("health.")]  # fmt: skip
         assert kinds.count(("health.warning", "consent.ending", org.id)) == 1, kinds
+
+
+async def test_an_issuers_key_near_its_end_is_warned_and_past_it_refused(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """West's key is trusted until the day after tomorrow (a warning: its carers still get
+    in); East's was trusted until yesterday (degraded: East's carer is refused
+    ``issuer_unavailable``, in words that say what to do)."""
+    inside, _ = windows_now()
+    today = datetime.now(ZoneInfo("Europe/Amsterdam")).date()
+    org = west()
+    org.extra = f"key_valid_until = {today + timedelta(days=2)}"
+    east = Org("org-east", "Zorg Oost", roles=("verzorgende",), purposes=("planned", "emergency"),
+               extra=f"key_valid_until = {today - timedelta(days=1)}")  # fmt: skip
+    async with home(tmp_path, broker, [org, east], extra=HEALTH) as (sim, platform):
+        ev = await platform.wait_for(warned("key.issuer_expiring", org.id))
+        assert ev["level"] == "warning" and "(over 2 dagen)" in ev["text"], ev
+        ev = await platform.wait_for(warned("key.issuer_expired", east.id))
+        assert ev["level"] == "degraded" and "Zorg Oost" in ev["text"], ev
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        await expect(sim, platform, anna, "ok")
+        eva = Carer("Eva", "eva", east, "verzorgende")
+        sim.issue(eva, windows=inside)
+        await expect(sim, platform, eva, "issuer_unavailable")
+        code, got = await health_json(sim)
+        assert code == 1 and got["health"] == "degraded", got
+        code, out = await sim.cli("health", "--config", str(sim.config), "--lang", "en")
+        assert "the key of Zorg Oost was trusted until" in out, out
+        await status_has(platform, "key.issuer_expired", east.id)
 
 
 async def test_a_lock_offline_then_jammed(tmp_path: Path, broker: MosquittoBroker) -> None:

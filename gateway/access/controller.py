@@ -132,6 +132,7 @@ class _Issuer:
         "consent_from",
         "consent_until",
         "doors",
+        "key_valid_until",
         "max_age",
         "purposes_for",
         "usable",
@@ -152,6 +153,7 @@ class _Issuer:
         self.max_age = cfg.revocation_max_age
         self.consent_from = cfg.consent_from
         self.consent_until = cfg.consent_until
+        self.key_valid_until = cfg.key_valid_until
 
 
 def _limits(a: AccessConfig) -> tuple[int, int, int, int]:
@@ -567,6 +569,15 @@ class AccessController:
                 req, c, Reason.CLOCK_UNTRUSTED, "clock behind the time floor; nothing opens"
             )
         issuer = self._issuers[c.iss]  # verify_presentation found its key: configured
+        if issuer.key_valid_until is not None:
+            today = datetime.fromtimestamp(t, self._tz).date()
+            if today > issuer.key_valid_until:
+                return deny(
+                    req,
+                    c,
+                    Reason.ISSUER_UNAVAILABLE,
+                    f"issuer {c.iss}'s key was trusted until {issuer.key_valid_until}",
+                )
         if issuer.consent_from is not None or issuer.consent_until is not None:
             today = datetime.fromtimestamp(t, self._tz).date()
             if (issuer.consent_from is not None and today < issuer.consent_from) or (

@@ -335,6 +335,22 @@ def _issuers(s: Snapshot, k: Look) -> Reasons:
                     "(consent_until) in time",
                     days,
                 ).format(org=i.name, day=lang.date(i.consent_until), n=days), i.id)  # fmt: skip
+        if i.key_valid_until is not None:
+            days = (i.key_valid_until - today).days
+            if days < 0:
+                yield _r("key.issuer_expired", "degraded", _(
+                    "keys: the key of {org} was trusted until {day}; its carers are refused "
+                    "(issuer_unavailable). Configure the organisation's new key "
+                    "(public_key, key_valid_until) and reload"
+                ).format(org=i.name, day=lang.date(i.key_valid_until)), i.id)  # fmt: skip
+            elif days <= s.warn_days:
+                yield _r("key.issuer_expiring", "warning", lang.ngettext(
+                    "keys: the key of {org} is trusted until {day} (in {n} day); after that "
+                    "its carers are refused. Ask {org} for its new key in time",
+                    "keys: the key of {org} is trusted until {day} (in {n} days); after that "
+                    "its carers are refused. Ask {org} for its new key in time",
+                    days,
+                ).format(org=i.name, day=lang.date(i.key_valid_until), n=days), i.id)  # fmt: skip
 
 
 def _held(s: Snapshot, k: Look) -> Reasons:

@@ -97,6 +97,8 @@ class IssuerHealth(BaseModel):
     stale: bool = False
     consent_from: date | None = None
     consent_until: date | None = None
+    #: ``key_valid_until``: the last day the organisation's key is trusted
+    key_valid_until: date | None = None
 
 
 class PhonePressure(BaseModel):
