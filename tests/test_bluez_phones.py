@@ -135,9 +135,18 @@ async def test_a_phone_over_bluez_opens_the_lock_and_the_key_safe_through_lockgw
         await bluez7.remove_adapter("hci0")
         text = await wait_ble_up(sim, False)
         assert "phone link: BLE on hci0 is down (adapter hci0 is gone" in text, text
-        # ... and plugged in again: advertising again, and a phone is served
+        # ... and plugged in again: advertising again, and a phone is served once the
+        # lock is back too (the drivers share hci0: pulling it dropped their links, and
+        # until the lock's supervisor has reconnected, a phone rightly hears
+        # device_unavailable)
+        mark = platform.checker.last_seq
         await bluez7.add_adapter("hci0")
         await wait_ble_up(sim, True)
+        await platform.wait_for(
+            lambda e: e["type"] == "device.online" and e.get("device") == "front-lock",
+            after_seq=mark,
+            timeout=60,
+        )
         result = await sim.attempt_ble(sanne, "hci3")
         assert result is not None and result.granted, result
         assert not platform.checker.gaps()
