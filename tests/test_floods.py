@@ -163,7 +163,12 @@ async def test_a_phone_gets_in_while_a_thousand_connections_idle_or_trickle(
     and health warns that the phone link is under pressure."""
     inside, _ = windows_now()
     org = west()
-    async with home(tmp_path, broker, [org], phone_link="flood_interval = 2") as (sim, platform):
+    # health looks every 0.3 s: the pressure reason covers the last two flood intervals
+    # (≤ 4 s), which the default 5 s look can miss when the closures come in bursts
+    async with home(
+        tmp_path, broker, [org], phone_link="flood_interval = 2",
+        extra="[health]\ninterval = 0.3\n",
+    ) as (sim, platform):  # fmt: skip
         anna = Carer("Anna", "anna", org, "verzorgende")
         sim.issue(anna, windows=inside)
         async with Flood(sim.phone_port) as flood:
