@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,23 +171,12 @@ class SiteKeys:
         return self.keys["exchange"]
 
 
-def _load_one(
-    spec: _Spec, path: Path, *, fix_mode: bool = False, fixed: list[Path] | None = None
-) -> SiteKey:
+def _load_one(spec: _Spec, path: Path) -> SiteKey:
     data, mode = read_small_file(path)
     if mode & 0o077:
-        if not fix_mode:
-            raise KeyFileError(
-                str(path), f"is readable by others (mode {mode:04o}); run chmod 600 {path}"
-            )
-        try:
-            os.chmod(path, 0o600, follow_symlinks=False)
-        except OSError as exc:
-            raise KeyFileError(
-                str(path), f"is readable by others and cannot be made 0600 ({exc.strerror})"
-            ) from None
-        if fixed is not None:
-            fixed.append(path)
+        raise KeyFileError(
+            str(path), f"is readable by others (mode {mode:04o}); run chmod 600 {path}"
+        )
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
@@ -229,6 +219,21 @@ def _create_one(spec: _Spec, path: Path) -> SiteKey:
     return SiteKey(spec.name, spec.algorithm, spec.purpose, path, key, spec.public_raw(key))
 
 
+def _make_private(path: Path) -> bool:
+    """A regular key file readable by others made 0600 again; True when it was. A file
+    this user cannot chmod is an error of its own: a good key is never moved aside for it."""
+    st = path.lstat()
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o077:
+        return False
+    try:
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise KeyFileError(
+            str(path), f"is readable by others and cannot be made 0600 ({exc.strerror})"
+        ) from None
+    return True
+
+
 def _move_aside(path: Path) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     dest = path.with_name(f"{path.name}.damaged-{stamp}")
@@ -260,8 +265,10 @@ def load_or_create(data_dir: Path | str) -> SiteKeys:
     for spec in _SPECS:
         path = d / f"{spec.name}.key"
         if path.exists() or path.is_symlink():
+            if _make_private(path):
+                fixed.append(path)
             try:
-                keys[spec.name] = _load_one(spec, path, fix_mode=True, fixed=fixed)
+                keys[spec.name] = _load_one(spec, path)
                 continue
             except KeyFileError as exc:
                 replaced.append(Replaced(spec.name, _move_aside(path), exc.problem))
