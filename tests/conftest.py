@@ -3,13 +3,22 @@ private bus (BlueZoo, ``tests/bluez_env.py``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from bluez_env import BluezEnv
 from hypothesis import HealthCheck, settings
 
 from simulators.broker import MosquittoBroker
+
+# Subprocesses (lockgw run, the simulators, the CLI) import the code of this checkout, not
+# whatever the venv's editable install points at: a second worktree tests its own code.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p
+)
 
 # CI machines are small and shared: no per-example deadline, no "too slow" health check.
 settings.register_profile(
