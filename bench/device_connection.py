@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # tests/simprocs imports its neighbours
 
 from gateway.config import Config, DeviceConfig, SiteConfig  # noqa: E402
 from gateway.devices import DeviceManager, FileSecretStore, make_driver  # noqa: E402
 from protocols.device import Action  # noqa: E402
 from protocols.events import Envelope, EventBody  # noqa: E402
-from tests.simprocs import SimProcess  # noqa: E402
+from tests.simprocs import SimProcess, pair_confirmed  # noqa: E402
 
 
 class NullSink:
@@ -102,7 +102,7 @@ async def main(argv: list[str]) -> int:
             dev = DeviceConfig(id="lock", door="front", driver="carelock-lock",
                                address=sim.address)
             driver = make_driver(dev, FileSecretStore(data))
-            await driver.pair()
+            await pair_confirmed(driver, sim)  # the code confirmed on the device
             await driver.disconnect()
             rows = []
             for delay in (0, 30):

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # simprocs' neighbours
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import structlog
@@ -53,6 +54,7 @@ from simulators.carelock import CarelockSimulator
 from simulators.gatt_server import GattServer
 from simulators.link_faults import LinkFaults
 from simulators.nuki import NukiSimulator
+from tests.simprocs import pair_confirmed
 
 
 class MemorySecrets:
@@ -101,7 +103,7 @@ async def _carelock(kind: Kind, delay_ms: float, bluez: bool) -> AsyncIterator[R
             )
             rig = Rig(driver, sim.server, action=Action.OPEN, undo=None)
         sim.device.switch("battery", "100", sim.clock())
-        await driver.pair()
+        await pair_confirmed(driver, sim)  # the code confirmed on the device
         try:
             yield rig
         finally:

@@ -135,6 +135,8 @@ class Driver(ABC):
     default_health_interval: ClassVar[float] = 60.0
     #: what an installer must know before pairing (``lockgw pair`` prints it first)
     pairing_notice: ClassVar[str | None] = None
+    #: pairing makes a code both sides show, confirmed on the device (``on_pairing_code``)
+    shows_pairing_code: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -156,6 +158,9 @@ class Driver(ABC):
         self._lock = asyncio.Lock()
         self._events: asyncio.Queue[DeviceState] = asyncio.Queue(maxsize=256)
         self._link_listeners: list[Callable[[], None]] = []
+        #: told the pairing code as soon as pairing has one, while the device still waits
+        #: for a person to confirm it there (``lockgw pair`` prints it)
+        self.on_pairing_code: Callable[[str], None] | None = None
 
     # -- link loss ------------------------------------------------------------------------
     def on_link_lost(self, cb: Callable[[], None]) -> None:
@@ -192,15 +197,21 @@ class Driver(ABC):
     def is_connected(self) -> bool: ...
 
     # -- shared behaviour -----------------------------------------------------------------
-    async def _guard(self, what: str, aw: Awaitable[T]) -> T:
+    @property
+    def pair_timeout(self) -> float:
+        """Seconds ``pair`` may take at most (longer where a person confirms on the device)."""
+        return self.timeout
+
+    async def _guard(self, what: str, aw: Awaitable[T], *, timeout: float | None = None) -> T:
+        limit = self.timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(limit):
                 return await aw
         except DeviceError:
             raise
         except TimeoutError as exc:
             raise DeviceUnavailable(
-                self.device_id, f"{what}: no answer in {self.timeout:g} s", Unreachable.NO_ANSWER
+                self.device_id, f"{what}: no answer in {limit:g} s", Unreachable.NO_ANSWER
             ) from exc
         except BleakGATTProtocolError as exc:  # the device answered with an ATT error
             raise DeviceFailed(self.device_id, f"{what}: {exc}") from exc
@@ -246,7 +257,7 @@ class Driver(ABC):
     async def pair(self) -> None:
         """Installer step: pair with the device and store its secrets via ``self.secrets``."""
         async with self._lock:
-            await self._guard("pair", self._pair())
+            await self._guard("pair", self._pair(), timeout=self.pair_timeout)
 
     async def pairings(self) -> list[PairingSlot] | None:
         """The pairings the device holds, when it can list them (None: it cannot)."""

@@ -10,15 +10,20 @@ request/answer can take. Unsolicited events and battery notifications become
 The driver connects on demand: ``execute``/``refresh`` on a disconnected driver
 connect first, so a supervisor may keep the link or drop it between commands.
 
-Pairing (installer's step, device in pairing mode) stores in the secret store
-``{"profile": "carelock-v1", "key_id": hex, "pair_key": hex, "paired_at": ISO}`` and
-logs the 6-digit pairing code the device also shows; :attr:`pairing_code` keeps it.
+Pairing (installer's step, device in pairing mode): after the exchange both sides show
+the 6-digit code (:attr:`pairing_code`; :attr:`~drivers.base.Driver.on_pairing_code`
+hears it at once). The device holds the pairing pending until a person confirms the code
+on the device; only its PAIR_DONE "stored" makes the driver keep
+``{"profile": "carelock-v1", "key_id": hex, "pair_key": hex, "paired_at": ISO}`` in the
+secret store. Rejected on the device, timed out there (:data:`CONFIRM_TIMEOUT`), or no
+answer in :data:`CONFIRM_GRACE` seconds more: :class:`PairingError`, nothing kept.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -29,11 +34,14 @@ from bleak.exc import BleakError, BleakGATTProtocolError
 
 from drivers.base import Driver, PairingSlot, unavailable
 from protocols.carelock import (
+    CONFIRM_TIMEOUT,
     CentralPairing,
     CentralSession,
     EventBody,
     Kind,
+    NotConfirmed,
     Opcode,
+    PairDoneReason,
     PairingEntry,
     Refused,
     ResponseBody,
@@ -42,12 +50,15 @@ from protocols.carelock import (
     StatusBlock,
     gatt,
 )
+from protocols.carelock.crypto import Pairing
 from protocols.device import Action, Capability, DeviceInfo, DeviceKind, DeviceState, DoorState
 from protocols.errors import (
+    DeviceError,
     DeviceFailed,
     DeviceUnavailable,
     FrameError,
     PairingError,
+    PairingNotConfirmed,
     Unreachable,
 )
 
@@ -57,6 +68,18 @@ log = structlog.get_logger("lockgw.drivers.carelock")
 T = TypeVar("T")
 
 PROFILE_NAME = "carelock-v1"
+#: seconds the driver waits for PAIR_DONE beyond the device's own confirm timeout
+CONFIRM_GRACE = 15.0
+_NOT_CONFIRMED = {
+    PairDoneReason.REJECTED: "the code was rejected on the device: nothing stored. If the "
+    "codes matched, pair again and press confirm; if not, something else answered",
+    PairDoneReason.TIMED_OUT: "nobody confirmed the code on the device in time (it waits "
+    f"{CONFIRM_TIMEOUT:g} s): nothing stored; pair again and confirm it on the device",
+    PairDoneReason.WINDOW_CLOSED: "the device's pairing mode ended before the code was "
+    "confirmed: nothing stored; put it in pairing mode and pair again",
+    PairDoneReason.FULL: "the device holds all the pairings it can: remove one "
+    "(lockgw devices pairings) and pair again",
+}
 _OPCODES = {
     Action.LOCK: Opcode.LOCK,
     Action.UNLOCK: Opcode.UNLOCK,
@@ -74,12 +97,14 @@ _RESULT_WORDS = {
 
 class _CarelockDriver(Driver):
     device_kind: ClassVar[Kind]
+    shows_pairing_code: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._client: BleakClient | None = None
         self._session: CentralSession | None = None
-        self._plain: asyncio.Future[bytes] | None = None  # pair response / session accept
+        #: plain frames (pairing, session accept) while an exchange waits for them
+        self._plain: asyncio.Queue[bytes | DeviceError] | None = None
         self._pending: tuple[int, asyncio.Future[ResponseBody | PairingEntry]] | None = None
         self._status: StatusBlock | None = None
         self._battery: int | None = None
@@ -93,9 +118,9 @@ class _CarelockDriver(Driver):
     def is_connected(self) -> bool:
         return self._client is not None and self._client.is_connected and self._session is not None
 
-    async def _guard(self, what: str, aw: Awaitable[T]) -> T:
+    async def _guard(self, what: str, aw: Awaitable[T], *, timeout: float | None = None) -> T:
         """The base's guard, plus the two error families this driver meets at its edge."""
-        return await super()._guard(what, self._bleak(what, aw))
+        return await super()._guard(what, self._bleak(what, aw), timeout=timeout)
 
     async def _bleak(self, what: str, aw: Awaitable[T]) -> T:
         try:
@@ -166,7 +191,8 @@ class _CarelockDriver(Driver):
         client = await self._link()
         session = CentralSession(pair_key, key_id)
         try:
-            answer = await self._plain_exchange(client, session.open_frame())
+            with self._plain_frames():
+                answer = await self._plain_exchange(client, session.open_frame())
             status = session.accept(answer)
             self._check_kind(status.kind)
             self._status = status
@@ -188,15 +214,27 @@ class _CarelockDriver(Driver):
             await self._call(Opcode.SET_AUTO_RELOCK, int(relock))
         self._log.info("carelock.connected", battery=self._battery)
 
-    async def _plain_exchange(self, client: BleakClient, frame: bytes) -> bytes:
-        self._plain = asyncio.get_running_loop().create_future()
+    @contextlib.contextmanager
+    def _plain_frames(self) -> Iterator[None]:
+        """While inside, every frame before a session goes to :meth:`_plain_next`, in order."""
+        self._plain = asyncio.Queue()
         try:
-            await self._bleak(
-                "write", client.write_gatt_char(gatt.CONTROL_POINT, frame, response=False)
-            )
-            return await self._plain
+            yield
         finally:
             self._plain = None
+
+    async def _plain_next(self) -> bytes:
+        assert self._plain is not None
+        item = await self._plain.get()
+        if isinstance(item, DeviceError):
+            raise item
+        return item
+
+    async def _plain_exchange(self, client: BleakClient, frame: bytes) -> bytes:
+        await self._bleak(
+            "write", client.write_gatt_char(gatt.CONTROL_POINT, frame, response=False)
+        )
+        return await self._plain_next()
 
     async def _close(self, client: BleakClient) -> None:
         self._session = None
@@ -218,16 +256,16 @@ class _CarelockDriver(Driver):
         self._log.info("carelock.link_lost")
         self._link_lost()
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail(self, exc: DeviceError) -> None:
         if self._pending is not None and not self._pending[1].done():
             self._pending[1].set_exception(exc)
-        if self._plain is not None and not self._plain.done():
-            self._plain.set_exception(exc)
+        if self._plain is not None:
+            self._plain.put_nowait(exc)
 
     # -- notifications --------------------------------------------------------------------
     def _on_frame(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
-        if self._plain is not None and not self._plain.done():
-            self._plain.set_result(bytes(data))
+        if self._plain is not None and self._session is None:
+            self._plain.put_nowait(bytes(data))
             return
         if self._session is None:
             self._log.warning("carelock.frame_without_session", size=len(data))
@@ -310,22 +348,15 @@ class _CarelockDriver(Driver):
         )
         return self._state()
 
+    @property
+    def pair_timeout(self) -> float:
+        return 2 * self.timeout + CONFIRM_TIMEOUT + CONFIRM_GRACE
+
     async def _pair(self) -> None:
         previous = self.secrets.load(self.device_id)
         await self._disconnect()  # a fresh link: the profile is checked before pairing
-        client = await self._link(pairing=True)
-        pairing = CentralPairing()
-        try:
-            nonce = pairing.committed(await self._plain_exchange(client, pairing.request()))
-            result = pairing.finish(await self._plain_exchange(client, nonce))
-        except Refused as exc:
-            words = {
-                Status.NOT_IN_PAIRING_MODE: "the device is not in pairing mode: put it in pairing mode and try again",
-                Status.PAIRING_REFUSED: "the device refused pairing",
-            }.get(exc.status, f"pairing refused: {exc.status.name.lower()}")
-            raise PairingError(self.device_id, words) from exc
-        except FrameError as exc:
-            raise PairingError(self.device_id, f"pairing exchange broken: {exc.detail}") from exc
+        with self._plain_frames():
+            result = await self._pair_exchange()
         self.secrets.save(
             self.device_id,
             {
@@ -335,7 +366,6 @@ class _CarelockDriver(Driver):
                 "paired_at": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
-        self.pairing_code = result.code
         self._log.info("carelock.paired", code=result.code, key_id=result.key_id.hex())
         await self._connect()
         if previous is not None and previous.get("key_id") != result.key_id.hex():
@@ -345,6 +375,49 @@ class _CarelockDriver(Driver):
                 await self._remove_pairing(bytes.fromhex(str(previous["key_id"])))
             except (DeviceFailed, ValueError, KeyError) as exc:
                 self._log.info("carelock.old_pairing_kept", why=str(exc))
+
+    async def _pair_exchange(self) -> Pairing:
+        """Request, nonce, reveal (under the command timeout), then the device's PAIR_DONE
+        once a person confirmed the code there (or did not)."""
+        pairing = CentralPairing()
+        self.pairing_code = None
+        try:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    client = await self._link(pairing=True)
+                    request = pairing.request()
+                    nonce = pairing.committed(await self._plain_exchange(client, request))
+                    result = pairing.finish(await self._plain_exchange(client, nonce))
+            except TimeoutError:
+                raise DeviceUnavailable(
+                    self.device_id, f"pair: no answer in {self.timeout:g} s", Unreachable.NO_ANSWER
+                ) from None
+            self.pairing_code = result.code
+            self._log.info("carelock.pairing_code", code=result.code)
+            if self.on_pairing_code is not None:
+                self.on_pairing_code(result.code)
+            wait = CONFIRM_TIMEOUT + CONFIRM_GRACE
+            try:
+                async with asyncio.timeout(wait):
+                    pairing.done(await self._plain_next())
+            except TimeoutError:
+                raise PairingNotConfirmed(
+                    self.device_id,
+                    f"the device did not say in {wait:g} s whether its code was confirmed: "
+                    "nothing stored; pair again",
+                ) from None
+        except NotConfirmed as exc:
+            raise PairingNotConfirmed(self.device_id, _NOT_CONFIRMED[exc.outcome]) from exc
+        except Refused as exc:
+            words = {
+                Status.NOT_IN_PAIRING_MODE: "the device is not in pairing mode: put it in pairing mode and try again",
+                Status.PAIRING_REFUSED: "the device refused pairing (another pairing may be "
+                "waiting for confirmation on it: press reject there, then try again)",
+            }.get(exc.status, f"pairing refused: {exc.status.name.lower()}")
+            raise PairingError(self.device_id, words) from exc
+        except FrameError as exc:
+            raise PairingError(self.device_id, f"pairing exchange broken: {exc.detail}") from exc
+        return result
 
     # -- the device's pairings ----------------------------------------------------------------
     async def pairings(self) -> list[PairingSlot]:

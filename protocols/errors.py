@@ -15,6 +15,8 @@
     │   │                        field: cause: Unreachable — not found, aborted, ...)
     │   ├── DeviceFailed         answered, but the action failed (reason device_failed)
     │   └── PairingError         pairing refused or broken
+    │       └── PairingNotConfirmed  the device did not store it: its code was not
+    │                                confirmed on the device (rejected, timed out)
     └── JournalError             the journal cannot write or read (disk full, corrupt)
         ├── JournalFull          the disk (or the journal's size limit) is full
         ├── JournalCorrupt       the database file is damaged or not a journal
@@ -187,6 +189,11 @@ class DeviceFailed(DeviceError):
 
 class PairingError(DeviceError):
     """Pairing was refused by the device or its exchange was broken."""
+
+
+class PairingNotConfirmed(PairingError):
+    """The exchange was made, but the device did not store the pairing: nobody confirmed
+    its code on the device in time, or it was rejected there."""
 
 
 class JournalError(LockgwError):

@@ -10,6 +10,10 @@ RESPONSE), every battery change as a Battery Level notification.
 Run-time switches (``--control``; ``lockgw-sim switch --control H:Q NAME [VALUE]``): the
 device's own (:data:`~simulators.carelock_device.SWITCHES`), the link's (``delay_ms``, ``reply_delay_ms``,
 ``corrupt``, ``refuse``, ``drop``, ``clear``, ``faults``) and ``state``.
+
+The button while a pairing code is shown: ``lockgw-sim switch --control H:Q press confirm``
+(the code matches the one ``lockgw pair`` shows: store the pairing) or ``press reject``.
+The code shown is printed, logged and in ``state`` (``pending_code``).
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from typing import Any
 import structlog
 
 from protocols.carelock import (
+    CONFIRM_TIMEOUT,
     AuthenticationFailed,
     DevicePairing,
     ErrorFrame,
     Kind,
     Opcode,
+    PairDone,
     PairingEntry,
     PairNonce,
     PairRequest,
@@ -47,7 +53,7 @@ from protocols.carelock import (
 )
 from protocols.carelock.frames import FrameType
 from protocols.errors import FrameError
-from simulators.carelock_device import MAX_PAIRINGS, SWITCHES, CarelockDevice
+from simulators.carelock_device import BUTTON, MAX_PAIRINGS, SWITCHES, CarelockDevice
 from simulators.control import ControlError, ControlServer, send_control
 from simulators.gatt_server import Characteristic, Connection, GattServer
 from simulators.link_faults import LinkFaults
@@ -77,18 +83,24 @@ class CarelockSimulator:
         clock: Callable[[], float] = time.monotonic,
         bluez_adapter: str | None = None,
         max_pairings: int = MAX_PAIRINGS,
+        confirm_timeout: float = CONFIRM_TIMEOUT,
     ) -> None:
         self.kind = kind
         self.clock = clock
         self.device = CarelockDevice(
-            kind, state_file=state_file, pairing=pairing, now=clock(), max_pairings=max_pairings
+            kind, state_file=state_file, pairing=pairing, now=clock(), max_pairings=max_pairings,
+            confirm_timeout=confirm_timeout,
         )
-        #: called with the six-digit code after every successful pairing
+        #: called with the six-digit code when a pairing waits for confirmation (the
+        #: device's display shows it)
+        self.on_code_shown: Callable[[str], None] | None = None
+        #: called with the six-digit code when a pairing was confirmed and stored
         self.on_paired: Callable[[str], None] | None = None
+        self.device.on_pair_done = self._on_pair_done
         name = "carelock-lock" if kind is Kind.LOCK else "carelock-keysafe"
         self.server = GattServer(
             name, host=host, port=port, faults=faults, advertised_uuids=(gatt.SERVICE,),
-            bluez_adapter=bluez_adapter,
+            bluez_adapter=bluez_adapter, on_disconnect=self._on_disconnect,
         )
         svc = self.server.add_service(gatt.SERVICE)
         self._control_point = svc.add_characteristic(
@@ -111,6 +123,8 @@ class CarelockSimulator:
         ):
             dis.add_characteristic(uuid, value=text.encode())
         self._commanding: Connection | None = None
+        #: the control channel, once :meth:`register_controls` was given one
+        self.control: ControlServer | None = None
         self._battery = self.device.battery
         self._tasks: set[asyncio.Task[Any]] = set()
         self.device.listeners.append(self._on_change)
@@ -176,12 +190,13 @@ class CarelockSimulator:
             if not isinstance(pending, DevicePairing):
                 await self._send(conn, ErrorFrame(Status.MALFORMED).encode())
                 return
-            answer, pairing = self.device.reveal(pending, frame, now)
+            answer, pairing = self.device.reveal(pending, frame, now, link=conn)
             await self._send(conn, answer)
             if pairing is not None:
-                log.info("carelock paired", link=conn.id, code=pairing.code)
-                if self.on_paired is not None:
-                    self.on_paired(pairing.code)
+                log.info("carelock pairing code shown, waiting for confirmation on the device",
+                         link=conn.id, code=pairing.code)  # fmt: skip
+                if self.on_code_shown is not None:
+                    self.on_code_shown(pairing.code)
             return
         if isinstance(frame, SessionOpen):
             session = PeripheralSession()
@@ -237,6 +252,29 @@ class CarelockSimulator:
         log.debug("carelock command", link=conn.id, op=body.op.name, result=result.name)
         await self._send(conn, current.response(counter, result, self.device.status()))
 
+    def _on_pair_done(self, link: object, frame: bytes, code: str) -> None:
+        """A pending pairing ended (confirmed, rejected, timed out): tell its central."""
+        done = decode_frame(frame)
+        stored = isinstance(done, PairDone) and done.status is Status.OK
+        conn_id = link.id if isinstance(link, Connection) else None
+        if isinstance(done, PairDone):
+            log.info("carelock pairing done", link=conn_id, code=code,
+                     outcome=done.reason.name.lower())  # fmt: skip
+        if isinstance(link, Connection) and link.is_open:
+            self._spawn(self._send(link, frame))
+        if stored and self.on_paired is not None:
+            self.on_paired(code)
+
+    def _on_disconnect(self, conn: Connection) -> None:
+        self.device.link_lost(conn)
+
+    def press(self, button: Any) -> dict[str, Any]:
+        """The device's button while a pairing code is shown: confirm or reject."""
+        if not isinstance(button, str):
+            raise ValueError(f"press {BUTTON}")
+        did = self.device.press(button, self.clock())
+        return self.snapshot() | {"pressed": did}
+
     def _entry(self, conn: Connection, counter: int, index: int) -> PairingEntry:
         """Pairing ``index`` (clamped to the last one held) for LIST_PAIRINGS."""
         ids = self.device.pairing_ids()
@@ -274,6 +312,9 @@ class CarelockSimulator:
             "serial": d.info.serial,
             "address": self.address,
             "pairing_mode": d.pairing_mode,
+            #: the code on the display while a pairing waits for the button (else None)
+            "pending_code": d.pending_code,
+            "confirm_timeout": d.confirm_timeout,
             "paired_centrals": len(d._state.pairings),
             "battery": d.battery,
             "battery_critical": s.battery_critical,
@@ -306,6 +347,7 @@ class CarelockSimulator:
         return self.snapshot()
 
     def register_controls(self, control: ControlServer) -> None:
+        self.control = control
         control.register_faults(self.faults)
 
         def handler(name: str) -> Callable[[Any], dict[str, Any]]:
@@ -313,6 +355,7 @@ class CarelockSimulator:
 
         for name, help in SWITCHES.items():
             control.register(name, handler(name), help)
+        control.register("press", self.press, f"the button while a pairing code is shown: {BUTTON}")
         control.register("state", lambda _v: self.snapshot(), "the device's state and faults")
 
 
@@ -328,14 +371,25 @@ async def _serve(kind: Kind, args: argparse.Namespace) -> int:
             state_file=args.state,
             pairing=args.pairing,
             max_pairings=args.max_pairings,
+            confirm_timeout=args.confirm_timeout,
             **listen_kwargs(args),
         )
     except ValueError as exc:
         print(f"lockgw-sim {args.command}: {exc}", file=sys.stderr)
         return 2
-    sim.on_paired = lambda code: _print(
-        f"paired: code {code} (compare it with the code lockgw pair shows)"
-    )
+
+    def shown(code: str) -> None:
+        try:
+            control = sim.control.address if sim.control is not None else "HOST:PORT"
+        except RuntimeError:  # not listening (yet)
+            control = "HOST:PORT"
+        _print(
+            f"pairing code {code}: if lockgw pair shows the same code, confirm it on the device "
+            f"(lockgw-sim switch --control {control} press confirm; press reject if it differs)"
+        )
+
+    sim.on_code_shown = shown
+    sim.on_paired = lambda code: _print(f"paired: code {code} confirmed on the device")
     async with sim:
         print(
             f"carelock {kind.name.lower()} serial {sim.device.info.serial}"
@@ -372,6 +426,16 @@ def _delay(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("seconds are more than 0, at most 3600")
+    return value
+
+
 def register(subparsers: Any) -> None:
     for command, handler, what, port in (
         ("lock", _lock, "a carelock electromechanical lock", 47001),
@@ -396,6 +460,14 @@ def register(subparsers: Any) -> None:
             help=f"pairings the device keeps at most; more are refused (default {MAX_PAIRINGS})",
         )
         p.add_argument(
+            "--confirm-timeout",
+            type=_seconds,
+            default=CONFIRM_TIMEOUT,
+            metavar="S",
+            help="seconds a pairing code is shown waiting for `press confirm` before the "
+            f"device refuses the pairing (default {CONFIRM_TIMEOUT:g})",
+        )
+        p.add_argument(
             "--state", type=Path, metavar="FILE", help="persist the device's state here (mode 0600)"
         )
         p.set_defaults(handler=handler)
@@ -404,6 +476,7 @@ def register(subparsers: Any) -> None:
         help="switch a device state or fault of a running carelock simulator",
         description="Switch a device state or fault: pairing on|off, jam on|off, battery N, "
         "drain on|off, door open|close, key take|return, tamper on|off, delay_ms N, drop, ... "
+        "Press the device's button while a pairing code is shown: press confirm|reject. "
         "Without NAME: the device's state.",
     )
     p.add_argument(

@@ -9,8 +9,17 @@ an unlatch that springs back to unlocked after :data:`UNLATCH_HOLD` seconds.
 Key safe: compartment (opens on command, a person shuts it), key-present sensor.
 Both: battery (every motor action costs :data:`ACTION_COST` %; a drain fault costs
 :data:`DRAIN_RATE` % a second; at 0 % the motor refuses), pairing mode (entered by the
-installer, left after one pairing or :data:`PAIRING_WINDOW` seconds), and faults a
+installer, left after one confirmed pairing or :data:`PAIRING_WINDOW` seconds), and faults a
 technician switches at run time (:meth:`CarelockDevice.switch`).
+
+Pairing is confirmed on the device: after PAIR_REVEAL the pairing is *pending* — not
+usable, not saved — and its six-digit code is on the display (:attr:`pending_code`).
+Only a press of the button while the code is shown (:meth:`CarelockDevice.press`
+``confirm``) within :data:`~protocols.carelock.CONFIRM_TIMEOUT` seconds stores it and
+ends pairing mode; ``reject``, the timeout, the window closing, or the central's link
+dropping end it unstored, and pairing mode stays open for another try. One pairing is
+pending at a time: another central's request meanwhile is refused. The PAIR_DONE frame
+that says how it ended goes to :attr:`CarelockDevice.on_pair_done`.
 
 With a state file the physical state, the battery and the pairings survive a restart
 (JSON, written atomically, mode 0600 because it holds pairing keys).
@@ -27,13 +36,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from protocols.carelock import CommandBody, DevicePairing, Kind, Opcode, Result, StatusBlock
+from protocols.carelock import (
+    CONFIRM_TIMEOUT,
+    CommandBody,
+    DevicePairing,
+    Kind,
+    Opcode,
+    PairDone,
+    PairDoneReason,
+    Result,
+    StatusBlock,
+)
 from protocols.carelock.crypto import Pairing
 from protocols.carelock.frames import PairNonce, PairRequest, PairResponse, PairReveal, Status
 from protocols.device import CompartmentState, DeviceInfo, DoorState, KeyState, LockState
 
 __all__ = [
     "ACTION_COST",
+    "BUTTON",
     "DRAIN_RATE",
     "MAX_PAIRINGS",
     "PAIRING_WINDOW",
@@ -55,6 +75,7 @@ MAX_PAIRINGS: Final = 4
 SWITCHES: Final = {
     "pairing": "on|off",
     "refuse-pairing": "on|off",
+    "confirm-timeout": "seconds a pairing code waits for `press confirm` (1..3600)",
     "jam": "on|off",
     "battery": "0..100",
     "drain": "on|off",
@@ -65,6 +86,20 @@ SWITCHES: Final = {
     "compartment": "open|close (key safe)",
     "key": "take|return (key safe, compartment open)",
 }
+
+
+#: what the button does while a pairing code is shown (``press confirm|reject``)
+BUTTON: Final = "confirm (the code matches the gateway's: store the pairing) | reject"
+
+
+@dataclass
+class _Pending:
+    """A revealed pairing waiting for the person at the device; ``link`` is the central's
+    connection (its PAIR_DONE goes there)."""
+
+    pairing: Pairing
+    until: float
+    link: object
 
 
 @dataclass
@@ -121,8 +156,11 @@ class CarelockDevice:
         pairing: bool = False,
         now: float = 0.0,
         max_pairings: int = MAX_PAIRINGS,
+        confirm_timeout: float = CONFIRM_TIMEOUT,
     ) -> None:
         self.kind = kind
+        #: seconds a pairing waits, its code shown, for the button (then refused)
+        self.confirm_timeout = confirm_timeout
         #: pairings the device keeps at most; a pairing beyond is refused (never by
         #: forgetting an older one: a rogue pairing must not push the gateway's out)
         self.max_pairings = max_pairings
@@ -134,6 +172,9 @@ class CarelockDevice:
             else _State(serial=f"CL{kind.value}-{secrets.token_hex(4).upper()}")
         )
         self._pairing_until: float | None = now + PAIRING_WINDOW if pairing else None
+        self._pending: _Pending | None = None
+        #: told (link, PAIR_DONE frame, code) when a pending pairing ends, stored or not
+        self.on_pair_done: Callable[[object, bytes, str], None] | None = None
         self._unlatch_until: float | None = None
         self._relock_at: float | None = None
         self._last_tick = now
@@ -159,6 +200,11 @@ class CarelockDevice:
     def pairing_mode(self) -> bool:
         return self._pairing_until is not None
 
+    @property
+    def pending_code(self) -> str | None:
+        """The six-digit code on the display while a pairing waits for confirmation."""
+        return self._pending.pairing.code if self._pending is not None else None
+
     def status(self) -> StatusBlock:
         s = self._state
         critical = self.battery <= CRITICAL_LEVEL
@@ -180,32 +226,73 @@ class CarelockDevice:
 
     # -- what the central asks ------------------------------------------------------------
     def pair(self, request: PairRequest, now: float) -> tuple[bytes, DevicePairing | None]:
-        """Answer a pair request with a commitment; only in pairing mode and when pairing
-        is not refused. The pairing is made by :meth:`reveal`."""
+        """Answer a pair request with a commitment; only in pairing mode, when pairing is
+        not refused and no other pairing waits for confirmation. See :meth:`reveal`."""
         self.tick(now)
         if not self.pairing_mode:
             return PairResponse(Status.NOT_IN_PAIRING_MODE).encode(), None
-        if self.faults.refuse_pairing or len(self._state.pairings) >= self.max_pairings:
+        if (
+            self.faults.refuse_pairing
+            or len(self._state.pairings) >= self.max_pairings
+            or self._pending is not None
+        ):
             return PairResponse(Status.PAIRING_REFUSED).encode(), None
         pending = DevicePairing(request)
         return pending.response(), pending
 
     def reveal(
-        self, pending: DevicePairing, nonce: PairNonce, now: float
+        self, pending: DevicePairing, nonce: PairNonce, now: float, link: object = None
     ) -> tuple[bytes, Pairing | None]:
-        """The central's nonce for a pairing this device committed to: reveal, and keep
-        the pairing — if pairing mode is still on."""
+        """The central's nonce for a pairing this device committed to: reveal, and hold
+        the pairing pending with its code on the display — if pairing mode is still on
+        and no other pairing is pending. Not stored: see :meth:`press`."""
         self.tick(now)
         if not self.pairing_mode:
             return PairReveal(Status.NOT_IN_PAIRING_MODE).encode(), None
-        pairings = self._state.pairings
-        if len(pairings) >= self.max_pairings:
+        if len(self._state.pairings) >= self.max_pairings or self._pending is not None:
             return PairReveal(Status.PAIRING_REFUSED).encode(), None
         frame, pairing = pending.reveal(nonce)
-        pairings[pairing.key_id.hex()] = pairing.pair_key.hex()
+        until = min(now + self.confirm_timeout, self._pairing_until or now)
+        self._pending = _Pending(pairing, until, link)
+        return frame, pairing
+
+    def press(self, button: str, now: float) -> str:
+        """The person at the device, while a code is shown: ``confirm`` stores the pending
+        pairing (and ends pairing mode), ``reject`` throws it away (pairing mode stays
+        open). Returns what it did; ValueError when no code is shown."""
+        self.tick(now)
+        button = button.strip().lower()
+        if button not in ("confirm", "reject"):
+            raise ValueError(f"the button is pressed to confirm or reject, not {button!r}")
+        pending = self._pending
+        if pending is None:
+            raise ValueError("no pairing code is shown: there is nothing to confirm or reject")
+        code = pending.pairing.code
+        if button == "reject":
+            self._end_pending(PairDoneReason.REJECTED)
+            return f"pairing with code {code} rejected"
+        if len(self._state.pairings) >= self.max_pairings:
+            self._end_pending(PairDoneReason.FULL)
+            return f"pairing with code {code} refused: the device holds {self.max_pairings}"
+        pairing = pending.pairing
+        self._state.pairings[pairing.key_id.hex()] = pairing.pair_key.hex()
         self._pairing_until = None
         self._save()
-        return frame, pairing
+        self._end_pending(PairDoneReason.STORED)
+        return f"pairing with code {code} confirmed and stored"
+
+    def link_lost(self, link: object) -> None:
+        """The central whose pairing is pending went away: nobody would hear the outcome."""
+        if self._pending is not None and self._pending.link is link:
+            self._pending = None
+
+    def _end_pending(self, reason: PairDoneReason) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        frame = PairDone.stored() if reason is PairDoneReason.STORED else PairDone.refused(reason)
+        if self.on_pair_done is not None:
+            self.on_pair_done(pending.link, frame.encode(), pending.pairing.code)
 
     def pairing_ids(self) -> list[bytes]:
         """The key ids of the pairings held, oldest first."""
@@ -280,6 +367,11 @@ class CarelockDevice:
                     0.0, self._state.battery - DRAIN_RATE * (now - self._last_tick)
                 )
             self._last_tick = max(now, self._last_tick)
+            if self._pending is not None and now >= self._pending.until:
+                closing = self._pairing_until is not None and now >= self._pairing_until
+                self._end_pending(
+                    PairDoneReason.WINDOW_CLOSED if closing else PairDoneReason.TIMED_OUT
+                )
             if self._pairing_until is not None and now >= self._pairing_until:
                 self._pairing_until = None
             if self._unlatch_until is not None and now >= self._unlatch_until:
@@ -315,8 +407,12 @@ class CarelockDevice:
             raise ValueError(f"a {self.kind.name.lower()} has no {name!r}")
         if name == "pairing":
             self._pairing_until = now + PAIRING_WINDOW if _on_off(value) else None
+            if self._pairing_until is None:
+                self._end_pending(PairDoneReason.WINDOW_CLOSED)
         elif name == "refuse-pairing":
             f.refuse_pairing = _on_off(value)
+        elif name == "confirm-timeout":
+            self.confirm_timeout = float(_int(value, 1, 3600))
         elif name == "jam":
             f.jam = _on_off(value)
         elif name == "drain":

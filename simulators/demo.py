@@ -429,6 +429,11 @@ class Demo:
                 phone_link="ble = true" if self.bluez is not None else "",
             )
             await self.sim.pair_all()
+            for device, shown in self.sim.confirmed_codes.items():
+                self.say("   " + _(
+                    "{device}: lockgw pair and the device's display both show {code}; the "
+                    "technician confirms it on the device"
+                ).format(device=device, code=shown))  # fmt: skip
             await self.lock_door("auto-relock", "3")
             self.say("   " + _("paired both; the lock relocks itself 3 s after the door closes"))
             code, out = await self.sim.cli("devices", "--config", str(self.sim.config))

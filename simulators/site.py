@@ -36,7 +36,7 @@ from protocols.phone import Result
 from protocols.token import b64encode, decode_token, issue_token
 from protocols.windows import Window
 from simulators.broker import free_port
-from simulators.control import send_control
+from simulators.control import ControlError, send_control
 from simulators.phone import UnlockAttempt, site_keys_from, unlock
 
 __all__ = ["Carer", "DeviceSpec", "Org", "SimSite", "windows_near", "write_key"]
@@ -181,6 +181,8 @@ class SimSite:
         self.signer_id = "alarmcentrale"
         self.phone_port = _unique_port()
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        #: device id → the pairing code the installer saw on both sides and confirmed on it
+        self.confirmed_codes: dict[str, str] = {}
         self._site_keys: PhoneExchange | None = None
         #: ``lockgw site-key show --phone``'s JSON once :meth:`site_keys` read it
         self.site_keys_json: dict[str, Any] = {}
@@ -435,11 +437,55 @@ class SimSite:
         on a busy machine a simulator may answer late)."""
         for dev in self.devices:
             for attempt in range(attempts):
-                code, out = await self.cli("pair", "--config", str(self.config), dev.id, "--yes")
+                code, out = await self.pair(dev.id)
                 if code == 0:
                     break
                 if attempt == attempts - 1:
                     raise RuntimeError(f"lockgw pair {dev.id} failed:\n{out}")
+
+    async def pair(
+        self, device_id: str, *, button: str | None = "confirm", timeout: float = 120.0
+    ) -> tuple[int, str]:
+        """``lockgw pair DEVICE --yes`` as a process, with the installer at the device: when
+        it prints the pairing code, they read the device's display (its control channel's
+        ``state``) and press ``button`` if it shows the same code, reject if not (None:
+        they walk away). (exit code, stdout+stderr)."""
+        dev = next(d for d in self.devices if d.id == device_id)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "pair", "--config", str(self.config), dev.id, "--yes",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=self.dir, env={**os.environ, **self.env},
+        )  # fmt: skip
+        assert proc.stdout is not None
+        out: list[str] = []
+        try:
+            async with asyncio.timeout(timeout):
+                async for raw in proc.stdout:
+                    line = raw.decode(errors="replace")
+                    out.append(line)
+                    if line.startswith("Pairing code: ") and button is not None:
+                        said = line.removeprefix("Pairing code: ").strip()
+                        out.append(await self._at_the_device(dev, said, button) + "\n")
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        return proc.returncode or 0, "".join(out)
+
+    async def _at_the_device(self, dev: DeviceSpec, said: str, button: str) -> str:
+        """The installer compares the code ``lockgw pair`` said with the device's display
+        and presses its button: ``button`` when they match, reject when not."""
+        control = f"127.0.0.1:{dev.control}"
+        try:
+            shown = (await send_control(control, "state"))["pending_code"]
+            pressed = button if shown == said else "reject"
+            await send_control(control, "press", pressed)
+        except (ControlError, KeyError, TypeError) as exc:
+            return f"(installer: could not press the button on {dev.id}: {exc})"
+        if pressed == "confirm":
+            self.confirmed_codes[dev.id] = said
+        return f"(installer: {dev.id} shows {shown}; pressed {pressed})"
 
     async def start_gateway(
         self, *, wait: bool = True, env: dict[str, str] | None = None

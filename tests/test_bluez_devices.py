@@ -17,7 +17,7 @@ import pytest
 from bleak.backends.device import BLEDevice
 from bluez_env import BluezEnv
 from pyNukiBT import NukiDevice
-from simprocs import SimProcess
+from simprocs import SimProcess, pair_confirmed
 
 from drivers.ble import find_device
 from drivers.carelock import CarelockKeysafeDriver, CarelockLockDriver
@@ -68,8 +68,8 @@ async def test_carelock_lock_over_bluez_every_action_a_notification_and_a_jam(
         "front-lock", lock_sim.address, secrets=MemorySecrets(), timeout=10.0, adapter="hci0"
     )
     try:
-        await lock.pair()
-        assert lock.pairing_code is not None and len(lock.pairing_code) == 6
+        code = await pair_confirmed(lock, lock_sim)  # confirmed on the device
+        assert lock.pairing_code == code and len(code) == 6
         info = await lock.device_info()
         assert info.model and info.serial
         assert (await lock.execute(Action.UNLOCK)).lock is LockState.UNLOCKED
@@ -101,7 +101,7 @@ async def test_the_adapter_taken_away_is_adapter_missing_and_the_lock_is_reached
     lost = asyncio.Event()
     lock.on_link_lost(lost.set)
     try:
-        await lock.pair()
+        await pair_confirmed(lock, lock_sim)
         await bluez_here.remove_adapter("hci0")
         async with asyncio.timeout(10):
             await lost.wait()  # the link went with the adapter, and the driver said so
@@ -125,7 +125,7 @@ async def test_carelock_keysafe_over_bluez_opens_and_reports_the_key_and_a_slow_
         "key-safe", safe_sim.address, secrets=MemorySecrets(), timeout=3.0, adapter="hci0"
     )
     try:
-        await safe.pair()
+        await pair_confirmed(safe, safe_sim)
         state = await safe.execute(Action.OPEN)
         assert state.compartment is CompartmentState.OPEN
         await safe_sim.control("key", "take")

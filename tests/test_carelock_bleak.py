@@ -18,6 +18,7 @@ from protocols.device import Action, CompartmentState, DeviceState, DoorState, K
 from protocols.errors import DeviceFailed, DeviceUnavailable, PairingError
 from simulators.carelock import CarelockSimulator
 from simulators.control import ControlError, ControlServer, send_control
+from tests.simprocs import pair_confirmed
 
 
 class MemorySecrets:
@@ -48,7 +49,7 @@ async def lock(lock_sim: CarelockSimulator) -> AsyncIterator[CarelockLockDriver]
     driver = CarelockLockDriver(
         "front-lock", lock_sim.address, secrets=MemorySecrets(), timeout=3.0
     )
-    await driver.pair()
+    await pair_confirmed(driver, lock_sim)
     yield driver
     await driver.disconnect()
 
@@ -58,7 +59,7 @@ async def safe(safe_sim: CarelockSimulator) -> AsyncIterator[CarelockKeysafeDriv
     driver = CarelockKeysafeDriver(
         "key-safe", safe_sim.address, secrets=MemorySecrets(), timeout=3.0
     )
-    await driver.pair()
+    await pair_confirmed(driver, safe_sim)
     yield driver
     await driver.disconnect()
 
@@ -124,7 +125,7 @@ async def test_door_contact_and_auto_relock_are_notified(
     driver = CarelockLockDriver(
         "front-lock", lock_sim.address, secrets=MemorySecrets(), options={"auto_relock": 1}
     )
-    await driver.pair()
+    await pair_confirmed(driver, lock_sim)
     try:
         assert (await driver.execute(Action.UNLOCK)).lock is LockState.UNLOCKED
         lock_sim.switch("door", "open")
@@ -142,7 +143,7 @@ async def test_door_contact_and_auto_relock_are_notified(
 async def test_another_central_hears_the_change_as_an_event(lock_sim: CarelockSimulator) -> None:
     secrets = MemorySecrets()
     first = CarelockLockDriver("front-lock", lock_sim.address, secrets=secrets)
-    await first.pair()
+    await pair_confirmed(first, lock_sim)
     second = CarelockLockDriver("front-lock", lock_sim.address, secrets=secrets)
     try:
         await second.connect()
@@ -170,7 +171,7 @@ async def test_pairing_refused_when_not_in_pairing_mode() -> None:
         with pytest.raises(PairingError, match="not paired"):
             await driver.connect()
         sim.switch("pairing", "on")
-        await driver.pair()
+        await pair_confirmed(driver, sim)
         assert (
             driver.is_paired and driver.pairing_code is not None and len(driver.pairing_code) == 6
         )
@@ -188,7 +189,7 @@ async def test_refused_pairing_fault(lock_sim: CarelockSimulator) -> None:
 async def test_pairing_stores_the_key_in_the_secret_store(lock_sim: CarelockSimulator) -> None:
     secrets = MemorySecrets()
     driver = CarelockLockDriver("front-lock", lock_sim.address, secrets=secrets)
-    await driver.pair()
+    await pair_confirmed(driver, lock_sim)
     await driver.disconnect()
     stored = secrets.data["front-lock"]
     assert stored["profile"] == "carelock-v1" and len(bytes.fromhex(stored["pair_key"])) == 32
@@ -201,7 +202,7 @@ async def test_a_device_that_forgot_the_gateway_asks_for_pairing_again() -> None
     secrets = MemorySecrets()
     async with CarelockSimulator(Kind.LOCK, pairing=True) as sim:
         driver = CarelockLockDriver("front-lock", sim.address, secrets=secrets)
-        await driver.pair()
+        await pair_confirmed(driver, sim)
         await driver.disconnect()
     async with CarelockSimulator(Kind.LOCK) as fresh:  # a factory reset: no pairings
         driver = CarelockLockDriver("front-lock", fresh.address, secrets=secrets)
@@ -219,7 +220,7 @@ async def test_state_and_pairing_survive_a_simulator_restart(tmp_path: Path) -> 
     state, secrets = tmp_path / "lock.json", MemorySecrets()
     async with CarelockSimulator(Kind.LOCK, pairing=True, state_file=state) as sim:
         driver = CarelockLockDriver("front-lock", sim.address, secrets=secrets)
-        await driver.pair()
+        await pair_confirmed(driver, sim)
         await driver.execute(Action.UNLOCK)
         sim.switch("door", "open")
         sim.switch("battery", 37)

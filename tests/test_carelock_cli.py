@@ -14,6 +14,7 @@ import pytest
 from drivers.carelock import CarelockKeysafeDriver, CarelockLockDriver
 from protocols.device import Action, DoorState, LockState
 from simulators.cli import main as sim_main
+from tests.simprocs import pair_confirmed
 
 LOCKGW_SIM = str(Path(sys.executable).parent / "lockgw-sim")
 
@@ -74,12 +75,26 @@ async def test_technician_starts_pairs_and_switches_a_lock(tmp_path: Path) -> No
         address, control = ready["address"], ready["control"]
         secrets = MemorySecrets()
         driver = CarelockLockDriver("front-lock", address, secrets=secrets)
-        await driver.pair()
+        pairing = asyncio.create_task(driver.pair())
         assert proc.stdout is not None
-        async with asyncio.timeout(10):  # the installer compares the two codes
-            while "paired: code" not in (line := (await proc.stdout.readline()).decode()):
+        async with asyncio.timeout(10):  # the device shows its code and waits for the button
+            while not (line := (await proc.stdout.readline()).decode()).startswith("pairing code"):
                 pass
-        assert f"code {driver.pairing_code} " in line
+        assert "press confirm" in line and f"--control {control} " in line
+        assert not pairing.done() and not driver.is_paired  # nothing stored before the button
+        code, out = await _switch(control, "state")
+        assert code == 0 and json.loads(out)["pending_code"] == driver.pairing_code
+        # the installer compares the two codes, and presses the button
+        assert f"pairing code {driver.pairing_code}:" in line
+        code, out = await _switch(control, "press", "confirm")
+        assert code == 0 and "confirmed and stored" in json.loads(out)["pressed"], out
+        await pairing
+        async with asyncio.timeout(10):
+            while not (line := (await proc.stdout.readline()).decode()).startswith("paired: code"):
+                pass
+        assert f"code {driver.pairing_code} confirmed" in line
+        code, out = await _switch(control, "press", "confirm")  # no code shown now
+        assert code == 1 and "no pairing code is shown" in out
         assert (await driver.execute(Action.UNLOCK)).lock is LockState.UNLOCKED
         code, out = await _switch(control, "door", "open")
         assert code == 0 and json.loads(out)["door"] == "open"
@@ -109,7 +124,7 @@ async def test_keysafe_cli_and_unreachable_control() -> None:
     )
     try:
         driver = CarelockKeysafeDriver("key-safe", ready["address"], secrets=MemorySecrets())
-        await driver.pair()
+        await pair_confirmed(driver, ready["control"])
         assert (await driver.execute(Action.OPEN)).compartment == "open"
         await driver.disconnect()
     finally:

@@ -14,7 +14,10 @@ from protocols.carelock import (
     DevicePairing,
     EventBody,
     Kind,
+    NotConfirmed,
     Opcode,
+    PairDone,
+    PairDoneReason,
     Pairing,
     PairingEntry,
     PairNonce,
@@ -341,3 +344,70 @@ def test_pairings_are_listed_and_removed_over_a_sealed_session() -> None:
         session.receive(frame)
     with pytest.raises(FrameError):
         PairingEntry.decode(b"\x00\x00\x00\x01\x02\x02" + b"\x00" * 9)  # index 2 of 2
+
+
+# -- PAIR_DONE: the device says whether a person confirmed the code on it ----------------------
+def test_pair_done_is_three_bytes_stored_or_refused_with_a_reason() -> None:
+    assert PairDone.stored().encode() == bytes([0x07, Status.OK, PairDoneReason.STORED])
+    assert decode_frame(b"\x07\x00\x00") == PairDone.stored()
+    for reason in set(PairDoneReason) - {PairDoneReason.STORED}:
+        frame = PairDone.refused(reason).encode()
+        assert frame == bytes([0x07, Status.PAIRING_REFUSED, reason])
+        assert decode_frame(frame) == PairDone(Status.PAIRING_REFUSED, reason)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x07",  # no status
+        b"\x07\x00",  # truncated
+        b"\x07\x03",  # a refusal is no shorter
+        b"\x07\x00\x00\x00",  # padded
+        b"\x07\x03\x01" + b"\x00" * 16,  # padded like a reveal
+        b"\x07\x00\x01",  # stored, with a reason for not storing
+        b"\x07\x03\x00",  # refused, "stored"
+        b"\x07\x02\x03",  # only ok or pairing refused
+        b"\x07\x04\x01",
+        b"\x07\x03\x05",  # unknown reason
+        b"\x07\x09\x01",  # unknown status
+    ],
+)
+def test_malformed_pair_done_is_refused(data: bytes) -> None:
+    with pytest.raises(FrameError):
+        decode_frame(data)
+
+
+def _revealed() -> tuple[CentralPairing, Pairing]:
+    central = CentralPairing()
+    req = decode_frame(central.request())
+    assert isinstance(req, PairRequest)
+    device = DevicePairing(req)
+    nonce = decode_frame(central.committed(device.response()))
+    assert isinstance(nonce, PairNonce)
+    reveal, _ = device.reveal(nonce)
+    return central, central.finish(reveal)
+
+
+def test_the_central_hears_whether_the_device_stored_the_pairing() -> None:
+    central, _ = _revealed()
+    central.done(PairDone.stored().encode())
+    for reason in (PairDoneReason.REJECTED, PairDoneReason.TIMED_OUT, PairDoneReason.FULL):
+        central, _ = _revealed()
+        with pytest.raises(NotConfirmed) as err:
+            central.done(PairDone.refused(reason).encode())
+        assert err.value.outcome is reason and err.value.status is Status.PAIRING_REFUSED
+    central, _ = _revealed()
+    with pytest.raises(Refused) as refused:
+        central.done(bytes([0x7F, Status.MALFORMED]))
+    assert refused.value.status is Status.MALFORMED
+    with pytest.raises(FrameError, match="expected a pair done"):
+        central.done(bytes([0x06, Status.PAIRING_REFUSED]))
+    with pytest.raises(FrameError, match="3 bytes, not 2"):
+        central.done(b"\x07\x00")  # truncated: never taken as "stored"
+
+
+def test_a_pair_done_before_the_reveal_is_refused() -> None:
+    central = CentralPairing()
+    central.request()
+    with pytest.raises(FrameError, match="no pair reveal yet"):
+        central.done(PairDone.stored().encode())

@@ -8,13 +8,14 @@ import asyncio
 import contextlib
 import os
 import pty
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.cli._conventions import DEFAULT_CONFIG
-from tests.simprocs import SimProcess
+from tests.simprocs import SimProcess, press, shown_code
 from tests.test_devices_e2e import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +79,11 @@ async def test_the_config_defaults_to_lockgw_config_then_etc(tmp_path: Path) -> 
 
 
 # -- lockgw pair: compare the code ----------------------------------------------------------
-async def _pair_at_a_terminal(cfg: Path, device: str, answer: str) -> tuple[int, str]:
-    """``lockgw pair`` with its stdin on a pseudo-terminal, as an installer runs it."""
+async def _pair_at_a_terminal(
+    cfg: Path, device: str, answer: str, sim: SimProcess
+) -> tuple[int, str]:
+    """``lockgw pair`` with its stdin on a pseudo-terminal, as an installer runs it: they
+    confirm the code on the device when it shows the one lockgw pair printed, then answer."""
     master, slave = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
         *LOCKGW, "pair", "--config", str(cfg), device,
@@ -90,10 +94,16 @@ async def _pair_at_a_terminal(cfg: Path, device: str, answer: str) -> tuple[int,
     seen = b""
     try:
         async with asyncio.timeout(60):
+            pressed = False
             while b"[y/N]" not in seen:
                 chunk = await proc.stdout.read(1024)
                 assert chunk, seen.decode()
                 seen += chunk
+                said = re.search(rb"Pairing code: (\d{6})\n", seen)
+                if said and not pressed and b"Waiting for the device" in seen:
+                    assert await shown_code(sim) == said[1].decode()
+                    await press(sim, "confirm")
+                    pressed = True
             os.write(master, answer.encode() + b"\n")
             seen += await proc.stdout.read()
             await proc.wait()
@@ -111,14 +121,16 @@ async def test_pair_shows_the_code_and_keeps_the_keys_only_when_the_installer_co
         cfg = write_config(tmp_path, lock, keysafe)
         keys = tmp_path / "data" / "devices" / "keys" / "front-lock.json"
 
-        code, out = await _pair_at_a_terminal(cfg, "front-lock", "n")
+        code, out = await _pair_at_a_terminal(cfg, "front-lock", "n", lock)
         assert code == 1, out
-        assert "Pairing code: " in out and "Does the device show the same code? [y/N]" in out
+        assert "Pairing code: " in out and "Did the device show the same code? [y/N]" in out
         assert "not paired" in out and "thrown away" in out
         assert not keys.exists()
+        # the device was asked to forget the pairing it had confirmed
+        assert (await lock.control("state"))["paired_centrals"] == 0
 
         await lock.control("pairing", "on")
-        code, out = await _pair_at_a_terminal(cfg, "front-lock", "y")
+        code, out = await _pair_at_a_terminal(cfg, "front-lock", "y", lock)
         assert code == 0 and "Paired front-lock" in out, out
         assert keys.exists()
 
@@ -127,8 +139,14 @@ async def test_pair_shows_the_code_and_keeps_the_keys_only_when_the_installer_co
         before = keys.read_bytes()
         code, out, err = await _run(*LOCKGW, "pair", "--config", str(cfg), "front-lock")
         assert code == 1 and "already paired" in err, err
-        code, out, err = await _run(*LOCKGW, "pair", "--config", str(cfg), "front-lock", "--yes")
-        assert code == 0 and "Pairing code: " in out and "--yes" in out, err
+        pairing = asyncio.create_task(
+            _run(*LOCKGW, "pair", "--config", str(cfg), "front-lock", "--yes")
+        )
+        while not pairing.done() and (shown := await shown_code(lock)) is None:
+            await asyncio.wait({pairing}, timeout=0.05)
+        await press(lock, "confirm")
+        code, out, err = await pairing
+        assert code == 0 and f"Pairing code: {shown}" in out and "--yes" in out, err
         assert keys.read_bytes() != before  # paired again: new keys
 
         await lock.control("pairing", "on")

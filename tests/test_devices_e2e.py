@@ -22,7 +22,7 @@ from gateway.devices import DeviceManager, FileSecretStore
 from protocols.device import Action
 from protocols.errors import DeviceFailed, DeviceUnavailable
 from protocols.events import LockState
-from tests.simprocs import SimProcess
+from tests.simprocs import SimProcess, lockgw_pair
 from tests.test_devices import ListSink
 
 pytestmark = pytest.mark.slow
@@ -58,8 +58,8 @@ async def sims() -> AsyncIterator[tuple[SimProcess, SimProcess]]:
 async def paired(tmp_path: Path, sims: tuple[SimProcess, SimProcess]) -> Path:
     lock, keysafe = sims
     cfg = write_config(tmp_path, lock, keysafe)
-    for device in ("front-lock", "front-keysafe"):
-        assert await main(["pair", "--config", str(cfg), device, "--yes"]) == 0
+    for device, sim in (("front-lock", lock), ("front-keysafe", keysafe)):
+        assert (await lockgw_pair(["pair", "--config", str(cfg), device, "--yes"], sim))[0] == 0
     return cfg
 
 
@@ -69,16 +69,23 @@ async def test_pair_explains_pairing_mode_then_pairs_and_devices_lists_the_base(
 ) -> None:
     async with SimProcess("lock") as lock, SimProcess("keysafe", pairing=True) as keysafe:
         cfg = write_config(tmp_path, lock, keysafe)
-        assert await main(["pair", "--config", str(cfg), "front-lock"]) == 1
+        assert await main(["pair", "--config", str(cfg), "front-lock", "--yes"]) == 1
         err = capsys.readouterr().err
         assert "pairing mode" in err and "lockgw-sim" in err
         assert not (tmp_path / "data" / "devices" / "keys" / "front-lock.json").exists()
 
         await lock.control("pairing", "on")
-        assert await main(["pair", "--config", str(cfg), "front-lock", "--yes"]) == 0
-        assert await main(["pair", "--config", str(cfg), "--device", "front-keysafe", "--yes"]) == 0
+        code, lock_code = await lockgw_pair(["pair", "--config", str(cfg), "front-lock", "--yes"], lock)
+        assert code == 0
+        code, safe_code = await lockgw_pair(
+            ["pair", "--config", str(cfg), "--device", "front-keysafe", "--yes"], keysafe
+        )
+        assert code == 0
         out = capsys.readouterr().out
         assert "Paired front-lock" in out and "Paired front-keysafe" in out
+        # the installer compared: the code on each display is the one lockgw pair showed
+        assert f"Pairing code: {lock_code}\n" in out and f"Pairing code: {safe_code}\n" in out
+        assert "confirm it on the device" in out
 
         # the snapshot knows both at once (the daemon has not run)
         assert await main(["devices", "--config", str(cfg), "--lang", "en"]) == 0
@@ -113,6 +120,40 @@ async def test_pair_explains_pairing_mode_then_pairs_and_devices_lists_the_base(
         assert await main(["devices", "--config", str(cfg), "--probe", "--json"]) == 0
         items = {i["id"]: i for i in json.loads(capsys.readouterr().out)}
         assert items["front-lock"]["online"] is True
+
+
+async def test_pair_stores_nothing_unless_the_code_is_confirmed_on_the_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nobody presses the button (the device gives up after its confirm timeout), or the
+    installer rejects the code there: a one-line error, exit 1, no keys, no pairing."""
+    async with SimProcess(
+        "lock", pairing=True, extra=["--confirm-timeout", "1"]
+    ) as lock, SimProcess("keysafe") as keysafe:
+        cfg = write_config(tmp_path, lock, keysafe)
+        keys = tmp_path / "data" / "devices" / "keys" / "front-lock.json"
+        argv = ["pair", "--config", str(cfg), "front-lock", "--yes"]
+        code, _ = await lockgw_pair(argv, lock, button=None)
+        out, err = capsys.readouterr()
+        assert code == 1 and "Pairing code: " in out, out
+        assert err.strip().count("\n") == 0, err  # one line
+        assert err.startswith("lockgw pair: front-lock is not paired: nobody confirmed"), err
+        assert not keys.exists()
+        state = await lock.control("state")
+        assert state["paired_centrals"] == 0 and state["pairing_mode"]  # try again
+
+        await lock.control("confirm-timeout", "60")  # a person has time to press
+        code, shown = await lockgw_pair(argv, lock, button="reject")
+        out, err = capsys.readouterr()
+        assert code == 1 and f"Pairing code: {shown}\n" in out, out
+        assert err.strip().count("\n") == 0 and "rejected on the device" in err, err
+        assert not keys.exists() and (await lock.control("state"))["paired_centrals"] == 0
+
+        code, shown = await lockgw_pair(argv, lock)
+        out, err = capsys.readouterr()
+        assert code == 0 and f"Pairing code: {shown}\n" in out and keys.exists(), err
+        state = await lock.control("state")
+        assert state["paired_centrals"] == 1 and not state["pairing_mode"]
 
 
 async def test_devices_probe_reports_a_device_that_is_gone(

@@ -1,11 +1,12 @@
 """Installer commands: ``lockgw pair`` and ``lockgw devices`` (CONTRACT §6).
 
 ``lockgw pair --config F DEVICE_ID [--yes]`` puts one configured device through
-pairing; when the device shows a pairing code (carelock), it shows the same code and
-asks the installer whether they match (y/N; ``--yes`` for scripts, which also pairs a
-paired device again without asking) and keeps the keys only then
-(``<data_dir>/devices/keys/<id>.json``, mode 0600); then it connects with the new keys
-and prints what the device says it is.
+pairing; when the device shows a pairing code (carelock), it shows the same code at
+once and tells the installer to compare the two and confirm on the device (its button);
+the device stores the pairing only then, and says so. Then it asks the installer whether
+the codes matched (y/N; ``--yes`` for scripts, which also pairs a paired device again
+without asking) and keeps the keys only then (``<data_dir>/devices/keys/<id>.json``,
+mode 0600); then it connects with the new keys and prints what the device says it is.
 
 ``lockgw devices --config F [--json] [--probe] [--drivers]`` prints the installed base:
 driver, model, serial, firmware, door, state, battery, last seen. Without ``--probe``
@@ -40,7 +41,14 @@ from gateway.devices.record import DeviceRecord, StateFile, describe_state, iso
 from gateway.devices.secrets import FileSecretStore
 from gateway.health import running_daemon
 from gateway.words import ago, state_text
-from protocols.errors import ConfigError, DeviceError, DeviceUnavailable, LockgwError, PairingError
+from protocols.errors import (
+    ConfigError,
+    DeviceError,
+    DeviceUnavailable,
+    LockgwError,
+    PairingError,
+    PairingNotConfirmed,
+)
 from protocols.events import Envelope, EventBody
 from protocols.i18n import LANGUAGES, Lang, language
 
@@ -54,7 +62,7 @@ The device did not accept pairing: {detail}
 
 Put it in pairing mode and run this command again within a few minutes:
   - a carelock lock or key safe: press the pairing button under the cover (pairing mode ends
-    after 5 minutes or one pairing);
+    after 5 minutes or one pairing confirmed on the device);
   - a simulated device: lockgw-sim switch --control HOST:PORT pairing on
     (or start it with --pairing).
 If it still refuses, the device may have refused pairing on purpose (too many
@@ -106,23 +114,25 @@ def _confirm(question: str) -> bool:
         return False
 
 
-def _code_confirmed(args: argparse.Namespace, dev: DeviceConfig, code: str) -> bool:
-    """The installer compares the code on the screen with the device's (both sides derive
-    it from the exchange: another code means something else answered). ``--yes`` is for
-    scripts that compare it themselves."""
+def _show_code(code: str) -> None:
+    """The code as soon as the exchange made it; the device now waits for its button."""
     print(f"Pairing code: {code}")
+    print(
+        "Compare it with the code on the device's display. If they are the same, confirm it "
+        "on the device (press its button); if not, reject it there. Waiting for the device ...",
+        flush=True,
+    )
+
+
+def _code_confirmed(args: argparse.Namespace, dev: DeviceConfig) -> bool:
+    """The installer compares the code on the screen with the device's (both sides derive
+    it from the exchange: another code means something else answered) — the device's
+    own confirmation is what stores the pairing there; this keeps the gateway from trusting
+    something else that said "stored". ``--yes`` is for scripts that compare it themselves."""
     if args.yes:
-        print("(--yes: not asked whether the device shows the same code)")
+        print("(--yes: not asked whether the device showed the same code)")
         return True
-    if not sys.stdin.isatty():
-        print(
-            f"lockgw pair: {dev.id} is not paired: there is no terminal to ask whether the "
-            "device shows the same code. Run it in a terminal, or add --yes in a script "
-            "that compares the code itself.",
-            file=sys.stderr,
-        )
-        return False
-    if _confirm("Does the device show the same code?"):
+    if _confirm("Did the device show the same code?"):
         return True
     print(
         f"lockgw pair: {dev.id} is not paired and its new keys were thrown away. If the "
@@ -131,6 +141,17 @@ def _code_confirmed(args: argparse.Namespace, dev: DeviceConfig, code: str) -> b
         file=sys.stderr,
     )
     return False
+
+
+async def _forget(driver: Driver, store: FileSecretStore) -> None:
+    """Keys from an exchange nobody vouched for are not kept; the device (if it was the
+    device) is asked to forget the pairing too, so it takes none of its few places."""
+    secrets = store.load(driver.device_id) or {}
+    key_id = secrets.get("key_id")
+    if isinstance(key_id, str):
+        with contextlib.suppress(DeviceError):
+            await driver.remove_pairing(key_id)
+    store.delete(driver.device_id)
 
 
 async def _verify(driver: Driver, timeout: float) -> DeviceRecord:
@@ -191,6 +212,15 @@ async def _pair_quiet(args: argparse.Namespace) -> int:
             )
             return 1
     driver = make_driver(dev, store, DRIVERS, adapter=cfg.bluetooth.adapter)
+    if not args.yes and not sys.stdin.isatty() and driver.shows_pairing_code:
+        print(
+            f"lockgw pair: {dev.id} is not paired: there is no terminal to ask whether the "
+            "device shows the same code. Run it in a terminal, or add --yes in a script "
+            "that compares the code itself.",
+            file=sys.stderr,
+        )
+        return 1
+    driver.on_pairing_code = _show_code
     if driver.pairing_notice:
         print(f"Note: {driver.pairing_notice}", file=sys.stderr)
     print(f"Pairing {dev.id} ({dev.driver} at {dev.address}, door {dev.door}) ...")
@@ -210,6 +240,9 @@ async def _pair_with(
 ) -> int:
     try:
         await driver.pair()
+    except PairingNotConfirmed as exc:
+        print(f"lockgw pair: {dev.id} is not paired: {exc.detail}", file=sys.stderr)
+        return 1
     except PairingError as exc:
         print(PAIRING_HELP.format(detail=exc.detail or "refused"), file=sys.stderr)
         return 1
@@ -221,9 +254,11 @@ async def _pair_with(
         return 1
     store.mark_paired(dev.id)
     code = getattr(driver, "pairing_code", None)
-    if code and not _code_confirmed(args, dev, str(code)):
-        store.delete(dev.id)  # keys from an exchange nobody vouched for are not kept
-        return 1
+    if code:
+        print(f"The device confirmed pairing code {code}.")
+        if not _code_confirmed(args, dev):
+            await _forget(driver, store)
+            return 1
     try:
         rec = await _verify(driver, dev.command_timeout)
     except DeviceError as exc:

@@ -14,7 +14,10 @@ from .frames import (
     ErrorFrame,
     EventBody,
     FrameType,
+    NotConfirmed,
     Opcode,
+    PairDone,
+    PairDoneReason,
     PairingEntry,
     PairNonce,
     PairRequest,
@@ -31,9 +34,16 @@ from .frames import (
     decode_frame,
 )
 from .gatt import Kind
-from .session import CentralPairing, CentralSession, DevicePairing, PeripheralSession
+from .session import (
+    CONFIRM_TIMEOUT,
+    CentralPairing,
+    CentralSession,
+    DevicePairing,
+    PeripheralSession,
+)
 
 __all__ = [
+    "CONFIRM_TIMEOUT",
     "AuthenticationFailed",
     "CentralPairing",
     "CentralSession",
@@ -43,7 +53,10 @@ __all__ = [
     "EventBody",
     "FrameType",
     "Kind",
+    "NotConfirmed",
     "Opcode",
+    "PairDone",
+    "PairDoneReason",
     "PairNonce",
     "PairRequest",
     "PairReveal",

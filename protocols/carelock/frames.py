@@ -9,6 +9,7 @@ padded frame is refused before any cryptography runs::
     0x05 PAIR_NONCE      c→d  type | central nonce (16)                               17
     0x06 PAIR_REVEAL     d→c  type | status | device nonce (16) | confirm (16)        34
                               (status ≠ ok: type | status)                             2
+    0x07 PAIR_DONE       d→c  type | status (ok / pairing refused) | reason            3
     0x03 SESSION_OPEN    c→d  type | key id (8) | central nonce (16)                  25
     0x04 SESSION_ACCEPT  d→c  type | status | device nonce (16) | sealed status (4+16) 38
                               (status ≠ ok: type | status)                             2
@@ -45,7 +46,10 @@ __all__ = [
     "ErrorFrame",
     "EventBody",
     "FrameType",
+    "NotConfirmed",
     "Opcode",
+    "PairDone",
+    "PairDoneReason",
     "PairNonce",
     "PairRequest",
     "PairResponse",
@@ -88,12 +92,23 @@ class Refused(FrameError):
         self.status = status
 
 
+class NotConfirmed(Refused):
+    """The device did not store a pairing: nobody confirmed its code on the device."""
+
+    def __init__(self, outcome: PairDoneReason) -> None:
+        FrameError.__init__(self, f"pairing not stored by the device: {outcome.name.lower()}")
+        self.status = Status.PAIRING_REFUSED
+        #: why (rejected on the device, timed out, window closed, full)
+        self.outcome = outcome
+
+
 class FrameType(IntEnum):
     PAIR_REQUEST = 0x01
     PAIR_RESPONSE = 0x02
     SESSION_OPEN = 0x03
     PAIR_NONCE = 0x05
     PAIR_REVEAL = 0x06
+    PAIR_DONE = 0x07
     SESSION_ACCEPT = 0x04
     COMMAND = 0x10
     RESPONSE = 0x11
@@ -114,6 +129,21 @@ class Status(IntEnum):
     NO_SESSION = 5
     AUTH_FAILED = 6
     REPLAYED = 7
+
+
+class PairDoneReason(IntEnum):
+    """Why a PAIR_DONE says what it says: the pairing was stored (status ok), or why not
+    (status pairing refused)."""
+
+    STORED = 0
+    #: the person at the device pressed reject (the code did not match the gateway's)
+    REJECTED = 1
+    #: nobody confirmed on the device within the confirm timeout
+    TIMED_OUT = 2
+    #: the pairing window closed before anybody confirmed
+    WINDOW_CLOSED = 3
+    #: the device already holds its maximum number of pairings
+    FULL = 4
 
 
 class Opcode(IntEnum):
@@ -369,6 +399,32 @@ class PairReveal:
 
 
 @dataclass(frozen=True, slots=True)
+class PairDone:
+    """After a PAIR_REVEAL the device holds the pairing pending and shows its code; this
+    says whether a person confirmed it on the device (stored) or not (and why)."""
+
+    status: Status
+    reason: PairDoneReason
+
+    def __post_init__(self) -> None:
+        if (self.status is Status.OK) != (self.reason is PairDoneReason.STORED):
+            raise FrameError(f"pair done {self.status.name.lower()} with {self.reason.name.lower()}")
+        if self.status not in (Status.OK, Status.PAIRING_REFUSED):
+            raise FrameError(f"pair done cannot carry status {self.status.name.lower()}")
+
+    @classmethod
+    def stored(cls) -> PairDone:
+        return cls(Status.OK, PairDoneReason.STORED)
+
+    @classmethod
+    def refused(cls, reason: PairDoneReason) -> PairDone:
+        return cls(Status.PAIRING_REFUSED, reason)
+
+    def encode(self) -> bytes:
+        return bytes((FrameType.PAIR_DONE, self.status, self.reason))
+
+
+@dataclass(frozen=True, slots=True)
 class SessionOpen:
     key_id: bytes
     nonce: bytes
@@ -417,8 +473,8 @@ class ErrorFrame:
 
 
 Frame = (
-    PairRequest | PairResponse | PairNonce | PairReveal | SessionOpen | SessionAccept | Sealed
-    | ErrorFrame
+    PairRequest | PairResponse | PairNonce | PairReveal | PairDone | SessionOpen | SessionAccept
+    | Sealed | ErrorFrame
 )
 
 _SEALED_BODY: Final = {
@@ -464,6 +520,13 @@ def decode_frame(data: bytes) -> Frame:
     if t is FrameType.PAIR_NONCE:
         _exact(data, 1 + NONCE_LEN, "pair nonce")
         return PairNonce(data[1:])
+    if t is FrameType.PAIR_DONE:
+        _exact(data, 3, "pair done")
+        try:
+            reason = PairDoneReason(data[2])
+        except ValueError:
+            raise FrameError(f"unknown pair done reason {data[2]}") from None
+        return PairDone(_status(data[1]), reason)
     if t in (FrameType.PAIR_RESPONSE, FrameType.PAIR_REVEAL, FrameType.SESSION_ACCEPT):
         if len(data) < 2:
             raise FrameError(f"{t.name.lower()} frame without status")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -34,7 +35,9 @@ from .frames import (
     ErrorFrame,
     EventBody,
     FrameType,
+    NotConfirmed,
     Opcode,
+    PairDone,
     PairingEntry,
     PairNonce,
     PairRequest,
@@ -53,7 +56,17 @@ from .frames import (
     decode_frame,
 )
 
-__all__ = ["CentralPairing", "CentralSession", "DevicePairing", "PeripheralSession"]
+__all__ = [
+    "CONFIRM_TIMEOUT",
+    "CentralPairing",
+    "CentralSession",
+    "DevicePairing",
+    "PeripheralSession",
+]
+
+#: seconds a device holds a revealed pairing pending, its code on the display, for a
+#: person to confirm it there (the button); then it refuses it (PAIR_DONE, timed out)
+CONFIRM_TIMEOUT: Final = 60.0
 
 #: sealed frames only a central sends
 _FROM_CENTRAL = (FrameType.COMMAND, FrameType.REMOVE_PAIRING)
@@ -61,7 +74,8 @@ _FROM_CENTRAL = (FrameType.COMMAND, FrameType.REMOVE_PAIRING)
 
 class CentralPairing:
     """The installer's side of pairing: request, then (after the device committed) the
-    central's nonce, then the device's reveal. See :mod:`.crypto`."""
+    central's nonce, then the device's reveal (both sides now show the code), then the
+    device's PAIR_DONE: whether a person confirmed the code on the device. See :mod:`.crypto`."""
 
     def __init__(self, priv: X25519PrivateKey | None = None, *, nonce: bytes | None = None) -> None:
         self._priv = priv or X25519PrivateKey.generate()
@@ -69,6 +83,7 @@ class CentralPairing:
         self._nonce = nonce or os.urandom(NONCE_LEN)
         self._device_pub: bytes | None = None
         self._commitment = b""
+        self._revealed = False
 
     def request(self) -> bytes:
         return PairRequest(self.central_pub).encode()
@@ -107,7 +122,21 @@ class CentralPairing:
         if not _equal(confirm_tag(key, self.central_pub, device_pub, nc, nd), frame.confirm):
             raise AuthenticationFailed("pairing confirmation does not verify")
         code = pairing_code(self.central_pub, device_pub, nc, nd)
+        self._revealed = True
         return Pairing(key_id_of(self.central_pub), key, code)
+
+    def done(self, data: bytes) -> None:
+        """The device's PAIR_DONE: returns when it stored the pairing (confirmed on the
+        device); raises :class:`NotConfirmed` (with the reason) when it did not."""
+        if not self._revealed:
+            raise FrameError("no pair reveal yet")
+        frame = decode_frame(data)
+        if isinstance(frame, ErrorFrame):
+            raise Refused(frame.status, "pairing")
+        if not isinstance(frame, PairDone):
+            raise FrameError(f"expected a pair done, got {type(frame).__name__}")
+        if frame.status is not Status.OK:
+            raise NotConfirmed(frame.reason)
 
 
 class DevicePairing:
