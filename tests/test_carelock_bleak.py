@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from drivers import carelock as carelock_driver
 from drivers.ble import make_client
 from drivers.carelock import CarelockKeysafeDriver, CarelockLockDriver
 from protocols.carelock import CentralSession, Kind, Opcode, Status, decode_frame, gatt
 from protocols.carelock.frames import ErrorFrame
 from protocols.device import Action, CompartmentState, DeviceState, DoorState, KeyState, LockState
-from protocols.errors import DeviceFailed, DeviceUnavailable, PairingError
+from protocols.errors import DeviceFailed, DeviceUnavailable, PairingError, PairingNotConfirmed
 from simulators.carelock import CarelockSimulator
 from simulators.control import ControlError, ControlServer, send_control
 from tests.simprocs import pair_confirmed
@@ -176,6 +177,48 @@ async def test_pairing_refused_when_not_in_pairing_mode() -> None:
             driver.is_paired and driver.pairing_code is not None and len(driver.pairing_code) == 6
         )
         await driver.disconnect()
+
+
+async def test_a_code_rejected_on_the_device_stores_nothing_and_the_window_stays_open(
+    lock_sim: CarelockSimulator,
+) -> None:
+    secrets = MemorySecrets()
+    driver = CarelockLockDriver("front-lock", lock_sim.address, secrets=secrets)
+    with pytest.raises(PairingNotConfirmed, match="rejected on the device"):
+        await pair_confirmed(driver, lock_sim, button="reject")
+    assert not driver.is_paired and lock_sim.device.pairing_ids() == []
+    assert lock_sim.device.pairing_mode
+    await driver.disconnect()
+    await pair_confirmed(driver, lock_sim)  # the installer tries again and confirms
+    assert driver.is_paired and len(lock_sim.device.pairing_ids()) == 1
+    await driver.disconnect()
+
+
+async def test_no_word_from_the_device_is_a_pairing_not_confirmed(
+    lock_sim: CarelockSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device never sends PAIR_DONE (here: it waits longer than the driver): the driver
+    gives up, keeps nothing, and its link going drops the device's pending pairing."""
+    monkeypatch.setattr(carelock_driver, "CONFIRM_TIMEOUT", 0.2)
+    monkeypatch.setattr(carelock_driver, "CONFIRM_GRACE", 0.2)
+    gone = asyncio.Event()
+    hook = lock_sim.server.on_disconnect
+    assert hook is not None
+
+    def on_disconnect(conn: Any) -> None:
+        hook(conn)
+        gone.set()
+
+    lock_sim.server.on_disconnect = on_disconnect
+    driver = CarelockLockDriver("front-lock", lock_sim.address, secrets=MemorySecrets())
+    with pytest.raises(PairingNotConfirmed, match=r"did not say in 0\.4 s"):
+        await driver.pair()
+    assert not driver.is_paired and lock_sim.device.pending_code is not None
+    await driver.disconnect()
+    async with asyncio.timeout(5):
+        await gone.wait()
+    assert lock_sim.device.pending_code is None
+    assert lock_sim.device.pairing_ids() == [] and lock_sim.device.pairing_mode
 
 
 async def test_refused_pairing_fault(lock_sim: CarelockSimulator) -> None:
