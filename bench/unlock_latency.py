@@ -207,14 +207,18 @@ async def run_bluez(n: int) -> list[dict[str, float | int | str]]:
                 """``count`` exchanges over one open connection; the denied count."""
                 from bleak import BleakClient
 
-                from protocols.phone import RX_CHAR_UUID, TX_CHAR_UUID
+                from protocols.advert import site_uuids
 
-                client = BleakClient(await find_gateway(adapter, timeout=30), timeout=30)
+                assert keys.advert_key is not None
+                uuids = site_uuids(keys.advert_key)
+                client = BleakClient(
+                    await find_gateway(adapter, timeout=30, advert_key=keys.advert_key), timeout=30
+                )
                 await client.connect()
                 denied = 0
                 try:
-                    rx = client.services.get_characteristic(RX_CHAR_UUID)
-                    tx = client.services.get_characteristic(TX_CHAR_UUID)
+                    rx = client.services.get_characteristic(uuids.rx)
+                    tx = client.services.get_characteristic(uuids.tx)
                     assert rx is not None and tx is not None
                     channel = BleChannel(client, rx, tx)
                     for _ in range(count):

@@ -5,12 +5,19 @@ does not use ``from __future__ import annotations`` and mypy skips it (pyproject
 Only :mod:`gateway.phone_ble` imports it, and only when ``[phone_link] ble = true``.
 The logic the objects call is :class:`gateway.phone_ble.BleSessions`, checked as usual.
 
-* service ``PHONE_SERVICE_UUID`` (primary, advertised)
+* the site's service (primary; UUIDs :func:`protocols.advert.site_uuids`, issue 17's quiet
+  advertisement) — and, only while ``[phone_link] accept_v1`` lets old phones in, the
+  legacy service (``protocols.advert.LEGACY_UUIDS``) too
 * ``RX`` (write, write-without-response): ``WriteValue`` → ``BleSessions.on_write`` with
   the ``device`` and ``mtu`` options BlueZ passes
 * ``TX`` (read): ``ReadValue`` → ``BleSessions.on_read`` for the ``device`` that reads
+* the advertisement: no name, no manufacturer data, one service UUID that changes every
+  15 minutes (:func:`protocols.advert.advert_uuid`); with legacy on, also the name
+  ``lockgw`` (what v1 phones look for)
 """
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from dbus_fast import PropertyAccess, Variant
@@ -18,12 +25,9 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_property, method
 
 from gateway.phone_ble import BleSessions, PhoneBleBusy
-from protocols.phone import PHONE_SERVICE_UUID, RX_CHAR_UUID, TX_CHAR_UUID
+from protocols.advert import LEGACY_NAME, LEGACY_UUIDS, advert_epoch, advert_uuid, site_uuids
 
-__all__ = ["ADVERTISED_NAME", "PhoneApp"]
-
-#: the advertisement's local name
-ADVERTISED_NAME = "lockgw"
+__all__ = ["PhoneApp"]
 
 
 def _option(options: dict, name: str) -> Any:
@@ -46,12 +50,13 @@ def _mtu(options: dict) -> "int | None":
 
 
 class _Service(ServiceInterface):
-    def __init__(self) -> None:
+    def __init__(self, uuid: str) -> None:
         super().__init__("org.bluez.GattService1")
+        self._uuid = uuid
 
     @dbus_property(access=PropertyAccess.READ)
     def UUID(self) -> "s":
-        return PHONE_SERVICE_UUID
+        return self._uuid
 
     @dbus_property(access=PropertyAccess.READ)
     def Primary(self) -> "b":
@@ -59,17 +64,17 @@ class _Service(ServiceInterface):
 
 
 class _Characteristic(ServiceInterface):
-    UUID_VALUE = ""
     FLAGS: "tuple[str, ...]" = ()
 
-    def __init__(self, service_path: str, sessions: BleSessions) -> None:
+    def __init__(self, uuid: str, service_path: str, sessions: BleSessions) -> None:
         super().__init__("org.bluez.GattCharacteristic1")
+        self._uuid = uuid
         self._service = service_path
         self._sessions = sessions
 
     @dbus_property(access=PropertyAccess.READ)
     def UUID(self) -> "s":
-        return self.UUID_VALUE
+        return self._uuid
 
     @dbus_property(access=PropertyAccess.READ)
     def Service(self) -> "o":
@@ -81,7 +86,6 @@ class _Characteristic(ServiceInterface):
 
 
 class _Rx(_Characteristic):
-    UUID_VALUE = RX_CHAR_UUID
     FLAGS = ("write", "write-without-response")
 
     @method()
@@ -93,7 +97,6 @@ class _Rx(_Characteristic):
 
 
 class _Tx(_Characteristic):
-    UUID_VALUE = TX_CHAR_UUID
     FLAGS = ("read",)
 
     @method()
@@ -105,8 +108,12 @@ class _Tx(_Characteristic):
 
 
 class _Advertisement(ServiceInterface):
-    def __init__(self) -> None:
+    """The quiet advertisement: the service UUID of the current 15-minute epoch, nothing
+    else a passer-by could read (BlueZ adds the flags)."""
+
+    def __init__(self, uuids: "Callable[[], list[str]]") -> None:
         super().__init__("org.bluez.LEAdvertisement1")
+        self._uuids = uuids
 
     @dbus_property(access=PropertyAccess.READ)
     def Type(self) -> "s":
@@ -114,11 +121,7 @@ class _Advertisement(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def ServiceUUIDs(self) -> "as":
-        return [PHONE_SERVICE_UUID]
-
-    @dbus_property(access=PropertyAccess.READ)
-    def LocalName(self) -> "s":
-        return ADVERTISED_NAME
+        return self._uuids()
 
     @dbus_property(access=PropertyAccess.READ)
     def Discoverable(self) -> "b":
@@ -131,20 +134,53 @@ class _Advertisement(ServiceInterface):
         pass
 
 
-class PhoneApp:
-    """The objects of the phone peripheral under ``app_path``."""
+class _LegacyAdvertisement(_Advertisement):
+    """What v1 phones look for, while ``[phone_link] accept_v1`` lets them in: the name."""
 
-    def __init__(self, app_path: str, sessions: BleSessions) -> None:
+    @dbus_property(access=PropertyAccess.READ)
+    def LocalName(self) -> "s":
+        return LEGACY_NAME
+
+
+class PhoneApp:
+    """The objects of the phone peripheral under ``app_path``: the site's service (from
+    its advertising key) and, with ``legacy``, the v1 service beside it."""
+
+    def __init__(
+        self,
+        app_path: str,
+        sessions: BleSessions,
+        advert_key: bytes,
+        *,
+        legacy: bool = False,
+    ) -> None:
         self.app_path = app_path
-        self.service_path = f"{app_path}/service0"
         self.adv_path = f"{app_path}/adv0"
-        self._objects = {
-            self.service_path: _Service(),
-            f"{self.service_path}/char0": _Rx(self.service_path, sessions),
-            f"{self.service_path}/char1": _Tx(self.service_path, sessions),
-            self.adv_path: _Advertisement(),
-        }
+        self.uuids = site_uuids(advert_key)
+        self.legacy = legacy
+        self._key = advert_key
+        self._objects: dict[str, ServiceInterface] = {}
+        services = [self.uuids, LEGACY_UUIDS] if legacy else [self.uuids]
+        for n, uuids in enumerate(services):
+            path = f"{app_path}/service{n}"
+            self._objects[path] = _Service(uuids.service)
+            self._objects[f"{path}/char0"] = _Rx(uuids.rx, path, sessions)
+            self._objects[f"{path}/char1"] = _Tx(uuids.tx, path, sessions)
+        adv = _LegacyAdvertisement if legacy else _Advertisement
+        self._objects[self.adv_path] = adv(self.advertised)
+
+    def epoch(self) -> int:
+        return advert_epoch(time.time())
+
+    def advertised(self) -> "list[str]":
+        """The service UUID the advertisement carries now (one: a legacy advertisement
+        holds 31 bytes, and the flags, one 128-bit UUID and the legacy name fill 29)."""
+        return [advert_uuid(self._key, self.epoch())]
 
     def export(self, bus: Any) -> None:
         for path, obj in self._objects.items():
             bus.export(path, obj)
+
+    def unexport(self, bus: Any) -> None:
+        for path in self._objects:
+            bus.unexport(path)

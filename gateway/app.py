@@ -54,7 +54,7 @@ from gateway.mqtt.healing import Kind, RetainedHealer
 from gateway.mqtt.homeassistant import HaDevice, discovery_messages, node_id
 from gateway.phone_ble import EX_UNAVAILABLE, BluezPhonePeripheral, PhoneBleUnavailable
 from gateway.phone_link import PhoneLink
-from gateway.site_keys import SiteKeys, b64url, inventory_entry, load_or_create
+from gateway.site_keys import SiteKeys, advert_key, b64url, inventory_entry, load_or_create
 from gateway.systemd import SdNotifier
 from gateway.visits import VisitLimits, VisitTracker
 from protocols.errors import ConfigError, JournalError
@@ -491,6 +491,8 @@ class Gateway:
         self.access.reload(new)
         self.door.config = new  # device timeout, suspicious window
         self.door.exchange.accept_v1 = new.phone_link.accept_v1
+        if self.phone_ble is not None:  # the v1 service and name come and go with it
+            self.phone_ble.spawn(self.phone_ble.set_legacy(new.phone_link.accept_v1))
         if self.web is not None:  # names of organisations, language, max_people
             self.web.config = new
         self.notifier.ready("reloaded")
@@ -600,8 +602,10 @@ class Gateway:
                 self.phone_ble = await stack.enter_async_context(
                     BluezPhonePeripheral(
                         self.door,
+                        advert_key=advert_key(cfg.site.id, self.site_keys),
                         adapter=cfg.bluetooth.adapter,
                         step_timeout=cfg.phone_link.step_timeout,
+                        legacy=cfg.phone_link.accept_v1,
                     )
                 )
             if cfg.web.enabled:

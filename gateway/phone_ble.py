@@ -23,6 +23,12 @@ adapter``. Promises:
 - **The adapter going away** (a USB dongle pulled, bluetoothd restarted) ends every
   session and marks the link down (``lockgw health`` says so); when the adapter is back
   the application and advertisement are registered again.
+- **Quiet** (issue 17): no name, no fixed UUID in the air. The service and characteristic
+  UUIDs are the site's own (:mod:`protocols.advert`, from the advertising key phones get in
+  their bundle) and the advertised UUID changes every 15 minutes: the advertisement is
+  registered again at each epoch's start. While ``[phone_link] accept_v1`` lets old phones
+  in, the legacy service and the name ``lockgw`` are served too (a reload switching it
+  registers the application again).
 
 **Choice: BlueZ's GATT D-Bus API through ``dbus-fast``**, not ``bless``: bleak already
 depends on dbus-fast on Linux (maintained, typed, fast); bless pulls in the unmaintained
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -47,6 +54,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
 from gateway.phone_link import DoorHandler, run_exchange
+from protocols.advert import ROTATION_S
 from protocols.errors import FrameError, LockgwError
 from protocols.phone import (
     ATT_MIN_MTU,
@@ -358,8 +366,16 @@ class BluezPhonePeripheral:
     APP_PATH = "/org/lockgw/phone"
 
     def __init__(
-        self, handler: DoorHandler, *, adapter: str = "hci0", step_timeout: float = 10.0
+        self,
+        handler: DoorHandler,
+        *,
+        advert_key: bytes,
+        adapter: str = "hci0",
+        step_timeout: float = 10.0,
+        legacy: bool = False,
     ) -> None:
+        self.advert_key = advert_key
+        self.legacy = legacy
         self.adapter = adapter
         self.adapter_path = f"/org/bluez/{adapter}"
         self.sessions = BleSessions(handler, step_timeout=step_timeout)
@@ -384,7 +400,9 @@ class BluezPhonePeripheral:
             adapters = await _adapters(bus)
             if problem := _adapter_problem(self.adapter, adapters, peripheral=True):
                 raise PhoneBleUnavailable(problem)
-            self._objects = PhoneApp(self.APP_PATH, self.sessions)
+            self._objects = PhoneApp(
+                self.APP_PATH, self.sessions, self.advert_key, legacy=self.legacy
+            )
             self._objects.export(bus)
             bus.add_message_handler(self._on_signal)
             for rule in (
@@ -395,6 +413,7 @@ class BluezPhonePeripheral:
                 await _call(bus, "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch",
                             "s", [rule], destination="org.freedesktop.DBus")
             await self._register()
+            self._spawn(self._rotate())
         except BaseException as exc:
             bus.disconnect()
             self._bus = None
@@ -417,13 +436,24 @@ class BluezPhonePeripheral:
         if bus is None:
             return
         if self.up:
-            with contextlib.suppress(Exception):
-                await _call(bus, self.adapter_path, "org.bluez.LEAdvertisingManager1",
-                            "UnregisterAdvertisement", "o", [self._objects.adv_path])
-            with contextlib.suppress(Exception):
-                await _call(bus, self.adapter_path, "org.bluez.GattManager1",
-                            "UnregisterApplication", "o", [self.APP_PATH])
+            await self._unregister(bus)
         bus.disconnect()
+
+    async def _advertise(self, bus: MessageBus, on: bool) -> None:
+        if on:
+            await _call(bus, self.adapter_path, "org.bluez.LEAdvertisingManager1",
+                        "RegisterAdvertisement", "oa{sv}", [self._objects.adv_path, {}])
+        else:
+            await _call(bus, self.adapter_path, "org.bluez.LEAdvertisingManager1",
+                        "UnregisterAdvertisement", "o", [self._objects.adv_path])
+
+    async def _unregister(self, bus: MessageBus) -> None:
+        """Take the advertisement and the application back (whatever BlueZ says)."""
+        with contextlib.suppress(Exception):
+            await self._advertise(bus, False)
+        with contextlib.suppress(Exception):
+            await _call(bus, self.adapter_path, "org.bluez.GattManager1",
+                        "UnregisterApplication", "o", [self.APP_PATH])
 
     async def _register(self) -> None:
         """Power the adapter if it is off, register the application and advertise."""
@@ -437,10 +467,45 @@ class BluezPhonePeripheral:
                             [_ADAPTER, "Powered", Variant("b", True)])
             await _call(bus, self.adapter_path, "org.bluez.GattManager1", "RegisterApplication",
                         "oa{sv}", [self.APP_PATH, {}])
-            await _call(bus, self.adapter_path, "org.bluez.LEAdvertisingManager1",
-                        "RegisterAdvertisement", "oa{sv}", [self._objects.adv_path, {}])
+            await self._advertise(bus, True)
             self.up, self.problem = True, None
         log.info("phone_ble.advertising", adapter=self.adapter)
+
+    async def _rotate(self) -> None:
+        """Register the advertisement again when its epoch's UUID changes (BlueZ reads an
+        advertisement's properties once, at registration)."""
+        while True:
+            epoch = self._objects.epoch()
+            await asyncio.sleep(max(0.05, (epoch + 1) * ROTATION_S - time.time() + 0.01))
+            if not self.up or self._bus is None:
+                continue
+            try:
+                async with self._lock:
+                    await self._advertise(self._bus, False)
+                    await self._advertise(self._bus, True)
+                log.debug("phone_ble.advert_rotated", adapter=self.adapter)
+            except (DBusError, TimeoutError) as exc:
+                log.warning("phone_ble.advert_rotate_failed", adapter=self.adapter, error=str(exc))
+
+    async def set_legacy(self, legacy: bool) -> None:
+        """``[phone_link] accept_v1`` changed on reload: serve (or stop serving) the v1
+        service and name — the application is registered again."""
+        from gateway._bluez_gatt import PhoneApp
+
+        if legacy == self.legacy or self._bus is None:
+            self.legacy = legacy
+            return
+        bus = self._bus
+        async with self._lock:
+            if self.up:
+                await self._unregister(bus)
+            self._objects.unexport(bus)
+            self.legacy = legacy
+            self._objects = PhoneApp(self.APP_PATH, self.sessions, self.advert_key, legacy=legacy)
+            self._objects.export(bus)
+        log.info("phone_ble.legacy", adapter=self.adapter, legacy=legacy)
+        if self.up:
+            await self._register_again()
 
     async def _register_again(self) -> None:
         try:
@@ -448,6 +513,10 @@ class BluezPhonePeripheral:
         except (PhoneBleUnavailable, DBusError, TimeoutError) as exc:
             self.problem = f"{self.adapter} is back but refused the phone peripheral ({exc})"
             log.error("phone_ble.register_failed", adapter=self.adapter, error=str(exc))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as the peripheral's own task (ended with it)."""
+        self._spawn(coro)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from gateway.keys import read_small_file
+from protocols.advert import derive_advert_key
 from protocols.errors import KeyFileError
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Replaced",
     "SiteKey",
     "SiteKeys",
+    "advert_key",
     "b64url",
     "inventory_entry",
     "load",
@@ -307,13 +309,22 @@ def problems(data_dir: Path | str) -> list[str]:
     return out
 
 
+def advert_key(site: str, keys: SiteKeys) -> bytes:
+    """The site's advertising key (:mod:`protocols.advert`), derived from the exchange key:
+    phones holding it recognise the hub's quiet advertisement."""
+    return derive_advert_key(keys.exchange.private.private_bytes_raw(), site)
+
+
 def phone_keys(site: str, keys: SiteKeys) -> dict[str, str]:
     """What a phone needs with its credential (``lockgw site-key show --phone``):
-    ``{"site", "sign_key", "exchange_key"}``, the raw public keys, unpadded base64url."""
+    ``{"site", "sign_key", "exchange_key", "advert_key"}``, unpadded base64url — the raw
+    public keys, and the advertising key (a secret for the site's phones: it lets them
+    find the hub, nothing more)."""
     return {
         "site": site,
         "sign_key": b64url(keys.sign.public),
         "exchange_key": b64url(keys.exchange.public),
+        "advert_key": b64url(advert_key(site, keys)),
     }
 
 

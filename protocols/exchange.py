@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from protocols.advert import ADVERT_KEY_LEN
 from protocols.errors import FrameError, ProtocolError, Reason
 from protocols.phone import (
     Hello,
@@ -154,15 +155,21 @@ class GatewayExchange:
 
 class PhoneExchange:
     """The phone's side, from what its credential carries: the site id and the site's
-    two public keys (raw 32 bytes each)."""
+    two public keys (raw 32 bytes each); and the site's advertising key
+    (:mod:`protocols.advert`: how a phone finds the hub over BLE; None: TCP only)."""
 
-    def __init__(self, site: str, sign_key: bytes, exchange_key: bytes) -> None:
+    def __init__(
+        self, site: str, sign_key: bytes, exchange_key: bytes, advert_key: bytes | None = None
+    ) -> None:
         self.site = site
         try:
             self.sign_key = Ed25519PublicKey.from_public_bytes(sign_key)
             self.exchange_key = X25519PublicKey.from_public_bytes(exchange_key)
         except ValueError:
             raise ValueError("a site key is 32 raw bytes") from None
+        if advert_key is not None and len(advert_key) != ADVERT_KEY_LEN:
+            raise ValueError(f"the advertising key is {ADVERT_KEY_LEN} raw bytes")
+        self.advert_key = advert_key
         self._info = hello_info(site)
 
     def seal(self, hello: Hello) -> tuple[SealedHello, bytes]:

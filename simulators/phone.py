@@ -86,12 +86,15 @@ def _b64d(text: str) -> bytes:
 def site_keys_from(data: dict[str, Any]) -> PhoneExchange:
     """The site keys of a credential bundle or of ``lockgw site-key show``'s JSON."""
     try:
+        advert = data.get("advert_key")
         return PhoneExchange(
-            str(data["site"]), _b64d(str(data["sign_key"])), _b64d(str(data["exchange_key"]))
+            str(data["site"]), _b64d(str(data["sign_key"])), _b64d(str(data["exchange_key"])),
+            None if advert is None else _b64d(str(advert)),
         )
     except (KeyError, TypeError, ValueError, binascii.Error):
         raise ValueError(
-            'needs "site", "sign_key" and "exchange_key" (32 bytes each, base64url)'
+            'needs "site", "sign_key" and "exchange_key" (32 bytes each, base64url; '
+            'over BLE also "advert_key")'
         ) from None
 
 

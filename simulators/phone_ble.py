@@ -3,9 +3,11 @@
 What a phone app does, with bleak's BlueZ backend on one adapter (``--adapter hciN``;
 bleak's default adapter otherwise):
 
-1. find the gateway: the lockgw phone service in an advertisement (or the address
-   given with ``--gateway``) — one BlueZ has seen already, else a scan; connect (a
-   failed or hanging attempt is tried again), find RX and TX;
+1. find the gateway: its quiet advertisement (a service UUID that only phones holding the
+   site's advertising key recognise, ``protocols.advert``; a v1 phone without site keys
+   looks for the legacy name ``lockgw`` instead), or the address given with
+   ``--gateway`` — one BlueZ has seen already, else a scan; connect (a failed or hanging
+   attempt is tried again), find the site's RX and TX;
 2. write each frame to RX in chunks (``protocols.phone.chunk``) as large as the link's
    MTU allows (BlueZ's characteristic ``MTU``; bleak's ``max_write_without_response_size``),
    each a write with response, so they arrive in order;
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -30,12 +33,10 @@ from bleak_retry_connector import get_device_by_adapter
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from protocols.advert import LEGACY_NAME, LEGACY_UUIDS, expected_adverts, site_uuids
 from protocols.errors import FrameError
 from protocols.exchange import ImpostorError
 from protocols.phone import (
-    PHONE_SERVICE_UUID,
-    RX_CHAR_UUID,
-    TX_CHAR_UUID,
     PhoneFrame,
     Reassembler,
     Result,
@@ -45,13 +46,29 @@ from protocols.phone import (
 )
 from simulators.phone import ImpostorDetected, PhoneError, UnlockAttempt, exchange
 
-__all__ = ["BleChannel", "find_gateway", "unlock_ble"]
+__all__ = ["BleChannel", "Recogniser", "find_gateway", "unlock_ble"]
+
+
+class Recogniser:
+    """Which hub is this phone's: with the site's advertising key, its advertised UUID of
+    now ± the slack, or its GATT service (in a device BlueZ has connected to before);
+    without one (a v1 phone), the legacy name or service."""
+
+    def __init__(self, advert_key: bytes | None) -> None:
+        self.key = advert_key
+        self.uuids = LEGACY_UUIDS if advert_key is None else site_uuids(advert_key)
+
+    def matches(self, uuids: list[str] | tuple[str, ...], name: str | None) -> bool:
+        if self.key is None:
+            return name == LEGACY_NAME or LEGACY_UUIDS.service in uuids
+        wanted = expected_adverts(self.key, time.time()) | {self.uuids.service}
+        return any(u.lower() in wanted for u in uuids)
 
 #: seconds one connection attempt may take
 CONNECT_TIMEOUT = 10.0
 
 
-async def _cached(adapter: str, address: str | None) -> BLEDevice | None:
+async def _cached(adapter: str, address: str | None, known: Recogniser) -> BLEDevice | None:
     """A gateway BlueZ already knows on this adapter (seen before: BlueZ does not report
     a known device to a new scan until its advertisement changes), as a phone's OS
     remembers a device it has seen."""
@@ -71,30 +88,38 @@ async def _cached(adapter: str, address: str | None) -> BLEDevice | None:
             continue
         found = str(props["Address"].value)
         uuids = props["UUIDs"].value if "UUIDs" in props else []
+        name = props["Name"].value if "Name" in props else None
         if (address is not None and found.upper() == address.upper()) or (
-            address is None and PHONE_SERVICE_UUID in uuids
+            address is None and known.matches(uuids, name)
         ):
             return await get_device_by_adapter(found, adapter)
     return None
 
 
 async def find_gateway(
-    adapter: str | None, address: str | None = None, *, timeout: float = 15.0
+    adapter: str | None,
+    address: str | None = None,
+    *,
+    timeout: float = 15.0,
+    advert_key: bytes | None = None,
 ) -> BLEDevice:
-    """The gateway as this phone's adapter sees it: by address, or the first that
-    advertises the lockgw phone service; one BlueZ knows already, else short scans
+    """The gateway as this phone's adapter sees it: by address, or the first whose quiet
+    advertisement the site's ``advert_key`` recognises (None: the legacy name, a v1 phone);
+    one BlueZ knows already, else short scans
     (after each, BlueZ's cache is looked at again: a device reported while the scanner
     was starting is there even when the scanner missed it)."""
+
+    known = Recogniser(advert_key)
 
     def wanted(device: BLEDevice, adv: AdvertisementData) -> bool:
         if address is not None:
             return device.address.upper() == address.upper()
-        return PHONE_SERVICE_UUID in adv.service_uuids
+        return known.matches(adv.service_uuids, adv.local_name)
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        found = await _cached(adapter or "hci0", address)
+        found = await _cached(adapter or "hci0", address, known)
         left = deadline - loop.time()
         if found is not None or left <= 0:
             break
@@ -105,7 +130,10 @@ async def find_gateway(
             break
     if found is None:
         where = f" on {adapter}" if adapter else ""
-        what = address or "no lockgw gateway advertising"
+        what = address or (
+            "no lockgw gateway advertising" if advert_key is None
+            else "the site's gateway (no advertisement its advertising key recognises)"
+        )
         raise PhoneError(f"{what}: not seen{where} within {timeout:g} s")
     return found
 
@@ -164,13 +192,20 @@ async def unlock_ble(
 ) -> Result | None:
     """One attempt over BLE (see the module docstring). None only with ``vanish_after``:
     the phone disconnected at that point, as a phone walking out of range does."""
+    advert_key = attempt.site.advert_key if attempt.site is not None else None
+    if attempt.site is not None and advert_key is None:
+        raise PhoneError(
+            "the site keys have no advert_key: over BLE a phone needs it to find the hub "
+            "(lockgw site-key show --phone; lockgw token issue --bundle)"
+        )
+    uuids = Recogniser(advert_key).uuids
     try:
         async with asyncio.timeout(timeout):
-            device = await find_gateway(adapter, gateway, timeout=timeout)
+            device = await find_gateway(adapter, gateway, timeout=timeout, advert_key=advert_key)
             client = await _connect(device)
             try:
-                rx = client.services.get_characteristic(RX_CHAR_UUID)
-                tx = client.services.get_characteristic(TX_CHAR_UUID)
+                rx = client.services.get_characteristic(uuids.rx)
+                tx = client.services.get_characteristic(uuids.tx)
                 if rx is None or tx is None:
                     raise PhoneError(f"{device.address} is not a lockgw gateway (no RX/TX)")
                 return await exchange(

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocols.advert import derive_advert_key
 from protocols.control import Command, RevocationList, Roster, RosterEntry
 from protocols.exchange import PhoneExchange
 from protocols.phone import Result
@@ -548,7 +549,7 @@ class SimSite:
         )
 
     async def site_keys(self) -> PhoneExchange:
-        """The site's public keys for phones, as ``lockgw site-key show --phone`` prints them (the
+        """The site's keys for phones, as ``lockgw site-key show --phone`` prints them (the
         gateway creates them on its first start); cached. Read here from the key files
         the gateway wrote, without a process, so an attempt's timing is the exchange's
         alone (``tests/test_private_exchange.py`` checks they equal ``site-key show --phone``)."""
@@ -560,6 +561,10 @@ class SimSite:
                     (site / name).read_bytes(), password=None
                 )
                 raw[field_] = b64encode(key.public_key().public_bytes_raw())
+                if name == "exchange.key":  # the quiet advertisement's key (protocols.advert)
+                    raw["advert_key"] = b64encode(
+                        derive_advert_key(key.private_bytes_raw(), self.site)
+                    )
             self.site_keys_json = {"site": self.site, **raw}
             self._site_keys = site_keys_from(self.site_keys_json)
         return self._site_keys
@@ -574,9 +579,11 @@ class SimSite:
         phone: Ed25519PrivateKey | None = None,
         vanish_after: str | None = None,
         timeout: float = 60.0,
+        v1: bool = False,
     ) -> Result | None:
         """``lockgw-sim phone unlock --bluez --adapter ADAPTER`` as its own process: the
-        carer's phone over BLE GATT through BlueZ. None: it vanished as told."""
+        carer's phone over BLE GATT through BlueZ. None: it vanished as told. ``v1``: a
+        phone without site keys speaking the old exchange (``[phone_link] accept_v1``)."""
         self.keys.mkdir(mode=0o700, parents=True, exist_ok=True)
         holder = phone or carer.phone
         raw = holder.public_key().public_bytes(
@@ -591,7 +598,7 @@ class SimSite:
         site_file.write_text(json.dumps(self.site_keys_json))
         argv = [
             "-m", "simulators.cli", "phone", "unlock", "--bluez", "--adapter", adapter,
-            "--site-keys", str(site_file),
+            *(["--v1"] if v1 else ["--site-keys", str(site_file)]),
             "--token", token, "--key", str(key), "--door", door, "--action", action,
             "--timeout", str(timeout),
             *(["--vanish-after", vanish_after] if vanish_after else []),

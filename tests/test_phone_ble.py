@@ -198,5 +198,5 @@ async def test_without_bluez_the_link_refuses_in_one_line(
     (problem,) = await bluez_problems("hci0")
     assert problem.startswith("bluetooth: the system D-Bus cannot be reached")
     with pytest.raises(PhoneBleUnavailable, match="system D-Bus cannot be reached"):
-        async with BluezPhonePeripheral(Door(), adapter="hci0"):
+        async with BluezPhonePeripheral(Door(), advert_key=bytes(32), adapter="hci0"):
             pass

@@ -405,6 +405,26 @@ async def test_site_keys_are_created_once_journaled_published_and_shown(
         )  # fmt: skip
         assert code == 0, err
         assert oct((sim.dir / "anna.json").stat().st_mode & 0o777) == "0o600"
+        bundle = json.loads((sim.dir / "anna.json").read_text())
+        assert bundle["advert_key"] == shown["advert_key"]  # how it finds the hub over BLE
+        assert "advert_key" not in entry  # the inventory carries public keys only
+        # keys printed by an older gateway: a bundle without it, and a warning that says so;
+        # a broken one: one line, no bundle
+        issue = (
+            "token", "issue", "--key", str(sim.keys / f"{anna.org.id}.key"), "--iss",
+            anna.org.id, "--sub", "anna", "--site", sim.site, "--door", "front",
+            "--holder-pub", str(sim.dir / "anna.pub"), "--role", "verzorgende",
+            "--purpose", "planned", "--valid-for", "1d", "--site-keys", "old-keys.json",
+        )  # fmt: skip
+        old = {k: v for k, v in shown.items() if k != "advert_key"}
+        (sim.dir / "old-keys.json").write_text(json.dumps(old))
+        code, err = await _run(*issue, "--bundle", "old.json", cwd=sim.dir)
+        assert code == 0 and "has no advert_key" in err and "cannot find the hub over BLE" in err
+        assert "advert_key" not in json.loads((sim.dir / "old.json").read_text())
+        (sim.dir / "old-keys.json").write_text(json.dumps({**old, "advert_key": "short"}))
+        code, err = await _run(*issue, "--bundle", "broken.json", cwd=sim.dir)
+        assert code != 0 and "'advert_key' must be 32 bytes" in err, err
+        assert not (sim.dir / "broken.json").exists()
         proc = await asyncio.create_subprocess_exec(
             LOCKGW_SIM, "phone", "unlock", "--gateway", f"127.0.0.1:{sim.phone_port}",
             "--bundle", str(sim.dir / "anna.json"), "--key", str(sim.dir / "anna.key"),

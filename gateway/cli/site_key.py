@@ -4,8 +4,9 @@ The gateway makes them in ``<data_dir>/site/`` on its first start (:mod:`gateway
 The installer hands what this prints to the platform, which pins it: the platform then
 checks the journal heads the gateway signs (``docs/audit.md``) against a key it did not
 take from the hub's own word. ``--phone`` prints what a phone needs with its credential
-(``{"site", "sign_key", "exchange_key"}``, for ``lockgw token issue --site-keys``): the
-``lockgw-unlock-v2`` exchange (``protocols/README.md``).
+(``{"site", "sign_key", "exchange_key", "advert_key"}``, for ``lockgw token issue
+--site-keys``): the ``lockgw-unlock-v2`` exchange and the quiet BLE advertisement
+(``protocols/README.md``).
 """
 
 from __future__ import annotations

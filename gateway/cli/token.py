@@ -167,8 +167,8 @@ def _fail(args: argparse.Namespace, msg: str, code: int = 2) -> int:
 
 
 def _site_keys(path: str, site: str) -> dict[str, str]:
-    """The site keys a phone needs, checked: the site id matches the token's, both keys
-    are 32 bytes of base64url."""
+    """The site keys a phone needs, checked: the site id matches the token's, the two
+    public keys and the advertising key are 32 bytes of base64url."""
     try:
         data, _ = read_regular_file(Path(path), 64 * 1024, "site keys file")
         keys = json.loads(data)
@@ -180,9 +180,18 @@ def _site_keys(path: str, site: str) -> dict[str, str]:
         raise UsageError(
             f"--site-keys {path} is for site {keys.get('site')!r}, the token for {site!r}"
         )
+    if "advert_key" not in keys:  # the quiet advertisement's key (protocols/advert.py)
+        print(
+            f"lockgw token issue: warning: --site-keys {path} has no advert_key (printed by "
+            "an older gateway): this phone cannot find the hub over BLE; print the keys "
+            "again with lockgw site-key show --phone",
+            file=sys.stderr,
+        )
     out = {"site": site}
-    for name in ("sign_key", "exchange_key"):
+    for name in ("sign_key", "exchange_key", "advert_key"):
         value = keys.get(name)
+        if value is None and name == "advert_key":
+            continue
         try:
             ok = isinstance(value, str) and len(b64decode(value)) == 32
         except ValueError:
