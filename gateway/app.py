@@ -313,6 +313,7 @@ class Gateway:
             signers_unavailable=dict(self.access.unavailable_signers),
             phone_ble=self._phone_ble_health(),
             phone_link_pressure=self._phone_pressure(),
+            head_not_signed=self.heads.last_error,
         )
 
     def _phone_ble_health(self) -> PhoneBleHealth | None:

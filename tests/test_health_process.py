@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from test_door_process import expect, home, west, windows_now
 
+from gateway.journal import journal_path
+from gateway.journal.heads import heads_path
 from simulators.broker import MosquittoBroker
 from simulators.platform import Platform
 from simulators.site import Carer, Org, SimSite
@@ -212,3 +214,37 @@ async def test_a_stopped_gateway_is_not_running_and_a_restarted_one_never_shows_
         code, got = await health_json(sim)
         assert got["snapshot"]["pid"] == proc.pid != old, got
         assert "daemon.not_running" not in [r["code"] for r in got["reasons"]], got
+
+
+async def test_a_journal_head_that_cannot_be_kept_is_warned_and_cleared(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """The signed head cannot be written beside the journal (here: its temporary file's
+    name is taken by a directory, as a full or read-only data directory would fail it): a
+    warning, in health and on the retained status, not only a log line; cleared once a
+    head is kept again."""
+    inside, _ = windows_now()
+    org = west()
+    extra = HEALTH + "[journal]\nhead_interval = 1\n"
+    async with home(tmp_path, broker, [org], extra=extra) as (sim, platform):
+        _, got = await health_json(sim)
+        assert reason(got, "journal.head_not_signed") is None, got
+        mark = platform.checker.last_seq
+        blocker = heads_path(journal_path(sim.dir / "data"))
+        blocker = blocker.with_name(f".{blocker.name}.new")
+        blocker.mkdir()
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        await expect(sim, platform, anna, "ok")  # an event: a new head to sign
+        ev = await platform.wait_for(warned("journal.head_not_signed"), after_seq=mark, timeout=30)
+        assert ev["level"] == "warning" and "cannot write" in ev["text"], ev
+        r = await status_has(platform, "journal.head_not_signed")
+        assert "afgeknipt" in r["text"], r  # the site's language
+        _, got = await health_json(sim)
+        assert reason(got, "journal.head_not_signed") is not None, got
+        blocker.rmdir()
+        await platform.wait_for(
+            warned("journal.head_not_signed", kind="health.cleared"), after_seq=mark, timeout=30
+        )
+        _, got = await health_json(sim)
+        assert reason(got, "journal.head_not_signed") is None, got

@@ -127,6 +127,12 @@ def _journal(s: Snapshot, k: Look) -> Reasons:
             )
         yield _r(n.kind, "warning",
                  text.format(kept=kept, problem=n.problem, seq=n.seq, link=n.link_seq))  # fmt: skip
+    if s.head_not_signed:
+        yield _r("journal.head_not_signed", "warning", _(
+            "journal: its head is not signed and kept ({why}); until it is, the platform "
+            "cannot prove later that no event was cut from the journal's end. Doors keep "
+            "working; free disk space or fix the data directory"
+        ).format(why=s.head_not_signed))  # fmt: skip
     if s.backlog > MAX_BACKLOG:
         yield _r("journal.backlog", "warning", _(
             "journal: {n} events not yet published"

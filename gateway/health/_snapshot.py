@@ -169,6 +169,8 @@ class Snapshot(BaseModel):
     #: the journal was found damaged or lost at this start and started again
     #: (``journal.damaged`` / ``journal.lost``)
     journal_restarts: list[JournalRestartNotice] = []
+    #: the journal's head could not be signed lately (why, in words; None: it could)
+    head_not_signed: str | None = None
     state: list[StateNotice] = []
     state_write_failures: int = 0
     #: the site's IANA time zone (consent days are the site's days)
