@@ -69,7 +69,8 @@ class DeviceStatePayload(DeviceState):
     problems: list[str] = Field(
         default_factory=list,
         description="what is wrong right now, until it is put right: lock_jammed, "
-        "left_unlocked (a visit ended with the door shut but not relocked), door_left_open, "
+        "left_unlocked (the door shut but not locked again: a visit ended so, or locking "
+        "it again after an unused or late opening failed), door_left_open, "
         "key_not_returned; empty when nothing is",
     )
 

@@ -264,7 +264,8 @@ def _devices(s: Snapshot, k: Look) -> Reasons:
             ).format(**ids, key=key), d.id)  # fmt: skip
         if "left_unlocked" in d.problems:
             yield _r("door.left_unlocked", "warning", _(
-                "door {door} ({id}): left unlocked after a visit; lock it"
+                "door {door} ({id}): left unlocked — it was not locked again after it was "
+                "opened (a visit ended, or locking it again failed); lock it and check the lock"
             ).format(**ids), d.id)  # fmt: skip
         if "door_left_open" in d.problems:
             yield _r("door.left_open", "warning", _(
