@@ -523,6 +523,10 @@ class Gateway:
                     retention_days=cfg.journal.retention_days,
                     max_bytes=cfg.journal.max_bytes,
                     writer_nice=cfg.journal.writer_nice,
+                    # only what the head file does not vouch for before READY: a start
+                    # that does not grow with the journal's age; the full check after
+                    # (bench/journal_start.py, docs/audit.md)
+                    startup_check="tail",
                 )
             )
             # the site's own keys: made on the first start; a damaged one is moved aside and
@@ -654,6 +658,9 @@ class Gateway:
                     phone_link=self.phone_address,
                     phone_ble=cfg.bluetooth.adapter if self.phone_ble is not None else None,
                 )
+                # the journal's full check, now that no phone waits for it (a process
+                # of its own; what it finds is handled and said like a damage at start)
+                self.journal.start_background_check()
                 await self.stop_event.wait()
                 self.request_stop()  # the deadline, when the event was set directly
                 assert self.stop_by is not None

@@ -1,4 +1,5 @@
-"""The journal's writer process: ``python -m gateway.journal._child FD PATH SITE MAX_BYTES NICE``.
+"""The journal's writer process: ``python -m gateway.journal._child FD PATH SITE MAX_BYTES NICE
+[CHECK]``.
 
 It owns the journal's only write connection (:class:`._store.Store`) and serves the
 gateway over the socket ``FD`` (one end of a socketpair the gateway made): it reads
@@ -20,8 +21,10 @@ thread goes back to the priority the process started with.
 
 Frames both ways: a 4-byte big-endian length, then a pickle (both ends are this
 package, over a private socketpair). The first frame from here is ``("ready", seq,
-backlog, nice, refused, restart)`` (``refused``: why the priority could not be raised, or
-None; ``restart``: the ``journal.damaged`` / ``journal.lost`` restart made at open, or None)
+backlog, nice, refused, restart, checked)`` (``refused``: why the priority could not be
+raised, or None; ``restart``: the ``journal.damaged`` / ``journal.lost`` restart made at
+open, or None; ``checked``: ``full`` or ``tail``, the check ``CHECK`` asked for or the full
+one it fell back to, ``_recover``)
 or ``("failed", error class name, message)``; then one :class:`._store.Round` per round.
 """
 
@@ -141,10 +144,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, path, site, max_bytes = int(argv[0]), Path(argv[1]), argv[2], int(argv[3])
+    check = argv[5] if len(argv) > 5 else "full"
     base = os.getpriority(os.PRIO_PROCESS, 0)
     nice, refused = raise_priority(int(argv[4]))  # before any thread: they would inherit it
     sock = socket.socket(fileno=fd)
-    store = Store(path, site, max_bytes=max_bytes or None)
+    store = Store(path, site, max_bytes=max_bytes or None, check=check)
     try:
         store.open()
     except JournalError as exc:
@@ -153,7 +157,9 @@ def main(argv: list[str]) -> int:
         return 1
     checkpointer = Checkpointer(path, nice=base)
     try:
-        sock.sendall(frame(("ready", store.seq, store.backlog, nice, refused, store.restart)))
+        sock.sendall(
+            frame(("ready", store.seq, store.backlog, nice, refused, store.restart, store.checked))
+        )
         checkpointer.start()
         serve(sock, store, checkpointer)
     finally:

@@ -16,6 +16,14 @@ after it, to the fallback file beside the journal (``_fallback``, ``_spill``) an
 replayed into the journal, in order and with the id and time it was given, when the
 journal can write again. Its envelope then has ``seq`` 0 (the seq comes at replay).
 ``recording`` says which of the two is taking events.
+
+Before the writer takes anything it checks the journal (``_recover``): in full (every
+row's link, SQLite's ``quick_check``; the default), or, with ``startup_check="tail"``
+(``lockgw run``), only what the head file does not vouch for — a cost that does not grow
+with the journal's age. The full check then runs once the gateway is ready
+(:meth:`Journal.start_background_check`), in a process of its own; a damage it finds is
+handled as one found while running: events wait in the fallback, a new writer makes the
+full check, moves the file aside and starts a new journal with ``journal.damaged``.
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -33,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import structlog
 from pydantic import TypeAdapter
@@ -57,7 +68,7 @@ from ._store import (
     restarts,
     verify_chain,
 )
-from ._writer import Pending, SyscallRefused, WriterProcess
+from ._writer import _ROOT, Pending, SyscallRefused, WriterProcess
 
 __all__ = ["Journal", "envelope_from_wire", "journal_path"]
 
@@ -74,6 +85,9 @@ RESTART_MAX_DELAY = 30.0
 #: a writer round (one commit) at least this long is logged (``journal.slow_round``), ms:
 #: every unlock waiting at that moment waited for it (bench/unlock_latency.py counts them)
 SLOW_ROUND_MS = 10.0
+#: when the check after start finds the journal damaged: how long the events already
+#: committed to it get to reach the broker before its writer is restarted, seconds
+DAMAGE_DRAIN_WAIT = 10.0
 
 _BODY: TypeAdapter[EventBody] = TypeAdapter(EventBody)
 
@@ -110,6 +124,7 @@ class Journal:
         max_bytes: int | None = None,
         read_only: bool = False,
         writer_nice: int = 0,
+        startup_check: Literal["full", "tail"] = "full",
         clock: Callable[[], float] = time.time,
     ) -> None:
         if retention_days < 1:
@@ -121,6 +136,15 @@ class Journal:
         self.read_only = read_only
         #: scheduling priority (nice value) the writer process asks for; 0 = as the daemon
         self.writer_nice = writer_nice
+        #: the check a starting writer makes (``_recover``): ``full``, or ``tail`` with the
+        #: full one after start (:meth:`start_background_check`)
+        self.startup_check = startup_check
+        #: damage suspected (a corrupt round, the check after start): the next writer
+        #: makes the full check whatever ``startup_check`` says
+        self._full_next = False
+        #: what the check after start found, while the writer is being replaced
+        self._suspect: str | None = None
+        self._check_task: asyncio.Task[str | None] | None = None
         self._clock = clock
         self._writer: WriterProcess | None = None
         self._restart_task: asyncio.Task[None] | None = None
@@ -155,7 +179,9 @@ class Journal:
                 self._fallback = Fallback(
                     spill_path(self.path),
                     replay=self._replay,
-                    can_replay=lambda: self._writer is not None and self._writer.alive,
+                    can_replay=lambda: (
+                        self._writer is not None and self._writer.alive and self._suspect is None
+                    ),
                     recovered=self._recovered,
                     changed=self._recording_changed,
                 )
@@ -198,7 +224,7 @@ class Journal:
         tb: TracebackType | None,
     ) -> None:
         self._open = False
-        for task in (self._retention_task, self._restart_task):
+        for task in (self._check_task, self._retention_task, self._restart_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -301,14 +327,20 @@ class Journal:
         return writer, state
 
     async def _spawn_writer(self) -> tuple[WriterProcess, tuple[int, int]]:
-        return await WriterProcess.start(
+        # ``check`` only when it is not the default: the start's signature stays as it was
+        tail = {} if self.startup_check == "full" or self._full_next else {"check": "tail"}
+        started = await WriterProcess.start(
             self.path,
             self.site,
             self.max_bytes,
             self._delivered,
             self._writer_lost,
             nice=self.writer_nice,
+            **tail,
         )
+        if started[0].checked == "full":
+            self._full_next = False
+        return started
 
     def _writer_lost(self, writer: WriterProcess, err: JournalError, pending: list[Pending]) -> None:
         """On the loop: the writer process stopped (killed, out of memory, or closed).
@@ -344,6 +376,7 @@ class Journal:
                 return
             self._writer = writer
             self._error = None
+            self._suspect = None
             self._last_seq, self._backlog = seq, backlog
             self._restarted(writer)
             self._tail.clear()  # what the old writer last committed may not have reached us
@@ -377,6 +410,79 @@ class Journal:
             conn.close()
         self._conns.clear()
         self._local.conn = None
+
+    # -- the full check after start ------------------------------------------------------
+    def start_background_check(self) -> asyncio.Task[str | None] | None:
+        """Once the gateway is ready: the full check (:meth:`check_in_background`) when
+        the writer started on the tail check alone; the task, or None when there is
+        nothing to check (the full check ran at start, or it already runs)."""
+        writer = self._writer
+        if self.read_only or writer is None or writer.checked != "tail" or self._check_task:
+            return None
+        self._check_task = asyncio.create_task(self.check_in_background())
+        return self._check_task
+
+    async def check_in_background(self) -> str | None:
+        """The full check of ``_recover`` (every row's link, ``quick_check``) in a process
+        of its own at a lower priority, beside the running writer; what it found (None:
+        the journal is whole). A damage is handled as one found while running, and said
+        as loudly as one found at start: ``journal.damage_found`` in the log, health says
+        the journal cannot write (events wait in the fallback), the events already
+        committed get :data:`DAMAGE_DRAIN_WAIT` seconds to reach the broker, then the
+        writer is replaced by one that makes the full check, moves the file aside and
+        starts a new journal with ``journal.damaged`` (on the stream, in health)."""
+        writer = self._writer
+        t0 = time.monotonic()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway.journal._recover", str(self.path), self.site,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
+            )  # fmt: skip
+        except OSError as exc:
+            log.error("journal.check_failed", error=f"cannot start the check: {exc}")
+            return None
+        try:
+            out, _ = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        try:
+            result = json.loads(out)
+            problem: str | None = result["problem"]
+        except (ValueError, KeyError, TypeError):
+            log.error("journal.check_failed", exit_code=proc.returncode,
+                      error="the full check after start ended without a result")  # fmt: skip
+            return None
+        took = round(time.monotonic() - t0, 2)
+        if problem is None:
+            log.info("journal.checked", last_seq=result.get("last_seq"), seconds=took)
+            return None
+        problem = f"journal {self.path}: {problem}"
+        if not self._open or writer is None or self._writer is not writer:
+            # the writer was replaced meanwhile (its start made the full check, or will)
+            log.warning("journal.check_outdated", problem=problem)
+            return problem
+        log.error("journal.damage_found", problem=problem, seconds=took,
+                  detail="found by the full check after start; a new journal is started, "
+                  "linked to the last row that verifies")  # fmt: skip
+        self._full_next = True
+        self._suspect = problem
+        self._error = (
+            f"{problem} (found by the check after start); events wait in its fallback file "
+            "until a new journal is started"
+        )
+        for fn in list(self._recording_listeners):
+            fn()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DAMAGE_DRAIN_WAIT):
+                await self.wait_drained()
+        if self._open and self._writer is writer and writer.alive:
+            self._closing_writer = asyncio.create_task(writer.close())
+        return problem
 
     @property
     def restarts(self) -> list[dict[str, Any]]:
@@ -412,7 +518,7 @@ class Journal:
                  body.model_dump_json())  # fmt: skip
         fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         writer = self._writer
-        if fallback.active or writer is None or not writer.alive:
+        if fallback.active or writer is None or not writer.alive or self._suspect is not None:
             self._hold(h, body, fut, self._error or f"journal {self.path}: its writer is not running")
         else:
             writer.submit(("a", *h.job()), fut, (h, body))
@@ -518,6 +624,7 @@ class Journal:
                 # start, moves it aside and goes on in a new journal linked to it
                 # (``_recover``); meanwhile events wait in the fallback
                 log.error("journal.damaged_while_running", error=c.error)
+                self._full_next = True
                 self._closing_writer = asyncio.create_task(writer.close())
         elif c.appended:
             if self._error is not None:

@@ -182,8 +182,14 @@ class Store:
     #: SQLite's own checkpoint only past this many WAL pages (8 MB at 4 KiB pages)
     AUTOCHECKPOINT_PAGES = 2000
 
-    def __init__(self, path: Path, site: str, *, max_bytes: int | None) -> None:
+    def __init__(
+        self, path: Path, site: str, *, max_bytes: int | None, check: str = "full"
+    ) -> None:
         self.path = path
+        #: the check at open (``_recover``): ``full``, or ``tail`` (the full one when the
+        #: head file cannot vouch for the journal); :attr:`checked` says which ran
+        self.check = check
+        self.checked = check
         self.site = site
         self._site_json = json.dumps(site)
         self._max_bytes = max_bytes
@@ -208,9 +214,11 @@ class Store:
             raise JournalError(f"journal {self.path}: {exc}") from exc
 
     def _open(self) -> None:
-        from ._recover import examine  # it walks the chain with the read side below
+        from ._recover import examine_checked  # it walks the chain with the read side below
 
-        plan = examine(self.path, self.site, head_path(self.path))
+        plan, self.checked = examine_checked(
+            self.path, self.site, head_path(self.path), full=self.check != "tail"
+        )
         conn = connect(self.path, read_only=False, max_bytes=self._max_bytes)
         self._conn = conn
         # the WAL is copied back into the database by a Checkpointer between rounds,
@@ -573,10 +581,13 @@ def verify_chain(conn: sqlite3.Connection) -> BrokenLink | None:
     return walk_chain(conn).broken
 
 
-def walk_chain(conn: sqlite3.Connection) -> Walk:
+def walk_chain(conn: sqlite3.Connection, after: tuple[int, bytes] | None = None) -> Walk:
     """Walk the chain from the genesis or the latest checkpoint, across documented
     restarts (:class:`Restart`). A read error of SQLite (a damaged page) ends the walk
-    as a broken link."""
+    as a broken link.
+
+    ``after``: ``(seq, link)`` of a row taken as verified (``_recover``'s tail check):
+    walk only the rows after it, starting from that link."""
     cp = latest_checkpoint(conn)
     expected, prev = (cp.seq + 1, cp.hash) if cp is not None else (1, GENESIS)
     last_seq, seen = expected - 1, cp is not None
@@ -588,7 +599,12 @@ def walk_chain(conn: sqlite3.Connection) -> Walk:
     below = conn.execute("SELECT min(seq) FROM events WHERE seq < ?", (expected,)).fetchone()[0]
     if below is not None:
         return broken(int(below), f"row below the retention checkpoint at seq {expected - 1}")
-    cur = conn.execute("SELECT seq, id, ts, type, door, payload, hash FROM events ORDER BY seq")
+    if after is not None and after[0] >= expected - 1:
+        expected, prev, last_seq, seen = after[0] + 1, after[1], after[0], True
+    cur = conn.execute(
+        "SELECT seq, id, ts, type, door, payload, hash FROM events WHERE seq >= ? ORDER BY seq",
+        (expected,),
+    )
     try:
         for seq, eid, ts, typ, door, raw, h in _rows(cur):
             r = at.get(seq)

@@ -33,7 +33,8 @@ __all__ = ["Pending", "SyscallRefused", "WriterProcess"]
 log = structlog.get_logger("lockgw.journal")
 
 #: how long the child may take to open the database and say so, seconds: it first checks
-#: the whole journal (``_recover``; ~2 s per 50,000 events on the bench VM, a Pi is slower)
+#: the journal (``_recover``): the tail check takes milliseconds, but the full one (no
+#: head file, damage suspected) ~1-3 s per 100,000 events on the bench VM, a Pi is slower
 START_TIMEOUT = 120.0
 #: how long closing waits for the child to finish what it was given, seconds
 STOP_TIMEOUT = 30.0
@@ -74,6 +75,8 @@ class WriterProcess(asyncio.Protocol):
         self.nice_refused: str | None = None
         #: the restart the child made at open (``_recover``): event body and seq, or None
         self.restart: dict[str, Any] | None = None
+        #: the check the child made before it opened: ``full`` or ``tail``
+        self.checked = "full"
         self.gone: asyncio.Future[None] = loop.create_future()
 
     @classmethod
@@ -86,8 +89,10 @@ class WriterProcess(asyncio.Protocol):
         lost: Callable[[WriterProcess, JournalError, list[Pending]], None],
         *,
         nice: int = 0,
+        check: str = "full",
     ) -> tuple[WriterProcess, tuple[int, int]]:
-        """Start a child for ``path`` at scheduling priority ``nice`` where allowed; (the
+        """Start a child for ``path`` at scheduling priority ``nice`` where allowed, that
+        makes the ``check`` (``full`` / ``tail``, ``_recover``) before it opens; (the
         process, (last seq, backlog)). Raises the child's JournalError when it cannot
         open the journal."""
         ours, theirs = socket.socketpair()
@@ -103,6 +108,7 @@ class WriterProcess(asyncio.Protocol):
                 site,
                 str(max_bytes or 0),
                 str(nice),
+                check,
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=env,
@@ -152,6 +158,7 @@ class WriterProcess(asyncio.Protocol):
         if msg[0] == "ready":
             self.nice, self.nice_refused = int(msg[3]), msg[4]
             self.restart = msg[5] if len(msg) > 5 else None
+            self.checked = str(msg[6]) if len(msg) > 6 else "full"
             self.ready.set_result((int(msg[1]), int(msg[2])))
         else:
             self.ready.set_exception(ERRORS.get(msg[1], JournalError)(msg[2]))
