@@ -54,6 +54,7 @@ from gateway.mqtt.healing import Kind, RetainedHealer
 from gateway.mqtt.homeassistant import HaDevice, discovery_messages, node_id
 from gateway.phone_ble import EX_UNAVAILABLE, BluezPhonePeripheral, PhoneBleUnavailable
 from gateway.phone_link import PhoneLink
+from gateway.relock import unfinished_openings
 from gateway.site_keys import SiteKeys, advert_key, b64url, inventory_entry, load_or_create
 from gateway.systemd import SdNotifier
 from gateway.visits import VisitLimits, VisitTracker
@@ -628,6 +629,10 @@ class Gateway:
                             public=b64url(key.public),
                         )
                     )
+            # openings the last run left waiting for their relock (a stop, a crash): the
+            # journal says which; each is picked up where it was (gateway.relock)
+            for left in await unfinished_openings(self.journal):
+                self.door.relocker.resume(left)
             await self.heads.start()  # a first head right away (the previous run's too)
             async with asyncio.TaskGroup() as tg:
                 tasks = [

@@ -244,7 +244,9 @@ class AccessConfig(_Section):
     #: emergency entries are granted and flagged). No roster from the issuer: no check.
     roster_check: Literal["flag", "refuse"] = "flag"
     #: seconds after a granted unlock (a phone or a remote opening) after which the lock is
-    #: locked again when nobody opened the door (the lock reports its door closed); 0 = never
+    #: locked again when nobody opened the door (the lock reports its door closed); 0 = never.
+    #: Counted from the journaled grant: an opening still waiting when the gateway stops or
+    #: crashes is relocked after the restart (``gateway.relock``)
     relock_unused_after: int = Field(default=30, ge=0, le=3600)
 
 

@@ -22,26 +22,65 @@ When locking again fails (no answer, jammed; three tries, :data:`RELOCK_RETRY`
 apart), ``door.left_unlocked`` is journaled and
 published, and the lock carries the ``left_unlocked`` problem (health, the retained
 device state) until it reports ``locked`` again.
+
+**Across a stop or a crash.** The timers above live in memory; what they wait for is
+in the journal. At start the gateway reads it back (:func:`unfinished_openings`: the
+events of the last :data:`RESUME_WITHIN` seconds, by the journal's time index) and
+finds, per lock, the openings it made that were still waiting when it stopped (SIGTERM,
+``kill -9``, a power cut): a granted unlock, a ``device.late_answer``, or an unlock the
+door gave up on less than :data:`LATE_WINDOW` ago, with no later event saying the lock
+was locked (``lock.state`` locked, ``door.relocked``, a visit ended ``relocked``) or the
+door was used (``lock.state`` door open, a visit with ``door_opened``). A
+``door.left_unlocked`` does not end it: the relock is tried again. Each is picked up
+where it was (:meth:`Relocker.resume`): an unused opening waits for the rest of its
+``relock_unused_after`` (counted from its journaled time), then, once the lock answers,
+it is relocked if still unlocked with the door contact closed (``why:
+not_opened_before_restart``; a journaled late answer: ``late_answer_before_restart``,
+also with the contact unknown, as live) — through the same relock and
+``door.left_unlocked`` path as live. A late-answer watch goes on for the rest of its
+minute. A lock found locked needs nothing; a door found open is used (not relocked).
+A lock unlocked by hand (the thumb-turn) is never relocked this way: only openings the
+journal attributes to the gateway are, and a ``lock.state`` locked after one ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
 from protocols.device import Action, DeviceKind, DeviceState
-from protocols.errors import DeviceError
-from protocols.events import DoorState, EventBody, LateAnswerEvent, LockState, RelockEvent
+from protocols.errors import DeviceError, JournalError, Reason
+from protocols.events import (
+    AccessDecisionEvent,
+    DoorState,
+    Envelope,
+    EventBody,
+    LateAnswerEvent,
+    LockState,
+    LockStateEvent,
+    RelockEvent,
+    VisitEvent,
+)
 
 if TYPE_CHECKING:
     from gateway.devices import DeviceManager
+    from gateway.journal import Journal
 
-__all__ = ["LATE_WINDOW", "Opening", "Relocker"]
+__all__ = [
+    "LATE_WINDOW",
+    "RESUME_WITHIN",
+    "Opening",
+    "Relocker",
+    "Unfinished",
+    "unfinished",
+    "unfinished_openings",
+]
 
 log = structlog.get_logger("lockgw.door")
 
@@ -50,6 +89,24 @@ LATE_WINDOW = 60.0
 _OPEN = (LockState.UNLOCKED, LockState.UNLATCHED)
 #: pauses before the second and third try to lock again (a slow lock, a link being rebuilt)
 RELOCK_RETRY = (1.0, 3.0)
+#: how far back (s) the journal is read at start for openings still waiting for their
+#: relock: a stop longer than this forgets them (the lock may have been used by hand
+#: meanwhile without the gateway seeing it)
+RESUME_WITHIN = 12 * 3600.0
+#: the event types :func:`unfinished` looks at (the query filters on them)
+_RESUME_TYPES = (
+    "access.granted",
+    "access.denied",
+    "lock.state",
+    "device.late_answer",
+    "door.relocked",
+    "visit.ended",
+)
+#: why a relock after a restart happened (``RelockEvent.why``), by what was waiting
+_WHY_AFTER_RESTART = {
+    "unused": "not_opened_before_restart",
+    "late_answer": "late_answer_before_restart",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +122,79 @@ class Opening:
     sub: str | None = None
     actor: str | None = None
     request_id: str | None = None
+
+
+Waiting = Literal["unused", "late_answer", "late_watch"]
+
+
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """An opening the journal says was still waiting when the gateway stopped: an unused
+    granted unlock, a late answer not yet relocked, or an unlock given up on whose late
+    answer was still watched for. ``ts``: its event's time (epoch seconds)."""
+
+    opening: Opening
+    waiting: Waiting
+    ts: float
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts).timestamp()
+
+
+def unfinished(events: Iterable[Envelope]) -> list[Unfinished]:
+    """The openings still waiting at the end of ``events`` (in ``seq`` order), one per
+    lock at most (the newest). Pure: the rules of the module docstring."""
+    waiting: dict[str, Unfinished] = {}
+    for env in events:
+        b = env.body
+        if isinstance(b, AccessDecisionEvent):
+            if b.device is None:
+                continue
+            if b.action in (Action.UNLOCK.value, Action.UNLATCH.value):
+                opening = Opening(
+                    attempt=env.id, door=b.door, device=b.device, action=b.action, at=0.0,
+                    iss=b.iss, sub=b.sub, actor=b.actor, request_id=b.request_id,
+                )  # fmt: skip
+                if b.type == "access.granted":
+                    waiting[b.device] = Unfinished(opening, "unused", _epoch(env.ts))
+                elif b.reason == Reason.DEVICE_UNAVAILABLE.value and b.device not in waiting:
+                    # as live (Relocker.gave_up): a lock already opened is not watched
+                    waiting[b.device] = Unfinished(opening, "late_watch", _epoch(env.ts))
+            elif b.type == "access.granted" and b.action == Action.LOCK.value:
+                waiting.pop(b.device, None)
+        elif isinstance(b, LateAnswerEvent):
+            opening = Opening(
+                attempt=b.attempt, door=b.door, device=b.device, action=b.action, at=0.0,
+                iss=b.iss, sub=b.sub, actor=b.actor, request_id=b.request_id,
+            )  # fmt: skip
+            waiting[b.device] = Unfinished(opening, "late_answer", _epoch(env.ts))
+        elif isinstance(b, LockStateEvent):
+            if b.lock is LockState.LOCKED or b.door_state is DoorState.OPEN:
+                waiting.pop(b.device, None)  # locked (by anyone), or the door was used
+        elif isinstance(b, RelockEvent):
+            w = waiting.get(b.device)
+            if b.type == "door.relocked" and w is not None and w.opening.attempt == b.attempt:
+                del waiting[b.device]
+        elif isinstance(b, VisitEvent) and b.type == "visit.ended" and b.device is not None:
+            w = waiting.get(b.device)
+            used = b.relocked is True or b.door_opened is not None
+            if used and w is not None and w.opening.attempt == b.visit:
+                del waiting[b.device]
+    return list(waiting.values())
+
+
+async def unfinished_openings(journal: Journal, now: float | None = None) -> list[Unfinished]:
+    """:func:`unfinished` over the journal's last :data:`RESUME_WITHIN` seconds (an
+    indexed read by time, filtered by type). A journal that cannot be read: none (logged)."""
+    now = time.time() if now is None else now
+    since = datetime.fromtimestamp(now - RESUME_WITHIN, UTC)
+    try:
+        rows = await journal.read(since=since, types=_RESUME_TYPES)
+    except JournalError as exc:
+        log.error("door.resume_unreadable", error=str(exc))
+        return []
+    return unfinished(rows)
 
 
 class Relocker:
@@ -92,6 +222,8 @@ class Relocker:
         self._last_lock: dict[str, LockState | None] = {}
         #: per lock: the task asking it for its state while a late answer may come
         self._looks: dict[str, asyncio.Task[None]] = {}
+        #: per lock: an opening from before a restart, due, waiting for the lock to answer
+        self._resumed: dict[str, asyncio.Task[None]] = {}
 
     # -- told by the door service ------------------------------------------------------------
     def gave_up(self, opening: Opening) -> None:
@@ -137,6 +269,70 @@ class Relocker:
         handle = asyncio.get_running_loop().call_later(after, self._unused_due, opening)
         self._unused[opening.device] = (opening, handle)
 
+    def resume(self, left: Unfinished, now: float | None = None) -> None:
+        """An opening still waiting when the gateway stopped (:func:`unfinished_openings`):
+        wait for what was left of its time, then relock it if the lock answers unlocked
+        (see the module docstring)."""
+        opening = left.opening
+        if not self._is_lock(opening.device):
+            return
+        age = max(0.0, (time.time() if now is None else now) - left.ts)
+        log.info(
+            "door.relock_resumed",
+            door=opening.door,
+            device=opening.device,
+            attempt=opening.attempt,
+            waiting=left.waiting,
+            age_s=round(age, 1),
+        )
+        if left.waiting == "late_watch":
+            if age < LATE_WINDOW:  # the watch goes on for the rest of its minute
+                self.gave_up(replace(opening, at=self._clock() - age))
+            return
+        delay = 0.0
+        if left.waiting == "unused":
+            after = self._unused_after()
+            if after <= 0:
+                return
+            delay = max(0.0, after - age)
+        self._cancel_unused(opening.device)
+        handle = asyncio.get_running_loop().call_later(
+            delay, self._resumed_due, opening, left.waiting
+        )
+        self._unused[opening.device] = (opening, handle)
+
+    def _resumed_due(self, opening: Opening, waiting: Waiting) -> None:
+        if self._unused.get(opening.device, (None,))[0] is not opening:
+            return  # used, or a new opening since
+        del self._unused[opening.device]
+        old = self._resumed.pop(opening.device, None)
+        if old is not None:
+            old.cancel()
+        self._resumed[opening.device] = asyncio.create_task(self._ask_then_relock(opening, waiting))
+
+    async def _ask_then_relock(self, opening: Opening, waiting: Waiting) -> None:
+        """Once the lock answers (asked now and then until it does), relock what is left
+        unlocked: the live path (:meth:`_relock_unused`)."""
+        sup = self.devices.supervisors[opening.device]
+        delay = 1.0
+        while True:
+            try:
+                state = await sup.refresh()
+                break
+            except DeviceError as exc:
+                log.info("door.relock_waiting", door=opening.door, device=opening.device,
+                         attempt=opening.attempt, detail=exc.detail or str(exc))  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+        if self._resumed.get(opening.device) is asyncio.current_task():
+            del self._resumed[opening.device]
+        self._relock_unused(
+            opening,
+            state,
+            _WHY_AFTER_RESTART[waiting],
+            contact_needed=waiting == "unused",
+        )
+
     async def on_state(self, device: str, state: DeviceState) -> None:
         """Every new state of every device, in order (from the device manager)."""
         if state.kind is not DeviceKind.LOCK:
@@ -158,9 +354,10 @@ class Relocker:
         for device in list(self._unused):
             self._cancel_unused(device)
         self._late.clear()
-        for task in self._looks.values():
+        for task in [*self._looks.values(), *self._resumed.values()]:
             task.cancel()
         self._looks.clear()
+        self._resumed.clear()
 
     # -- the work --------------------------------------------------------------------------
     def _is_lock(self, device: str) -> bool:
@@ -176,19 +373,33 @@ class Relocker:
         if self._unused.get(opening.device, (None,))[0] is not opening:
             return
         del self._unused[opening.device]
-        state = self.devices.states().get(opening.device)
+        self._relock_unused(opening, self.devices.states().get(opening.device), "not_opened")
+
+    def _relock_unused(
+        self,
+        opening: Opening,
+        state: DeviceState | None,
+        why: str,
+        *,
+        contact_needed: bool = True,
+    ) -> None:
+        """Relock ``opening``'s lock if ``state`` says it is still open and its door contact
+        closed (``contact_needed=False``: not known open, as for a late answer)."""
         if state is None or state.lock not in _OPEN:
+            log.debug("door.relock_not_needed", door=opening.door, device=opening.device,
+                      attempt=opening.attempt, why=why)  # fmt: skip
             return  # locked meanwhile (by hand, by the lock itself)
-        if state.door is not DoorState.CLOSED:
+        if state.door is DoorState.OPEN or (contact_needed and state.door is not DoorState.CLOSED):
             log.warning(
                 "door.relock_skipped",
                 door=opening.door,
                 device=opening.device,
                 attempt=opening.attempt,
+                why=why,
                 detail=f"the lock reports its door {state.door.value}: not locked again by itself",
             )
             return
-        self._spawn(self._relock(opening, "not_opened"))
+        self._spawn(self._relock(opening, why))
 
     async def _late_answer(self, opening: Opening, state: DeviceState) -> None:
         log.warning(

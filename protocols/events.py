@@ -485,12 +485,21 @@ class RelockEvent(_Body):
     door-opened event within ``[access] relock_unused_after``: a remote opening nobody
     came for, a carer who turned back) or that a late device answer unlocked.
     ``door.left_unlocked``: locking it failed; the door stays a health problem until the
-    lock reports locked again."""
+    lock reports locked again. ``why`` ends in ``_before_restart`` when the opening was
+    still waiting for its relock when the gateway stopped or crashed, and the gateway,
+    started again, found the lock still unlocked (the journal said the opening was its
+    own and not used or locked since)."""
 
     type: Literal["door.relocked", "door.left_unlocked"]
     door: str
     device: str
-    why: Literal["late_answer", "not_opened"]
+    why: Literal[
+        "late_answer", "not_opened", "late_answer_before_restart", "not_opened_before_restart"
+    ] = Field(
+        description="late_answer: a late device answer unlocked it; not_opened: a granted "
+        "unlock nobody used within [access] relock_unused_after; *_before_restart: the same, "
+        "still waiting when the gateway stopped or crashed, relocked after its start"
+    )
     attempt: str = Field(description="id of the event of the opening it undoes")
     detail: str | None = Field(default=None, description="door.left_unlocked: why locking failed")
     iss: str | None = None

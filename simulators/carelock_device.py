@@ -82,6 +82,7 @@ SWITCHES: Final = {
     "tamper": "on|off: every sealed frame the device sends fails authentication",
     "slow": "milliseconds before each reply (0 = off)",
     "door": "open|close (lock)",
+    "turn": "lock|unlock (lock: the thumb-turn inside, turned by hand; no motor)",
     "auto-relock": "seconds, 0 = off (lock)",
     "compartment": "open|close (key safe)",
     "key": "take|return (key safe, compartment open)",
@@ -397,7 +398,7 @@ class CarelockDevice:
 
     def _switch(self, name: str, value: str, now: float) -> str:
         s, f = self._state, self.faults
-        lock_only = {"door", "auto-relock"}
+        lock_only = {"door", "auto-relock", "turn"}
         safe_only = {"compartment", "key"}
         if name not in SWITCHES:
             raise ValueError(f"unknown switch {name!r}; known: {', '.join(SWITCHES)}")
@@ -432,6 +433,15 @@ class CarelockDevice:
             s.door = DoorState.OPEN if value == "open" else DoorState.CLOSED
             if s.door is DoorState.CLOSED:
                 self._arm_relock(now)
+        elif name == "turn":
+            if value not in ("lock", "unlock"):
+                raise ValueError("turn is lock or unlock")
+            if value == "lock":
+                s.lock, self._relock_at = LockState.LOCKED, None
+            else:
+                s.lock = LockState.UNLOCKED
+                self._arm_relock(now)
+            self._unlatch_until = None
         elif name == "compartment":
             if value not in ("open", "close", "closed"):
                 raise ValueError("compartment is open or close")
