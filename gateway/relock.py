@@ -37,7 +37,10 @@ where it was (:meth:`Relocker.resume`): an unused opening waits for the rest of 
 it is relocked if still unlocked with the door contact closed (``why:
 not_opened_before_restart``; a journaled late answer: ``late_answer_before_restart``,
 also with the contact unknown, as live) — through the same relock and
-``door.left_unlocked`` path as live. A late-answer watch goes on for the rest of its
+``door.left_unlocked`` path as live. An unlock the door gave up on less than
+:data:`LATE_WINDOW` before the start: found unlocked, the lock acted while the gateway
+was away — ``device.late_answer`` is journaled and it is relocked (``why:
+late_answer_before_restart``); found locked, the live watch goes on for the rest of its
 minute. A lock found locked needs nothing; a door found open is used (not relocked).
 A lock unlocked by hand (the thumb-turn) is never relocked this way: only openings the
 journal attributes to the gateway are, and a ``lock.state`` locked after one ends it.
@@ -106,6 +109,7 @@ _RESUME_TYPES = (
 _WHY_AFTER_RESTART = {
     "unused": "not_opened_before_restart",
     "late_answer": "late_answer_before_restart",
+    "late_watch": "late_answer_before_restart",
 }
 
 
@@ -146,6 +150,7 @@ def unfinished(events: Iterable[Envelope]) -> list[Unfinished]:
     """The openings still waiting at the end of ``events`` (in ``seq`` order), one per
     lock at most (the newest). Pure: the rules of the module docstring."""
     waiting: dict[str, Unfinished] = {}
+    last: dict[str, LockState] = {}  # each lock's last journaled bolt state
     for env in events:
         b = env.body
         if isinstance(b, AccessDecisionEvent):
@@ -158,8 +163,11 @@ def unfinished(events: Iterable[Envelope]) -> list[Unfinished]:
                 )  # fmt: skip
                 if b.type == "access.granted":
                     waiting[b.device] = Unfinished(opening, "unused", _epoch(env.ts))
-                elif b.reason == Reason.DEVICE_UNAVAILABLE.value and b.device not in waiting:
-                    # as live (Relocker.gave_up): a lock already opened is not watched
+                elif (
+                    b.reason == Reason.DEVICE_UNAVAILABLE.value
+                    and b.device not in waiting
+                    and last.get(b.device) not in _OPEN
+                ):  # as live (Relocker.gave_up): a lock already open is not watched
                     waiting[b.device] = Unfinished(opening, "late_watch", _epoch(env.ts))
             elif b.type == "access.granted" and b.action == Action.LOCK.value:
                 waiting.pop(b.device, None)
@@ -170,6 +178,7 @@ def unfinished(events: Iterable[Envelope]) -> list[Unfinished]:
             )  # fmt: skip
             waiting[b.device] = Unfinished(opening, "late_answer", _epoch(env.ts))
         elif isinstance(b, LockStateEvent):
+            last[b.device] = b.lock
             if b.lock is LockState.LOCKED or b.door_state is DoorState.OPEN:
                 waiting.pop(b.device, None)  # locked (by anyone), or the door was used
         elif isinstance(b, RelockEvent):
@@ -286,9 +295,9 @@ class Relocker:
             age_s=round(age, 1),
         )
         if left.waiting == "late_watch":
-            if age < LATE_WINDOW:  # the watch goes on for the rest of its minute
-                self.gave_up(replace(opening, at=self._clock() - age))
-            return
+            if age >= LATE_WINDOW:
+                return  # its minute is over: an unlock seen now is nobody's the journal knows
+            opening = replace(opening, at=self._clock() - age)
         delay = 0.0
         if left.waiting == "unused":
             after = self._unused_after()
@@ -326,6 +335,13 @@ class Relocker:
                 delay = min(delay * 2, 15.0)
         if self._resumed.get(opening.device) is asyncio.current_task():
             del self._resumed[opening.device]
+        if waiting == "late_watch":
+            if state.lock not in _OPEN:  # not yet: the live watch goes on for the rest
+                if self._clock() - opening.at < LATE_WINDOW:
+                    self.gave_up(opening)
+                return
+            await self._journal_late(opening, state)  # it acted while the gateway was away
+            waiting = "late_answer"
         self._relock_unused(
             opening,
             state,
@@ -402,6 +418,10 @@ class Relocker:
         self._spawn(self._relock(opening, why))
 
     async def _late_answer(self, opening: Opening, state: DeviceState) -> None:
+        await self._journal_late(opening, state)
+        await self._relock(opening, "late_answer")
+
+    async def _journal_late(self, opening: Opening, state: DeviceState) -> None:
         log.warning(
             "door.late_answer", door=opening.door, device=opening.device, attempt=opening.attempt
         )
@@ -418,7 +438,6 @@ class Relocker:
                 request_id=opening.request_id,
             )
         )
-        await self._relock(opening, "late_answer")
 
     async def _relock(self, opening: Opening, why: str) -> None:
         detail: str | None = None

@@ -385,3 +385,44 @@ async def test_a_relock_after_a_restart_that_fails_leaves_the_door_unlocked_and_
         await until(lambda: _retained_problem(platform, "left_unlocked"))
         rows = await journal_rows(sim)
         assert not [r for r in rows if r["type"] == "door.relocked"], rows
+
+
+async def test_a_late_answer_the_gateway_did_not_see_is_attributed_and_locked_after_a_restart(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """The lock's link is slow (``delay_ms`` 4000 each way, ``device_timeout`` 5 s): Anna's
+    unlock reaches the lock after 4 s and the bolt moves, but its answer and notice would
+    be back only after 8 s. At 5 s the door gives up (``device_unavailable``) and watches
+    for a late answer; the gateway is killed then, before the notice arrives. Started
+    again within the minute, it asks the lock: unlocked — ``device.late_answer`` naming
+    her attempt, then ``door.relocked`` (why ``late_answer_before_restart``); the lock
+    ends locked."""
+    inside, _ = windows_now()
+    org = west()
+    async with home(tmp_path, broker, [org], device_timeout=5) as (sim, platform):
+        anna = Carer("Anna", "anna", org, "verzorgende")
+        sim.issue(anna, windows=inside)
+        await sim.switch("front-lock", "delay_ms", 4000)
+        result = await sim.attempt(anna, timeout=15)
+        assert (result.granted, result.reason) == (False, "device_unavailable"), result
+        assert await sim.stop("gateway", sig=signal.SIGKILL) == -signal.SIGKILL
+        await sim.switch("front-lock", "clear")
+        assert await lock_state(sim) == "unlocked"
+        rows = await journal_rows(sim)
+        assert not [r for r in rows if r.get("attempt") == result.event], rows  # not seen live
+        await sim.start_gateway()
+
+        late = await platform.wait_for(
+            lambda e: e["type"] == "device.late_answer" and e["attempt"] == result.event,
+            timeout=60,
+        )
+        assert (late["iss"], late["sub"], late["lock"]) == (org.id, "anna", "unlocked"), late
+        relocked = await platform.wait_for(
+            lambda e: e["type"] == "door.relocked" and e["attempt"] == result.event, timeout=60
+        )
+        assert relocked["why"] == "late_answer_before_restart", relocked
+        assert relocked["sub"] == "anna", relocked
+        await until(lambda: _lock_is(sim, "locked"))
+        rows = await journal_rows(sim)
+        mine = [r for r in rows if r.get("attempt") == result.event]
+        assert [r["type"] for r in mine] == ["device.late_answer", "door.relocked"], mine

@@ -140,3 +140,10 @@ def test_late_answers_and_watches() -> None:
     assert waiting(journal(decision(), decision("access.denied"))) == [
         ("front-lock", "e1", "unused")
     ]
+
+
+def test_a_lock_already_open_when_the_door_gave_up_is_not_watched() -> None:
+    """As live: an unlock given up on at a lock that was open already cannot be told
+    from what was there before."""
+    rows = journal(lock(LockState.UNLOCKED), decision("access.denied"))
+    assert waiting(rows) == []
