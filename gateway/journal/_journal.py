@@ -214,6 +214,7 @@ class Journal:
                 backlog=self._backlog,
                 max_bytes=self.max_bytes,
                 writer_nice=self._writer.nice if self._writer is not None else None,
+                checked=self.checked,
             )
         return self
 
@@ -263,6 +264,12 @@ class Journal:
     def last_seq(self) -> int:
         """The highest ``seq`` committed (0 for an empty journal)."""
         return self._last_seq
+
+    @property
+    def checked(self) -> str | None:
+        """The check the running writer made before it opened the journal (``full`` or
+        ``tail``, ``_recover``); None without a writer."""
+        return None if self._writer is None else self._writer.checked
 
     @property
     def error(self) -> str | None:
