@@ -381,9 +381,14 @@ class Relocker:
         return sup is not None and sup.kind is DeviceKind.LOCK
 
     def _cancel_unused(self, device: str) -> None:
+        """Forget the opening waiting at ``device`` (used, or a new one): its timer, and the
+        lock being asked for an opening from before a restart."""
         pending = self._unused.pop(device, None)
         if pending is not None:
             pending[1].cancel()
+        asking = self._resumed.pop(device, None)
+        if asking is not None:
+            asking.cancel()
 
     def _unused_due(self, opening: Opening) -> None:
         if self._unused.get(opening.device, (None,))[0] is not opening:

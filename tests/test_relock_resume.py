@@ -5,9 +5,13 @@ tests/test_door_relock.py."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
-from gateway.relock import unfinished
+from gateway.relock import LATE_WINDOW, Opening, Relocker, Unfinished, unfinished
+from protocols.device import Action, DeviceKind, DeviceState
+from protocols.errors import DeviceUnavailable
 from protocols.events import (
     AccessDecisionEvent,
     Channel,
@@ -147,3 +151,133 @@ def test_a_lock_already_open_when_the_door_gave_up_is_not_watched() -> None:
     from what was there before."""
     rows = journal(lock(LockState.UNLOCKED), decision("access.denied"))
     assert waiting(rows) == []
+
+
+# -- Relocker.resume against a lock that answers as told (no processes) ---------------------
+
+
+class _Sup:
+    kind = DeviceKind.LOCK
+
+    def __init__(self, lock: _Lock) -> None:
+        self._lock = lock
+
+    async def refresh(self) -> DeviceState:
+        if self._lock.offline:
+            self._lock.offline -= 1
+            raise DeviceUnavailable("front-lock", "not reached")
+        return self._lock.state
+
+
+class _Lock:
+    """The part of DeviceManager the relocker uses, for one lock at ``front``."""
+
+    def __init__(self, lock: LockState, door: DoorState = DoorState.CLOSED) -> None:
+        self.state = DeviceState(kind=DeviceKind.LOCK, lock=lock, door=door)
+        self.offline = 0
+        self.supervisors = {"front-lock": _Sup(self)}
+        self.left: list[str] = []
+
+    def states(self) -> dict[str, DeviceState]:
+        return {"front-lock": self.state}
+
+    def device_for(self, door: str, action: Action) -> str:
+        return "front-lock"
+
+    async def execute(self, door: str, action: Action) -> DeviceState:
+        assert action is Action.LOCK
+        self.state = self.state.model_copy(update={"lock": LockState.LOCKED})
+        return self.state
+
+    def mark_left_unlocked(self, device: str) -> None:
+        self.left.append(device)
+
+
+async def _resumed(
+    lock: _Lock, left: Unfinished, *, unused_after: float = 0.1, then: Any = None
+) -> tuple[list[EventBody], Relocker]:
+    """Resume ``left`` and let it run out: the events the relocker journaled."""
+    out: list[EventBody] = []
+    work: list[asyncio.Task[None]] = []
+
+    async def emit(body: EventBody) -> str:
+        out.append(body)
+        return "id"
+
+    relocker = Relocker(
+        lock,  # type: ignore[arg-type]
+        emit,
+        lambda c: work.append(asyncio.create_task(c)),
+        unused_after=lambda: unused_after,
+    )
+    relocker.resume(left)
+    if then is not None:  # once the lock is being asked
+        async with asyncio.timeout(30):
+            while not relocker._resumed:  # noqa: ASYNC110 - the relocker's own task
+                await asyncio.sleep(0.01)
+        then(relocker)
+    async with asyncio.timeout(30):  # a hung relocker fails, nothing is timed
+        while relocker._unused or relocker._resumed or relocker._looks:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*work)
+    relocker.close()
+    return out, relocker
+
+
+def _left(waiting: Any = "unused", age: float = 0.0) -> Unfinished:
+    opening = Opening(
+        attempt="a1", door="front", device="front-lock", action="unlock", at=0.0, sub="anna"
+    )
+    return Unfinished(opening, waiting, time.time() - age)
+
+
+async def test_resumed_unused_opening_is_relocked_after_the_rest_of_its_window() -> None:
+    lock = _Lock(LockState.UNLOCKED)
+    lock.offline = 1  # not reached at first: asked again
+    out, _ = await _resumed(lock, _left(age=0.0), unused_after=0.2)
+    assert [(b.type, getattr(b, "why", None)) for b in out] == [
+        ("door.relocked", "not_opened_before_restart")
+    ]
+    assert lock.state.lock is LockState.LOCKED
+
+
+async def test_resumed_opening_found_locked_or_door_open_or_unknown_is_left_alone() -> None:
+    for state, door in [
+        (LockState.LOCKED, DoorState.CLOSED),
+        (LockState.UNLOCKED, DoorState.OPEN),
+        (LockState.UNLOCKED, DoorState.UNKNOWN),
+    ]:
+        lock = _Lock(state, door)
+        out, _ = await _resumed(lock, _left(age=60))
+        assert out == [] and lock.state.lock is state
+
+
+async def test_resumed_opening_is_not_relocked_when_relocking_is_off() -> None:
+    lock = _Lock(LockState.UNLOCKED)
+    out, _ = await _resumed(lock, _left(age=60), unused_after=0)
+    assert out == [] and lock.state.lock is LockState.UNLOCKED
+
+
+async def test_a_new_opening_at_the_lock_replaces_the_resumed_one() -> None:
+    """A carer let in while the relocker still waits for the lock to answer about an old
+    opening: the old one is not relocked under her (her own opening has its own timer)."""
+    lock = _Lock(LockState.UNLOCKED)
+    lock.offline = 1  # the old opening's question waits a second for a second try
+    new = Opening(attempt="a2", door="front", device="front-lock", action="unlock", at=0.0)
+    out, _ = await _resumed(lock, _left(age=60), unused_after=2, then=lambda r: r.granted(new))
+    assert [(b.type, getattr(b, "attempt", None), getattr(b, "why", None)) for b in out] == [
+        ("door.relocked", "a2", "not_opened")
+    ]
+
+
+async def test_resumed_late_watch_found_unlocked_is_a_late_answer_relocked() -> None:
+    lock = _Lock(LockState.UNLOCKED, DoorState.UNKNOWN)
+    out, _ = await _resumed(lock, _left("late_watch", age=5))
+    assert [b.type for b in out] == ["device.late_answer", "door.relocked"]
+    assert isinstance(out[1], RelockEvent) and out[1].why == "late_answer_before_restart"
+
+
+async def test_resumed_late_watch_older_than_its_minute_is_dropped() -> None:
+    lock = _Lock(LockState.UNLOCKED)
+    out, _ = await _resumed(lock, _left("late_watch", age=LATE_WINDOW + 1))
+    assert out == [] and lock.state.lock is LockState.UNLOCKED
