@@ -426,8 +426,15 @@ class Journal:
         writer = self._writer
         if self.read_only or writer is None or writer.checked != "tail" or self._check_task:
             return None
-        self._check_task = asyncio.create_task(self.check_in_background())
+        self._check_task = asyncio.create_task(self._check_safely())
         return self._check_task
+
+    async def _check_safely(self) -> str | None:
+        try:
+            return await self.check_in_background()
+        except Exception as exc:  # a bug here must not reach the journal's close
+            log.error("journal.check_failed", error=repr(exc))
+            return None
 
     async def check_in_background(self) -> str | None:
         """The full check of ``_recover`` (every row's link, ``quick_check``) in a process
