@@ -10,6 +10,7 @@ the journal alone (its real writer and check processes).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from test_door_process import home, west, windows_now
 from test_journal import SITE, battery, jpath
 from test_journal_restart import _fill, _kept, checkpoint, edit_a_row
 
-from gateway.journal import Journal
+from gateway.journal import Journal, JournalCorrupt
 from gateway.journal._head import Head, encode, head_path, read_head
 from simulators.broker import MosquittoBroker
 from simulators.site import Carer
@@ -257,3 +258,30 @@ async def test_without_a_head_file_to_vouch_the_full_check_runs_at_start(
         assert j.restarts[0]["link_seq"] == 2
     assert len(_kept(tmp_path)) == 1
     assert not any(n.endswith(".inspect") for n in os.listdir(tmp_path))
+
+
+async def test_after_a_corrupt_commit_the_next_writer_checks_in_full(tmp_path: Path) -> None:
+    """A round that SQLite answered "malformed" while running (the writer's answer is
+    given to the journal as the real one would be): the writer is replaced, and the new
+    one makes the full check — a tail check could vouch for the damaged file again and
+    the gateway would go round in circles on it."""
+    from gateway.journal._store import Round
+
+    path = jpath(tmp_path)
+    await _write(path, 20)
+    async with _tail(path) as j:
+        assert j.checked == "tail"
+        first = j._writer
+        fut = asyncio.get_running_loop().create_future()
+        malformed = "journal: database disk image is malformed"
+        corrupt = Round([(False, ("JournalCorrupt", malformed))], 20, 0, malformed, False)
+        j._delivered(corrupt, [(fut, None)])
+        with pytest.raises(JournalCorrupt):
+            await fut
+
+        async def replaced() -> bool:
+            return j._writer is not None and j._writer is not first and j.error is None
+
+        await until(replaced)
+        assert j.checked == "full" and j.restarts == []  # the file was whole after all
+        assert (await j.emit(battery())).seq == 21
