@@ -194,12 +194,19 @@ def unfinished(events: Iterable[Envelope]) -> list[Unfinished]:
 
 
 async def unfinished_openings(journal: Journal, now: float | None = None) -> list[Unfinished]:
-    """:func:`unfinished` over the journal's last :data:`RESUME_WITHIN` seconds (an
-    indexed read by time, filtered by type). A journal that cannot be read: none (logged)."""
+    """:func:`unfinished` over the journal's tail from its first row of the last
+    :data:`RESUME_WITHIN` seconds (found by the time index; the tail read by ``seq``, the
+    primary key, filtered by type: the rows before it are not scanned). A journal that
+    cannot be read: none (logged)."""
     now = time.time() if now is None else now
     since = datetime.fromtimestamp(now - RESUME_WITHIN, UTC)
     try:
-        rows = await journal.read(since=since, types=_RESUME_TYPES)
+        first = await journal.first_seq_since(since)
+        if first is None:
+            return []
+        # the tail from there, by seq (the primary key): a later row with an older ts (a
+        # clock set back, events replayed from the fallback) is read too
+        rows = await journal.read(after_seq=first - 1, types=_RESUME_TYPES)
     except JournalError as exc:
         log.error("door.resume_unreadable", error=str(exc))
         return []

@@ -394,6 +394,18 @@ async def test_read_filters_for_the_views(tmp_path: Path) -> None:
         assert await j.read(since=future) == []
 
 
+async def test_first_seq_since_finds_the_tail_by_time(tmp_path: Path) -> None:
+    """The relocker's start-up read (gateway.relock.unfinished_openings): the first row of
+    a time window, from the time index, then the tail by seq."""
+    async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
+        assert await j.first_seq_since(datetime.now(UTC) - timedelta(days=1)) is None
+        rows = [await j.emit(granted("front")) for _ in range(3)]
+        assert await j.first_seq_since(datetime.now(UTC) - timedelta(days=1)) == 1
+        same_ms = min(r.seq for r in rows if r.ts >= rows[2].ts)  # rows may share a ms
+        assert await j.first_seq_since(rows[2].ts) == same_ms
+        assert await j.first_seq_since(datetime.now(UTC) + timedelta(days=1)) is None
+
+
 async def test_a_read_only_journal_refuses_to_write(tmp_path: Path) -> None:
     async with Journal(jpath(tmp_path), SITE, retention_days=30) as j:
         await j.emit(battery())

@@ -791,6 +791,20 @@ class Journal:
         """The latest retention checkpoint (where the verified chain starts)."""
         return await self._read(latest_checkpoint)
 
+    async def first_seq_since(self, since: datetime | str) -> int | None:
+        """The lowest ``seq`` of a row with ``ts`` at or after ``since`` (None: no such row),
+        from the time index alone (a covering index scan of that range, never the rows
+        before it): with ``read(after_seq=...)`` the journal's tail since a
+        time is read without a scan of the rows before it."""
+        ts = _ts(since)
+
+        def q(conn: sqlite3.Connection) -> int | None:
+            sql = "SELECT MIN(seq) FROM events INDEXED BY events_ts WHERE ts >= ?"
+            row = conn.execute(sql, (ts,)).fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        return await self._read(q)
+
     async def head(self) -> tuple[int, str] | None:
         """The newest ``(seq, link hash hex)``: note it down to detect a rewritten tail later."""
 
