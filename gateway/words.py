@@ -357,5 +357,21 @@ def describe(lang: Lang, env: Envelope, people: People) -> str:
         return _("More people may come in ({people}) than agreed ({limit})").format(
             people=w.get("people"), limit=w.get("limit")
         )
+    if t == "device.late_answer":
+        return _("{device} opened for {who} after all, after the gateway had given up on it").format(
+            device=first_upper(people.device(lang, w.get("device"))), who=who
+        )
+    if t in ("door.relocked", "door.left_unlocked"):
+        why = str(w.get("why") or "")
+        if t == "door.left_unlocked":
+            text = _("The {door} could not be locked again: check it")
+        elif why.startswith("late_answer"):
+            text = _("The {door} was locked again: the lock had opened too late")
+        else:
+            text = _("The {door} was locked again: nobody went in")
+        text = text.format(door=door_name(lang, w.get("door")))
+        if why.endswith("_before_restart"):
+            text += " " + _("(after the gateway restarted)")
+        return text
     fields = {k: v for k, v in w.items() if k not in ("v", "id", "seq", "ts", "site", "type")}
     return f"{t}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, [], ""))

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from gateway.relock import LATE_WINDOW, Opening, Relocker, Unfinished, unfinished
+from gateway.words import People, describe
 from protocols.device import Action, DeviceKind, DeviceState
 from protocols.errors import DeviceUnavailable
 from protocols.events import (
@@ -25,6 +26,7 @@ from protocols.events import (
     RelockEvent,
     VisitEvent,
 )
+from protocols.i18n import language
 
 
 def journal(*bodies: EventBody) -> list[Envelope]:
@@ -281,3 +283,29 @@ async def test_resumed_late_watch_older_than_its_minute_is_dropped() -> None:
     lock = _Lock(LockState.UNLOCKED)
     out, _ = await _resumed(lock, _left("late_watch", age=LATE_WINDOW + 1))
     assert out == [] and lock.state.lock is LockState.UNLOCKED
+
+
+def test_relocks_in_words_say_when_they_came_after_a_restart() -> None:
+    """``lockgw audit show`` and the resident's page: a relock in words, and whether it
+    undid an opening from before a restart."""
+    people = People()
+
+    def said(code: str, body: EventBody) -> str:
+        return describe(language(code), journal(body)[0], people)
+
+    def relocked(why: str, kind: str = "door.relocked") -> RelockEvent:
+        return RelockEvent(type=kind, door="front", device="front-lock", why=why, attempt="a")  # type: ignore[arg-type]
+
+    assert said("en", relocked("not_opened")) == "The front door was locked again: nobody went in"
+    assert said("en", relocked("not_opened_before_restart")) == (
+        "The front door was locked again: nobody went in (after the gateway restarted)"
+    )
+    assert said("nl", relocked("late_answer_before_restart")) == (
+        "De voordeur is weer op slot gedaan: het slot ging te laat open "
+        "(na een herstart van de gateway)"
+    )
+    assert said("en", relocked("not_opened_before_restart", "door.left_unlocked")) == (
+        "The front door could not be locked again: check it (after the gateway restarted)"
+    )
+    late = LateAnswerEvent(door="front", device="front-lock", action="unlock", attempt="a")
+    assert "after the gateway had given up on it" in said("en", late)
