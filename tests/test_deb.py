@@ -74,6 +74,10 @@ def _broker_tls_files(keys: Path) -> list[Path]:
 def _run(
     *argv: str, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """``argv`` without this checkout on the path (conftest puts it on PYTHONPATH for the
+    other tests' subprocesses): the package is tested as it is installed."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=600, env=env)
 
 
