@@ -42,6 +42,8 @@ also with the contact unknown, as live) — through the same relock and
 was away — ``device.late_answer`` is journaled and it is relocked (``why:
 late_answer_before_restart``); found locked, the live watch goes on for the rest of its
 minute. A lock found locked needs nothing; a door found open is used (not relocked).
+While a lock with an opening waiting cannot be reached after the start, it carries the
+``left_unlocked`` problem (health, the retained state) until it reports ``locked``.
 A lock unlocked by hand (the thumb-turn) is never relocked this way: only openings the
 journal attributes to the gateway are, and a ``lock.state`` locked after one ends it.
 """
@@ -336,8 +338,12 @@ class Relocker:
                 state = await sup.refresh()
                 break
             except DeviceError as exc:
-                log.info("door.relock_waiting", door=opening.door, device=opening.device,
-                         attempt=opening.attempt, detail=exc.detail or str(exc))  # fmt: skip
+                if delay == 1.0 and waiting != "late_watch":
+                    # the gateway's own opening, and no way to see it locked: health and
+                    # the retained state say left_unlocked until the lock reports locked
+                    log.warning("door.relock_waiting", door=opening.door, device=opening.device,
+                                attempt=opening.attempt, detail=exc.detail or str(exc))  # fmt: skip
+                    self.devices.mark_left_unlocked(opening.device)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
         if self._resumed.get(opening.device) is asyncio.current_task():

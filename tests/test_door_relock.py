@@ -426,3 +426,28 @@ async def test_a_late_answer_the_gateway_did_not_see_is_attributed_and_locked_af
         rows = await journal_rows(sim)
         mine = [r for r in rows if r.get("attempt") == result.event]
         assert [r["type"] for r in mine] == ["device.late_answer", "door.relocked"], mine
+
+
+async def test_a_lock_out_of_reach_after_a_restart_is_said_left_unlocked_until_relocked(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """An unused phone opening, the gateway killed, and the lock out of reach when it
+    starts again (every connection refused): the opening cannot be relocked yet, and
+    health and the retained state say the door is left unlocked (not only that the lock
+    is offline). Once the lock can be reached, it is relocked (``door.relocked``, why
+    ``not_opened_before_restart``) and health no longer says so."""
+    org = west()
+    async with home(tmp_path, broker, [org], extra=WAIT_LONG) as (sim, platform):
+        granted = await _granted(sim, platform, org)
+        assert await sim.stop("gateway", sig=signal.SIGKILL) == -signal.SIGKILL
+        await sim.switch("front-lock", "refuse", True)
+        await _restart(sim, platform, broker, sig=signal.SIGKILL)  # already stopped
+        await until(lambda: health_says(sim, "left unlocked"), timeout=60)
+        await until(lambda: _retained_problem(platform, "left_unlocked"))
+        await sim.switch("front-lock", "clear")
+        relocked = await platform.wait_for(
+            lambda e: e["type"] == "door.relocked" and e["attempt"] == granted["id"], timeout=60
+        )
+        assert relocked["why"] == "not_opened_before_restart", relocked
+        await until(lambda: _lock_is(sim, "locked"))
+        await until(lambda: _not(health_says(sim, "left unlocked")), timeout=60)

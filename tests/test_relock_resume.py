@@ -241,6 +241,7 @@ async def test_resumed_unused_opening_is_relocked_after_the_rest_of_its_window()
         ("door.relocked", "not_opened_before_restart")
     ]
     assert lock.state.lock is LockState.LOCKED
+    assert lock.left == ["front-lock"]  # said left unlocked while it could not be asked
 
 
 async def test_resumed_opening_found_locked_or_door_open_or_unknown_is_left_alone() -> None:

@@ -156,6 +156,8 @@ class Supervisor:
         self._key_alerted = False
         #: a visit ended with the door shut but not relocked; cleared when the lock locks
         self._left_unlocked = False
+        #: a state came from the device since the start (else ``state`` is the last run's)
+        self._state_seen = False
 
     @property
     def id(self) -> str:
@@ -236,8 +238,10 @@ class Supervisor:
 
     def mark_left_unlocked(self) -> None:
         """A visit ended with the door shut but not relocked (``gateway.visits``): a problem
-        until the lock reports ``locked``."""
-        if self.state is not None and self.state.lock is LockState.LOCKED:
+        until the lock reports ``locked``. Before the lock was reached since the start, the
+        state held is the last run's (saved now and then, maybe before the last unlock):
+        it does not count."""
+        if self.state is not None and self.state.lock is LockState.LOCKED and self._state_seen:
             return
         self._left_unlocked = True
         self._on_record()
@@ -279,6 +283,7 @@ class Supervisor:
             self.last_contact = now
             old = self.state
             self.state = new
+            self._state_seen = True
             door = self.cfg.door
             if new.kind is DeviceKind.LOCK:
                 if new.lock is LockState.LOCKED:
