@@ -101,7 +101,7 @@ async def test_lockgw_run_on_a_damaged_journal_keeps_the_doors_and_says_so(
         assert not platform.checker.gaps()
 
         code, out = await health(sim)
-        assert code == 1 and "journal: damaged at start" in out, out
+        assert code == 1 and "journal: found damaged" in out, out
         assert str(kept) in out, out
 
         code, out = await sim.cli("audit", "verify", "--config", str(sim.config))

@@ -92,7 +92,7 @@ async def test_lockgw_run_is_ready_before_the_full_check_which_still_finds_an_ed
         assert granted["seq"] > ev["seq"], granted
 
         code, out = await health(sim)
-        assert code == 1 and "journal: damaged at start" in out and str(kept) in out, out
+        assert code == 1 and "journal: found damaged" in out and str(kept) in out, out
         code, out = await sim.cli("audit", "verify", "--config", str(sim.config))
         assert code == 0, out
         assert f"documented restart: restarted at seq {ev['seq']} (journal.damaged)" in out, out

@@ -117,7 +117,7 @@ def _journal(s: Snapshot, k: Look) -> Reasons:
         kept = _(" (kept as {path})").format(path=n.kept_as) if n.kept_as else ""
         if n.kind == "journal.damaged":
             text = _(
-                "journal: damaged at start{kept}: {problem}; a new journal goes on at seq "
+                "journal: found damaged{kept}: {problem}; a new journal goes on at seq "
                 "{seq}, linked to seq {link}; doors keep working. Keep the old file for the audit"
             )
         else:
