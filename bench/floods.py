@@ -136,6 +136,21 @@ async def phone(base: Path, broker: MosquittoBroker, n: int) -> bool:
     return denied == 0
 
 
+async def _settled(pid: int, quiet: float = 5.0, limit: float = 180.0) -> int:
+    """The daemon's peak RSS once it has stopped growing for ``quiet`` seconds (a big
+    message takes a while to arrive on a busy machine: a fixed wait measured one half-read
+    once), at most ``limit`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    peak, since = vm(pid, "VmHWM"), loop.time()
+    while loop.time() < end and loop.time() - since < quiet:
+        await asyncio.sleep(0.5)
+        now = vm(pid, "VmHWM")
+        if now != peak:
+            peak, since = now, loop.time()
+    return peak
+
+
 async def mqtt(base: Path, broker: MosquittoBroker, mb: int) -> bool:
     ok = True
     for protocol in ("5", "3.1.1"):
@@ -154,8 +169,7 @@ async def mqtt(base: Path, broker: MosquittoBroker, mb: int) -> bool:
                 await c.publish(
                     f"lockgw/v1/{sim.site}/commands", b"\xd2" * (mb * 1024 * 1024), qos=1, timeout=600
                 )
-            await asyncio.sleep(10)  # let it arrive (or not)
-            after = vm(pid, "VmHWM")
+            after = await _settled(pid)  # it arrived (or not) and the daemon is done with it
             alive = proc.returncode is None
             raw = sim.command("refresh")
             async with aiomqtt.Client(broker.host, broker.port) as c:

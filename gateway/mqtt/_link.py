@@ -69,6 +69,12 @@ log = structlog.get_logger("lockgw.mqtt")
 CommandHandler = Callable[[bytes], Awaitable[None]]
 RevocationHandler = Callable[[str, bytes], Awaitable[None]]
 
+#: what MQTT 3.1.1 costs (bench/floods.py): no Maximum Packet Size to announce
+_UNBOUNDED_311 = (
+    "MQTT 3.1.1 cannot tell the broker the largest message the gateway takes; one huge "
+    "message on its topics costs the hub about three times its size in memory: set the "
+    "broker's message_size_limit (docs/platform.md)"
+)
 #: MQTT 5 CONNACK reason "Unsupported protocol version" (a 3.1.1 broker's code 1 maps here)
 _UNSUPPORTED_PROTOCOL = 132
 #: inbound messages waiting for a callback, per kind, before new ones are dropped
@@ -420,6 +426,9 @@ class MqttLink:
         )
 
     async def _run(self) -> None:
+        if self._protocol == "3.1.1":
+            log.warning("mqtt.protocol_311", broker=f"{self.host}:{self.port}",
+                        detail=_UNBOUNDED_311)  # fmt: skip
         attempt = 0
         while not self._stop.is_set():
             client = self._make_client()
@@ -433,7 +442,8 @@ class MqttLink:
             except MqttLinkError as exc:
                 self.last_error = str(exc)
                 if self._protocol == "5" and exc.rc in (_UNSUPPORTED_PROTOCOL, 1):
-                    log.warning("mqtt.fallback_311", broker=f"{self.host}:{self.port}")
+                    log.warning("mqtt.fallback_311", broker=f"{self.host}:{self.port}",
+                                detail=_UNBOUNDED_311)  # fmt: skip
                     self._protocol = "3.1.1"
                     continue
                 log.warning("mqtt.disconnected", error=str(exc), attempt=attempt)
