@@ -80,6 +80,8 @@ __all__ = [
 
 log = structlog.get_logger("lockgw.phone_ble")
 
+#: seconds between looks at the wall clock for the advertisement (a clock set by NTP)
+CLOCK_LOOK: Final = 30.0
 #: sysexits.h EX_UNAVAILABLE: ``lockgw run`` without the BlueZ it was told to use. Not
 #: EX_CONFIG: systemd restarts the unit, so a dongle plugged in late or a bluetoothd
 #: that starts after lockgw heals by itself.
@@ -376,6 +378,7 @@ class BluezPhonePeripheral:
     ) -> None:
         self.advert_key = advert_key
         self.legacy = legacy
+        self._adv_epoch: int | None = None  # the epoch of the advertisement registered
         self.adapter = adapter
         self.adapter_path = f"/org/bluez/{adapter}"
         self.sessions = BleSessions(handler, step_timeout=step_timeout)
@@ -441,8 +444,10 @@ class BluezPhonePeripheral:
 
     async def _advertise(self, bus: MessageBus, on: bool) -> None:
         if on:
+            epoch = self._objects.epoch()  # what BlueZ reads now, at registration
             await _call(bus, self.adapter_path, "org.bluez.LEAdvertisingManager1",
                         "RegisterAdvertisement", "oa{sv}", [self._objects.adv_path, {}])
+            self._adv_epoch = epoch
         else:
             await _call(bus, self.adapter_path, "org.bluez.LEAdvertisingManager1",
                         "UnregisterAdvertisement", "o", [self._objects.adv_path])
@@ -473,17 +478,20 @@ class BluezPhonePeripheral:
 
     async def _rotate(self) -> None:
         """Register the advertisement again when its epoch's UUID changes (BlueZ reads an
-        advertisement's properties once, at registration)."""
+        advertisement's properties once, at registration). The wall clock is looked at
+        every :data:`CLOCK_LOOK` seconds too: a hub without a clock battery starts with a
+        wrong time, and when NTP sets it the advertisement follows within that, not only
+        at the end of the epoch it began with."""
         while True:
-            epoch = self._objects.epoch()
-            await asyncio.sleep(max(0.05, (epoch + 1) * ROTATION_S - time.time() + 0.01))
-            if not self.up or self._bus is None:
+            left = (self._objects.epoch() + 1) * ROTATION_S - time.time()
+            await asyncio.sleep(min(CLOCK_LOOK, max(0.05, left + 0.01)))
+            if not self.up or self._bus is None or self._objects.epoch() == self._adv_epoch:
                 continue
             try:
                 async with self._lock:
                     await self._advertise(self._bus, False)
                     await self._advertise(self._bus, True)
-                log.debug("phone_ble.advert_rotated", adapter=self.adapter)
+                log.debug("phone_ble.advert_rotated", adapter=self.adapter, epoch=self._adv_epoch)
             except (DBusError, TimeoutError) as exc:
                 log.warning("phone_ble.advert_rotate_failed", adapter=self.adapter, error=str(exc))
 

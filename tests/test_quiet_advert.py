@@ -294,3 +294,42 @@ async def test_over_bluez_a_listener_hears_no_token_field_and_a_stranger_finds_n
             assert result is not None and result.granted, result
             heard = capture.read_bytes()
             assert b"anna-7f3c" in heard and anna.org.id.encode() in heard
+
+
+class _SteppedClock:
+    """``time`` for the peripheral's modules: the real clock plus an offset a test steps,
+    as NTP does on a hub that started without a clock battery."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.mark.slow
+async def test_the_advertisement_follows_a_clock_that_ntp_sets(
+    bluez_here: BluezEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub starts three days behind; NTP sets its clock: a scan sees the right epoch's
+    UUID soon after (the wall clock is looked at every CLOCK_LOOK seconds), not only when
+    the wrong epoch ends (up to 15 minutes)."""
+    import gateway._bluez_gatt as gatt
+
+    clock = _SteppedClock()
+    clock.offset = -3 * 86400.0
+    monkeypatch.setattr(phone_ble, "time", clock)
+    monkeypatch.setattr(gatt, "time", clock)
+    monkeypatch.setattr(phone_ble, "CLOCK_LOOK", 0.5)
+    key = secrets.token_bytes(32)
+    gw = bluez_here.adapter("hci0").address
+    async with BluezPhonePeripheral(Door(), advert_key=key, adapter="hci0"):
+        behind = expected_adverts(key, clock.time(), slack=0)
+        async with asyncio.timeout(20):
+            while not [a for a in await _scan("hci1", gw, 1.5) if set(a.service_uuids) & behind]:
+                pass
+        clock.offset = 0.0  # NTP
+        right = expected_adverts(key, time.time(), slack=0)
+        async with asyncio.timeout(20):
+            while not [a for a in await _scan("hci1", gw, 1.5) if set(a.service_uuids) & right]:
+                pass
