@@ -23,7 +23,9 @@ the phone goes away or SIGTERM arrives: the daemon waits for it (:meth:`DoorServ
 A lock that acts after the door gave up on it (the phone heard ``device_unavailable``)
 is journaled as ``device.late_answer`` of that attempt and locked again; a granted
 unlock nobody used (no door opened within ``[access] relock_unused_after``) is locked
-again too; when that fails, ``door.left_unlocked`` (``gateway.relock``).
+again too; when that fails, ``door.left_unlocked`` (``gateway.relock``). Such an opening
+still waiting when the gateway stops or crashes is found in the journal at the next
+start and relocked then (``why: not_opened_before_restart``).
 
 A crash between the device moving and the journal commit leaves no ``access.granted``
 row; the phone never heard ``granted`` either (no phantom grant), and the device's
