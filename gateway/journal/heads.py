@@ -97,7 +97,8 @@ def write_heads(path: Path, heads: list[SignedHead]) -> None:
 
 class HeadSigner:
     """Signs the journal's head with the site key: at :meth:`start`, every ``interval``
-    seconds while events are added (:meth:`run`), and once more at stop
+    seconds while events are added or the last head could not be kept (:meth:`run`), and
+    once more at stop
     (:meth:`sign_now`). Each new head goes to the file beside the journal and to
     ``on_signed`` (the MQTT link puts it in the retained status)."""
 
@@ -152,19 +153,25 @@ class HeadSigner:
                 return None
             latest = self.latest
             if latest is not None and (latest.seq, latest.hash) == (seq, link):
+                if self.last_error is not None:  # signed but not kept (or not read): now
+                    await self._keep(self.heads)
                 return latest
             head = sign_head(self.key, self.site, seq, link, utc_ms(int(self._clock() * 1e9)))
-            try:
-                await asyncio.to_thread(write_heads, self.path, [*self.heads, head])
-            except OSError as exc:
-                # the head still goes out on status: the platform's copy is the one that counts
-                self._failed(f"cannot write {self.path}: {exc.strerror or exc}")
-            else:
-                self.last_error = None
+            await self._keep([*self.heads, head])
             self.heads = [*self.heads, head][-KEEP:]
             if self.on_signed is not None:
                 self.on_signed(head)
             return head
+
+    async def _keep(self, heads: list[SignedHead]) -> None:
+        """Write ``heads`` beside the journal; a failure is said (health) until one works."""
+        try:
+            await asyncio.to_thread(write_heads, self.path, heads)
+        except OSError as exc:
+            # the head still goes out on status: the platform's copy is the one that counts
+            self._failed(f"cannot write {self.path}: {exc.strerror or exc}")
+        else:
+            self.last_error = None
 
     def _failed(self, problem: str) -> None:
         if problem != self.last_error:
@@ -175,7 +182,9 @@ class HeadSigner:
         while True:
             await asyncio.sleep(self.interval)
             latest = self.latest
-            if latest is None or latest.seq != self.journal.last_seq:
+            # new events to cover, or the last head not kept: a fixed disk clears the
+            # warning at the next interval, not only at the next event
+            if latest is None or latest.seq != self.journal.last_seq or self.last_error:
                 await self.sign_now()
 
 
