@@ -9,7 +9,10 @@ Two cases, both for locks (a key safe's compartment cannot be closed from afar):
   acted late — ``device.late_answer`` is journaled, attributed to that attempt (its
   event id, who, which command), and the lock is locked again at once. The lock is
   asked for its state now and then meanwhile (1, 2, 4, 8, 15 ... s after): its own
-  notice of the late action may be lost with the link the door gave up on.
+  notice of the late action may be lost with the link the door gave up on. A lock that
+  is already open when the door gives up, but was not when the command went out, acted
+  on it and only its answer was late (its state notice came first): that is the late
+  answer too, at once.
 - **An opening nobody used.** A granted unlock (a phone, or a remote opening by the
   alarm centre) after which the door was not opened within ``[access]
   relock_unused_after`` seconds (default 30; 0 turns it off) while the lock reports
@@ -244,13 +247,20 @@ class Relocker:
         self._resumed: dict[str, asyncio.Task[None]] = {}
 
     # -- told by the door service ------------------------------------------------------------
-    def gave_up(self, opening: Opening) -> None:
-        """The door answered ``device_unavailable`` for this unlock: watch for it happening late."""
+    def gave_up(self, opening: Opening, lock_before: LockState | None = None) -> None:
+        """The door answered ``device_unavailable`` for this unlock: watch for it happening
+        late. ``lock_before``: the lock's state when the command was sent. A lock open now
+        that was not open then acted on this very command, and its answer was what came too
+        late (its state notice beat it): the late answer is already here, and is relocked."""
         if not self._is_lock(opening.device):
             return
         state = self.devices.states().get(opening.device)
         if state is not None and state.lock in _OPEN:
-            return  # already open: a late answer would change nothing to see
+            if lock_before is None or lock_before in _OPEN:
+                return  # open before this attempt: nothing of its own to undo
+            self._late.pop(opening.device, None)
+            self._spawn(self._late_answer(opening, state))
+            return
         if opening.device not in self._late:  # the first command sent acts first
             self._late[opening.device] = opening
             old = self._looks.pop(opening.device, None)

@@ -310,3 +310,50 @@ def test_relocks_in_words_say_when_they_came_after_a_restart() -> None:
     )
     late = LateAnswerEvent(door="front", device="front-lock", action="unlock", attempt="a")
     assert "after the gateway had given up on it" in said("en", late)
+
+
+async def _gave_up(lock: _Lock, lock_before: LockState | None) -> list[EventBody]:
+    """The door gave up on an unlock of ``lock`` (``lock_before``: its state when the
+    command went out): the events the relocker journaled."""
+    out: list[EventBody] = []
+    work: list[asyncio.Task[None]] = []
+
+    async def emit(body: EventBody) -> str:
+        out.append(body)
+        return "id"
+
+    relocker = Relocker(
+        lock,  # type: ignore[arg-type]
+        emit,
+        lambda c: work.append(asyncio.create_task(c)),
+        unused_after=lambda: 30.0,
+    )
+    opening = Opening(
+        attempt="a1", door="front", device="front-lock", action="unlock",
+        at=time.monotonic(), sub="anna",
+    )  # fmt: skip
+    relocker.gave_up(opening, lock_before)
+    async with asyncio.timeout(30):  # a hung relocker fails, nothing is timed
+        await asyncio.gather(*work)
+    relocker.close()
+    return out
+
+
+async def test_an_unlock_whose_state_beat_its_late_answer_is_attributed_and_locked_again() -> None:
+    """The lock unlocked on the command and said so, but its answer missed the door's
+    deadline: when the door gives up the lock is already open. Locked before the command,
+    so this opening is the attempt's own — the phone heard "no" — and is undone (it was
+    left open for good: a lock already open was never watched)."""
+    lock = _Lock(LockState.UNLOCKED)
+    out = await _gave_up(lock, LockState.LOCKED)
+    assert [(b.type, getattr(b, "why", None)) for b in out] == [
+        ("device.late_answer", None), ("door.relocked", "late_answer"),
+    ]  # fmt: skip
+    assert lock.state.lock is LockState.LOCKED
+
+
+async def test_a_lock_open_before_the_attempt_is_left_as_it_was_when_the_door_gives_up() -> None:
+    lock = _Lock(LockState.UNLOCKED)
+    assert await _gave_up(lock, LockState.UNLOCKED) == []
+    assert await _gave_up(lock, None) == []  # not known: not the attempt's to undo
+    assert lock.state.lock is LockState.UNLOCKED
