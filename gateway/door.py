@@ -359,10 +359,12 @@ class DoorService:
             if decision.granted:
                 reason = exc.reason
                 log.warning("door.no_device", door=door, action=action.value, detail=str(exc))
-        lock_before = None  # the lock as the command found it (gateway.relock: late answers)
+        # the lock as the command found it, and when (gateway.relock: late answers)
+        lock_before, sent_at = None, 0.0
         if decision.granted and device_id is not None:
             sup = self.devices.supervisors.get(device_id)
             lock_before = sup.state.lock if sup is not None and sup.state is not None else None
+            sent_at = time.monotonic()
             t_dev = time.perf_counter()
             try:
                 async with asyncio.timeout(self.config.phone_link.device_timeout):
@@ -412,7 +414,7 @@ class DoorService:
                 self.relocker.granted(opening)
             elif decision.granted and reason is Reason.DEVICE_UNAVAILABLE:
                 # the phone heard "no": should the lock still act, it is locked again
-                self.relocker.gave_up(opening, lock_before)
+                self.relocker.gave_up(opening, lock_before, sent_at)
         if granted and device_id is not None:
             kind = DeviceKind.KEYSAFE if action is Action.OPEN else DeviceKind.LOCK
             await self.visits.start(

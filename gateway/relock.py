@@ -236,6 +236,8 @@ class Relocker:
         self._spawn = spawn
         self._unused_after = unused_after
         self._clock = clock
+        #: when each lock's last granted unlock was confirmed (gave_up: whose opening is it)
+        self._last_grant: dict[str, float] = {}
         #: per lock: the attempt given up on whose late answer is watched for
         self._late: dict[str, Opening] = {}
         #: per lock: the granted opening not used yet, and its timer
@@ -247,17 +249,23 @@ class Relocker:
         self._resumed: dict[str, asyncio.Task[None]] = {}
 
     # -- told by the door service ------------------------------------------------------------
-    def gave_up(self, opening: Opening, lock_before: LockState | None = None) -> None:
+    def gave_up(
+        self, opening: Opening, lock_before: LockState | None = None, sent_at: float = 0.0
+    ) -> None:
         """The door answered ``device_unavailable`` for this unlock: watch for it happening
-        late. ``lock_before``: the lock's state when the command was sent. A lock open now
-        that was not open then acted on this very command, and its answer was what came too
-        late (its state notice beat it): the late answer is already here, and is relocked."""
+        late. ``lock_before``: the lock's state when the command was sent (at ``sent_at``,
+        this relocker's clock). A lock open now that was not open then, and that no other
+        attempt's granted unlock has opened since, acted on this very command and its answer
+        was what came too late (its state notice beat it): the late answer is already here,
+        and is relocked."""
         if not self._is_lock(opening.device):
             return
         state = self.devices.states().get(opening.device)
         if state is not None and state.lock in _OPEN:
             if lock_before is None or lock_before in _OPEN:
                 return  # open before this attempt: nothing of its own to undo
+            if self._last_grant.get(opening.device, float("-inf")) >= sent_at:
+                return  # another carer's unlock, granted meanwhile, opened it
             self._late.pop(opening.device, None)
             self._spawn(self._late_answer(opening, state))
             return
@@ -289,6 +297,7 @@ class Relocker:
         """An unlock was confirmed: relock it if the door is not opened in time."""
         if not self._is_lock(opening.device):
             return
+        self._last_grant[opening.device] = self._clock()
         self._late.pop(opening.device, None)  # it is open because someone was let in
         self._cancel_unused(opening.device)
         after = self._unused_after()

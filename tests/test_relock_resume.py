@@ -312,9 +312,12 @@ def test_relocks_in_words_say_when_they_came_after_a_restart() -> None:
     assert "after the gateway had given up on it" in said("en", late)
 
 
-async def _gave_up(lock: _Lock, lock_before: LockState | None) -> list[EventBody]:
+async def _gave_up(
+    lock: _Lock, lock_before: LockState | None, *, granted_meanwhile: bool = False
+) -> list[EventBody]:
     """The door gave up on an unlock of ``lock`` (``lock_before``: its state when the
-    command went out): the events the relocker journaled."""
+    command went out; ``granted_meanwhile``: another attempt's unlock was confirmed after
+    it went out): the events the relocker journaled."""
     out: list[EventBody] = []
     work: list[asyncio.Task[None]] = []
 
@@ -328,11 +331,18 @@ async def _gave_up(lock: _Lock, lock_before: LockState | None) -> list[EventBody
         lambda c: work.append(asyncio.create_task(c)),
         unused_after=lambda: 30.0,
     )
+    sent_at = time.monotonic()
+    if granted_meanwhile:
+        other = Opening(
+            attempt="a0", door="front", device="front-lock", action="unlock",
+            at=time.monotonic(), sub="bram",
+        )  # fmt: skip
+        relocker.granted(other)
     opening = Opening(
         attempt="a1", door="front", device="front-lock", action="unlock",
         at=time.monotonic(), sub="anna",
     )  # fmt: skip
-    relocker.gave_up(opening, lock_before)
+    relocker.gave_up(opening, lock_before, sent_at)
     async with asyncio.timeout(30):  # a hung relocker fails, nothing is timed
         await asyncio.gather(*work)
     relocker.close()
@@ -356,4 +366,13 @@ async def test_a_lock_open_before_the_attempt_is_left_as_it_was_when_the_door_gi
     lock = _Lock(LockState.UNLOCKED)
     assert await _gave_up(lock, LockState.UNLOCKED) == []
     assert await _gave_up(lock, None) == []  # not known: not the attempt's to undo
+    assert lock.state.lock is LockState.UNLOCKED
+
+
+async def test_a_lock_another_carers_granted_unlock_opened_is_not_locked_on_them() -> None:
+    """Two phones at one lock: Bram's unlock is confirmed while Anna's waits behind it and
+    misses the door's deadline. The lock was locked when Anna's command went out and is
+    open now — by Bram's grant, not hers: it stays open for him."""
+    lock = _Lock(LockState.UNLOCKED)
+    assert await _gave_up(lock, LockState.LOCKED, granted_meanwhile=True) == []
     assert lock.state.lock is LockState.UNLOCKED
