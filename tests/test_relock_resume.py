@@ -195,10 +195,11 @@ class _Lock:
         self.left.append(device)
 
 
-async def _resumed(
-    lock: _Lock, left: Unfinished, *, unused_after: float = 0.1, then: Any = None
-) -> tuple[list[EventBody], Relocker]:
-    """Resume ``left`` and let it run out: the events the relocker journaled."""
+def _relocker(
+    lock: _Lock, unused_after: float
+) -> tuple[Relocker, list[EventBody], list[asyncio.Task[None]]]:
+    """A relocker at ``lock``: what it journals goes to the list, the work it spawns to
+    the tasks."""
     out: list[EventBody] = []
     work: list[asyncio.Task[None]] = []
 
@@ -212,6 +213,14 @@ async def _resumed(
         lambda c: work.append(asyncio.create_task(c)),
         unused_after=lambda: unused_after,
     )
+    return relocker, out, work
+
+
+async def _resumed(
+    lock: _Lock, left: Unfinished, *, unused_after: float = 0.1, then: Any = None
+) -> tuple[list[EventBody], Relocker]:
+    """Resume ``left`` and let it run out: the events the relocker journaled."""
+    relocker, out, work = _relocker(lock, unused_after)
     relocker.resume(left)
     if then is not None:  # once the lock is being asked
         async with asyncio.timeout(30):
@@ -318,19 +327,7 @@ async def _gave_up(
     """The door gave up on an unlock of ``lock`` (``lock_before``: its state when the
     command went out; ``granted_meanwhile``: another attempt's unlock was confirmed after
     it went out): the events the relocker journaled."""
-    out: list[EventBody] = []
-    work: list[asyncio.Task[None]] = []
-
-    async def emit(body: EventBody) -> str:
-        out.append(body)
-        return "id"
-
-    relocker = Relocker(
-        lock,  # type: ignore[arg-type]
-        emit,
-        lambda c: work.append(asyncio.create_task(c)),
-        unused_after=lambda: 30.0,
-    )
+    relocker, out, work = _relocker(lock, 30.0)
     sent_at = time.monotonic()
     if granted_meanwhile:
         other = Opening(
