@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from typing import Final
+from typing import Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -72,6 +72,19 @@ CONFIRM_TIMEOUT: Final = 60.0
 _FROM_CENTRAL = (FrameType.COMMAND, FrameType.REMOVE_PAIRING)
 
 
+_F = TypeVar("_F")
+
+
+def _pairing_frame(data: bytes, kind: type[_F], what: str) -> _F:
+    """The device's next pairing frame, of ``kind``; an ERROR frame is a refusal."""
+    frame = decode_frame(data)
+    if isinstance(frame, ErrorFrame):
+        raise Refused(frame.status, "pairing")
+    if not isinstance(frame, kind):
+        raise FrameError(f"expected {what}, got {type(frame).__name__}")
+    return frame
+
+
 class CentralPairing:
     """The installer's side of pairing: request, then (after the device committed) the
     central's nonce, then the device's reveal (both sides now show the code), then the
@@ -90,11 +103,7 @@ class CentralPairing:
 
     def committed(self, data: bytes) -> bytes:
         """The device's public key and commitment; returns the central's nonce frame."""
-        frame = decode_frame(data)
-        if isinstance(frame, ErrorFrame):
-            raise Refused(frame.status, "pairing")
-        if not isinstance(frame, PairResponse):
-            raise FrameError(f"expected a pair response, got {type(frame).__name__}")
+        frame = _pairing_frame(data, PairResponse, "a pair response")
         if frame.status is not Status.OK:
             raise Refused(frame.status, "pairing")
         self._device_pub, self._commitment = frame.device_pub, frame.commitment
@@ -104,11 +113,7 @@ class CentralPairing:
         """The device's reveal: its nonce must open its commitment, its confirm verify."""
         if self._device_pub is None:
             raise FrameError("no pair response yet")
-        frame = decode_frame(data)
-        if isinstance(frame, ErrorFrame):
-            raise Refused(frame.status, "pairing")
-        if not isinstance(frame, PairReveal):
-            raise FrameError(f"expected a pair reveal, got {type(frame).__name__}")
+        frame = _pairing_frame(data, PairReveal, "a pair reveal")
         if frame.status is not Status.OK:
             raise Refused(frame.status, "pairing")
         device_pub, nc, nd = self._device_pub, self._nonce, frame.nonce
@@ -130,11 +135,7 @@ class CentralPairing:
         device); raises :class:`NotConfirmed` (with the reason) when it did not."""
         if not self._revealed:
             raise FrameError("no pair reveal yet")
-        frame = decode_frame(data)
-        if isinstance(frame, ErrorFrame):
-            raise Refused(frame.status, "pairing")
-        if not isinstance(frame, PairDone):
-            raise FrameError(f"expected a pair done, got {type(frame).__name__}")
+        frame = _pairing_frame(data, PairDone, "a pair done")
         if frame.status is not Status.OK:
             raise NotConfirmed(frame.reason)
 
