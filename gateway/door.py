@@ -35,6 +35,7 @@ state change is journaled after the restart by state reconciliation (``lock.stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import deque
@@ -359,62 +360,66 @@ class DoorService:
             if decision.granted:
                 reason = exc.reason
                 log.warning("door.no_device", door=door, action=action.value, detail=str(exc))
-        # the lock as the command found it, and when (gateway.relock: late answers)
-        lock_before, sent_at = None, 0.0
-        if decision.granted and device_id is not None:
-            sup = self.devices.supervisors.get(device_id)
-            lock_before = sup.state.lock if sup is not None and sup.state is not None else None
-            sent_at = time.monotonic()
-            t_dev = time.perf_counter()
-            try:
-                async with asyncio.timeout(self.config.phone_link.device_timeout):
-                    state = await self.devices.execute(door, action)
-            except DeviceError as exc:
-                reason = exc.reason
-                log.warning("door.device_error", device=device_id, error=str(exc))
-            except TimeoutError:
-                reason = Reason.DEVICE_UNAVAILABLE
-                log.warning("door.device_timeout", device=device_id, action=action.value)
-            timing.device = time.perf_counter() - t_dev
-        granted = reason is Reason.OK
-        t_journal = time.perf_counter()
-        event = await self._emit(
-            AccessDecisionEvent(
-                type="access.granted" if granted else "access.denied",
-                door=door,
-                device=device_id,
-                iss=decision.iss,
-                sub=decision.sub,
-                role=decision.role,
-                purpose=decision.purpose,  # type: ignore[arg-type]
-                action=action.value,
-                token_id=decision.token_id,
-                channel=channel,
-                reason=reason.value,
-                emergency_outside_window=decision.emergency_outside_window,
-                actor=actor,
-                request_id=request_id,
-                not_on_roster=decision.not_on_roster,
+        # from the command going out until the relocker has heard its outcome, an unlock
+        # the lock reports is this command's (gateway.relock.Relocker.sending)
+        with contextlib.ExitStack() as in_flight:
+            # the lock as the command found it, and when (gateway.relock: late answers)
+            lock_before, sent_at = None, 0.0
+            if decision.granted and device_id is not None:
+                sup = self.devices.supervisors.get(device_id)
+                lock_before = sup.state.lock if sup is not None and sup.state is not None else None
+                sent_at = time.monotonic()
+                t_dev = time.perf_counter()
+                in_flight.enter_context(self.relocker.sending(device_id))
+                try:
+                    async with asyncio.timeout(self.config.phone_link.device_timeout):
+                        state = await self.devices.execute(door, action)
+                except DeviceError as exc:
+                    reason = exc.reason
+                    log.warning("door.device_error", device=device_id, error=str(exc))
+                except TimeoutError:
+                    reason = Reason.DEVICE_UNAVAILABLE
+                    log.warning("door.device_timeout", device=device_id, action=action.value)
+                timing.device = time.perf_counter() - t_dev
+            granted = reason is Reason.OK
+            t_journal = time.perf_counter()
+            event = await self._emit(
+                AccessDecisionEvent(
+                    type="access.granted" if granted else "access.denied",
+                    door=door,
+                    device=device_id,
+                    iss=decision.iss,
+                    sub=decision.sub,
+                    role=decision.role,
+                    purpose=decision.purpose,  # type: ignore[arg-type]
+                    action=action.value,
+                    token_id=decision.token_id,
+                    channel=channel,
+                    reason=reason.value,
+                    emergency_outside_window=decision.emergency_outside_window,
+                    actor=actor,
+                    request_id=request_id,
+                    not_on_roster=decision.not_on_roster,
+                )
             )
-        )
-        timing.journal = time.perf_counter() - t_journal
-        if device_id is not None and action in (Action.UNLOCK, Action.UNLATCH):
-            opening = Opening(
-                attempt=event,
-                door=door,
-                device=device_id,
-                action=action.value,
-                at=time.monotonic(),
-                iss=decision.iss,
-                sub=decision.sub,
-                actor=actor,
-                request_id=request_id,
-            )
-            if granted:  # locked again if nobody opens the door
-                self.relocker.granted(opening)
-            elif decision.granted and reason is Reason.DEVICE_UNAVAILABLE:
-                # the phone heard "no": should the lock still act, it is locked again
-                self.relocker.gave_up(opening, lock_before, sent_at)
+            timing.journal = time.perf_counter() - t_journal
+            if device_id is not None and action in (Action.UNLOCK, Action.UNLATCH):
+                opening = Opening(
+                    attempt=event,
+                    door=door,
+                    device=device_id,
+                    action=action.value,
+                    at=time.monotonic(),
+                    iss=decision.iss,
+                    sub=decision.sub,
+                    actor=actor,
+                    request_id=request_id,
+                )
+                if granted:  # locked again if nobody opens the door
+                    self.relocker.granted(opening)
+                elif decision.granted and reason is Reason.DEVICE_UNAVAILABLE:
+                    # the phone heard "no": should the lock still act, it is locked again
+                    self.relocker.gave_up(opening, lock_before, sent_at)
         if granted and device_id is not None:
             kind = DeviceKind.KEYSAFE if action is Action.OPEN else DeviceKind.LOCK
             await self.visits.start(

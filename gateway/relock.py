@@ -12,7 +12,9 @@ Two cases, both for locks (a key safe's compartment cannot be closed from afar):
   notice of the late action may be lost with the link the door gave up on. A lock that
   is already open when the door gives up, but was not when the command went out, acted
   on it and only its answer was late (its state notice came first): that is the late
-  answer too, at once.
+  answer too, at once. While the door has a command under way at the lock, an unlock
+  it reports is that command's (:meth:`Relocker.sending`): a granted one belongs to the
+  carer just let in, never to an earlier attempt's late answer.
 - **An opening nobody used.** A granted unlock (a phone, or a remote opening by the
   alarm centre) after which the door was not opened within ``[access]
   relock_unused_after`` seconds (default 30; 0 turns it off) while the lock reports
@@ -54,8 +56,9 @@ journal attributes to the gateway are, and a ``lock.state`` locked after one end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -247,6 +250,9 @@ class Relocker:
         self._looks: dict[str, asyncio.Task[None]] = {}
         #: per lock: an opening from before a restart, due, waiting for the lock to answer
         self._resumed: dict[str, asyncio.Task[None]] = {}
+        #: per lock: the door's commands under way, and the bolt before the first of them
+        #: (their own outcome explains an unlock seen meanwhile: :meth:`sending`)
+        self._sending: dict[str, tuple[int, LockState | None]] = {}
 
     # -- told by the door service ------------------------------------------------------------
     def gave_up(
@@ -292,6 +298,27 @@ class Relocker:
                 await self.devices.refresh(opening.door)  # a new state comes to on_state
             except DeviceError:
                 continue
+
+    @contextlib.contextmanager
+    def sending(self, device: str) -> Iterator[None]:
+        """The door sends ``device`` a command inside, until the relocker has heard its
+        outcome (:meth:`granted`, :meth:`gave_up`): an unlock the lock reports meanwhile is
+        that command's, not the late answer of an attempt given up on before — whose relock
+        would lock the door on the carer just let in. An unlock neither explains (the
+        command failed otherwise) is that earlier attempt's after all, when the last
+        command ends."""
+        count, before = self._sending.get(device, (0, self._last_lock.get(device)))
+        self._sending[device] = (count + 1, before)
+        try:
+            yield
+        finally:
+            count, before = self._sending.pop(device)
+            if count > 1:
+                self._sending[device] = (count - 1, before)
+            else:
+                state = self.devices.states().get(device)
+                if state is not None and before not in _OPEN:
+                    self._late_seen(device, state)
 
     def granted(self, opening: Opening) -> None:
         """An unlock was confirmed: relock it if the door is not opened in time."""
@@ -389,11 +416,18 @@ class Relocker:
         self._last_lock[device] = state.lock
         if state.door is DoorState.OPEN:
             self._cancel_unused(device)  # somebody used it
+        if device in self._sending:
+            return  # a command under way: its own outcome says whose an unlock is
+        if before not in _OPEN:
+            self._late_seen(device, state)
+
+    def _late_seen(self, device: str, state: DeviceState) -> None:
+        """``state`` after a lock that was not open: the late answer a watch waits for?"""
         late = self._late.get(device)
         if late is not None and self._clock() - late.at > LATE_WINDOW:
             del self._late[device]
             late = None
-        if late is not None and state.lock in _OPEN and before not in _OPEN:
+        if late is not None and state.lock in _OPEN:
             del self._late[device]
             self._spawn(self._late_answer(late, state))
 

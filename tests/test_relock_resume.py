@@ -373,3 +373,58 @@ async def test_a_lock_another_carers_granted_unlock_opened_is_not_locked_on_them
     lock = _Lock(LockState.UNLOCKED)
     assert await _gave_up(lock, LockState.LOCKED, granted_meanwhile=True) == []
     assert lock.state.lock is LockState.UNLOCKED
+
+
+async def _watching(lock: _Lock) -> tuple[Relocker, list[EventBody], list[asyncio.Task[None]]]:
+    """A relocker watching ``lock`` (locked) for the late answer of Anna's attempt the
+    door gave up on."""
+    relocker, out, work = _relocker(lock, 30.0)
+    await relocker.on_state("front-lock", lock.state)
+    anna = Opening(
+        attempt="a1", door="front", device="front-lock", action="unlock",
+        at=time.monotonic(), sub="anna",
+    )  # fmt: skip
+    relocker.gave_up(anna, LockState.LOCKED, time.monotonic())
+    assert relocker._late
+    return relocker, out, work
+
+
+async def test_a_granted_unlock_reported_before_its_answer_is_not_an_earlier_late_answer() -> None:
+    """Anna's attempt was given up on; within the minute Bram's unlock goes out and the
+    lock reports "unlocked" before the command's answer is in. That is Bram's unlock —
+    granted, the door is his — not Anna's late answer: nothing is locked on him (it was,
+    seen once in CI: the notice came first and the relock followed)."""
+    lock = _Lock(LockState.LOCKED)
+    relocker, out, work = await _watching(lock)
+    bram = Opening(
+        attempt="b1", door="front", device="front-lock", action="unlock",
+        at=time.monotonic(), sub="bram",
+    )  # fmt: skip
+    with relocker.sending("front-lock"):
+        lock.state = lock.state.model_copy(update={"lock": LockState.UNLOCKED})
+        await relocker.on_state("front-lock", lock.state)
+        relocker.granted(bram)
+    await asyncio.gather(*work)
+    relocker.close()
+    assert out == [] and lock.state.lock is LockState.UNLOCKED
+
+
+async def test_an_unlock_the_command_under_way_does_not_explain_is_the_late_answer() -> None:
+    """The same, but Bram's command fails otherwise (not granted, not given up on): the
+    unlock seen meanwhile is Anna's late answer after all, attributed and relocked once
+    the command is over."""
+    lock = _Lock(LockState.LOCKED)
+    relocker, out, work = await _watching(lock)
+    with relocker.sending("front-lock"):
+        lock.state = lock.state.model_copy(update={"lock": LockState.UNLOCKED})
+        await relocker.on_state("front-lock", lock.state)
+        assert not work  # nothing decided while the command is under way
+    async with asyncio.timeout(30):
+        while not work:  # noqa: ASYNC110 - the relocker spawns its work
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*work)
+    relocker.close()
+    assert [(b.type, getattr(b, "attempt", None)) for b in out] == [
+        ("device.late_answer", "a1"), ("door.relocked", "a1"),
+    ]  # fmt: skip
+    assert lock.state.lock is LockState.LOCKED
