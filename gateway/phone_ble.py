@@ -489,7 +489,10 @@ class BluezPhonePeripheral:
                 continue
             try:
                 async with self._lock:
-                    await self._advertise(self._bus, False)
+                    # after a failed try nothing may be registered: that is no reason not
+                    # to register again (the next look tries again while it fails)
+                    with contextlib.suppress(DBusError, TimeoutError):
+                        await self._advertise(self._bus, False)
                     await self._advertise(self._bus, True)
                 log.debug("phone_ble.advert_rotated", adapter=self.adapter, epoch=self._adv_epoch)
             except (DBusError, TimeoutError) as exc:

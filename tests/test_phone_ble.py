@@ -200,3 +200,51 @@ async def test_without_bluez_the_link_refuses_in_one_line(
     with pytest.raises(PhoneBleUnavailable, match="system D-Bus cannot be reached"):
         async with BluezPhonePeripheral(Door(), advert_key=bytes(32), adapter="hci0"):
             pass
+
+
+async def test_a_failed_rotation_is_tried_again_until_the_advertisement_is_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rotation whose register step failed leaves nothing registered: the next look
+    must not stop at the unregister BlueZ refuses ("does not exist"), or the hub would
+    stay silent for good. BlueZ stood in for by ``_call``: its first register fails."""
+    from dbus_fast.errors import DBusError
+
+    import gateway.phone_ble as pb
+
+    calls: list[str] = []
+    registered = False
+
+    async def call(bus: object, path: str, interface: str, member: str, *args: object) -> list[object]:
+        nonlocal registered
+        calls.append(member)
+        if member == "UnregisterAdvertisement":
+            if not registered:
+                raise DBusError("org.bluez.Error.DoesNotExist", "no such advertisement")
+            registered = False
+        elif member == "RegisterAdvertisement":
+            if calls.count("RegisterAdvertisement") == 1:
+                raise DBusError("org.bluez.Error.Failed", "busy")
+            registered = True
+        return []
+
+    class _App:
+        adv_path = "/org/lockgw/phone/adv0"
+
+        def epoch(self) -> int:  # a new epoch from the first look on
+            return 7
+
+    monkeypatch.setattr(pb, "_call", call)
+    monkeypatch.setattr(pb, "CLOCK_LOOK", 0.05)
+    p = BluezPhonePeripheral(Door(), advert_key=bytes(32), adapter="hci0")
+    p._bus, p.up, p._objects, p._adv_epoch = object(), True, _App(), 6  # type: ignore[assignment]
+    registered = True  # epoch 6's advertisement is up
+    task = asyncio.create_task(p._rotate())
+    try:
+        async with asyncio.timeout(10):
+            while p._adv_epoch != 7:  # noqa: ASYNC110 - the peripheral's own loop
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert registered and calls.count("RegisterAdvertisement") == 2, calls
